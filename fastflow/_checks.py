@@ -1,0 +1,90 @@
+"""Argument checks shared by every op: the error names the argument, nothing is clamped.
+
+Shapes, dtypes and devices are always checked. Value checks (t in [0, 1], token ids < V)
+run eagerly on CPU tensors; on other devices they use ``torch._assert_async`` (no host
+sync) unless ``FASTFLOW_CHECKS=1`` asks for eager checks (DESIGN.md principle 7).
+"""
+from __future__ import annotations
+
+import os
+from numbers import Real
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+def choice(name: str, value, options):
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {tuple(options)}, got {value!r}")
+    return value
+
+
+def tensor(name: str, x, dtypes=None, ndim_min: int = 0) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if dtypes is not None and x.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {x.dtype}")
+    if x.dim() < ndim_min:
+        raise ValueError(f"{name}: expected at least {ndim_min} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def same_device(name: str, x: torch.Tensor, ref: torch.Tensor):
+    if x.device != ref.device:
+        raise ValueError(f"{name}: expected device {ref.device}, got {x.device}")
+
+
+def same_shape(name: str, x: torch.Tensor, ref: torch.Tensor, ref_name: str):
+    if x.shape != ref.shape:
+        raise ValueError(f"{name}: expected the shape of {ref_name} {tuple(ref.shape)}, got {tuple(x.shape)}")
+    same_device(name, x, ref)
+
+
+def _eager(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" or os.environ.get("FASTFLOW_CHECKS") == "1"
+
+
+def values(name: str, ok: torch.Tensor, what: str):
+    """Raise ValueError(name ...) unless ``ok`` is all True (asynchronously off CPU)."""
+    if _eager(ok):
+        if not bool(ok.all()):
+            raise ValueError(f"{name}: {what}")
+    else:
+        torch._assert_async(ok.all(), f"{name}: {what}")
+
+
+def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
+    tensor(name, x, INDEX_DTYPES)
+    ok = (x >= 0) & (x < vocab_size)
+    if ignore_index is not None:
+        ok = ok | (x == ignore_index)
+    values(name, ok, f"token ids must lie in [0, {vocab_size})")
+
+
+def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None) -> torch.Tensor:
+    """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device."""
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 1 or (value.dim() == 1 and value.numel() not in (1, batch)):
+            raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
+        out = value.to(device=like.device, dtype=torch.float32).reshape(-1).expand(batch).contiguous()
+        finite_or_range = ~torch.isnan(out)
+        if lo is not None:
+            finite_or_range &= out >= lo
+        if hi is not None:
+            finite_or_range &= out <= hi
+        values(name, finite_or_range, f"values must lie in [{lo}, {hi}] and not be NaN")
+        return out
+    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {value}")
+    return torch.full((batch,), float(value), dtype=torch.float32, device=like.device)
+
+
+def time(name: str, t, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """Times in [0, 1] as fp32 ``[B]``."""
+    return coefficient(name, t, batch, like, lo=0.0, hi=1.0)

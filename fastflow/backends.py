@@ -1,0 +1,129 @@
+"""The one dispatch point: which backend runs an op, and why not when it can't.
+
+A backend is a module exposing the reference backend's functions (same names, same
+signatures; see ``fastflow/reference/__init__.py``) plus ``unavailable(device_type)``,
+which returns None when the backend can run on that device type and otherwise a sentence
+saying why not. An op a backend does not define is unsupported there.
+
+``auto`` picks, for CUDA tensors, ``cuda -> triton -> reference``, and for CPU tensors
+``cpu -> reference``; Triton runs on CPU tensors only when asked for explicitly under
+``TRITON_INTERPRET=1``. ``FASTFLOW_BACKEND`` sets the default, ``set_backend`` /
+``use_backend`` change it, and every op takes ``backend=``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+
+NAMES = ("reference", "cpu", "triton", "cuda")
+_MODULES = {
+    "reference": "fastflow.reference",
+    "cpu": "fastflow.csrc_backend",
+    "triton": "fastflow.triton_kernels",
+    "cuda": "fastflow.csrc_backend",
+}
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+_state = threading.local()
+_loaded: dict[str, object] = {}
+_import_errors: dict[str, str] = {}
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or (name != "auto" and name not in NAMES):
+        raise ValueError(f"backend: expected 'auto' or one of {NAMES}, got {name!r}")
+    return name
+
+
+def _default() -> str:
+    name = getattr(_state, "name", None)
+    if name is None:
+        name = _check_name(os.environ.get("FASTFLOW_BACKEND", "auto"))
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Set this thread's default backend ('auto', 'reference', 'cpu', 'triton', 'cuda')."""
+    _state.name = _check_name(name)
+
+
+def get_backend() -> str:
+    return _default()
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with ff.use_backend("triton"): ...`` runs the block on that backend."""
+    previous = getattr(_state, "name", None)
+    _state.name = _check_name(name)
+    try:
+        yield
+    finally:
+        _state.name = previous
+
+
+def _module(name: str):
+    if name not in _loaded and name not in _import_errors:
+        try:
+            _loaded[name] = importlib.import_module(_MODULES[name])
+        except Exception as exc:  # a missing optional dependency or build
+            _import_errors[name] = f"{type(exc).__name__}: {exc}"
+    return _loaded.get(name)
+
+
+def why_not(name: str, op: str, device_type: str) -> str | None:
+    """None when backend ``name`` can run ``op`` on ``device_type``, else the reason."""
+    module = _module(name)
+    if module is None:
+        return f"{name}: cannot be imported ({_import_errors[name]})"
+    reason = module.unavailable(device_type) if hasattr(module, "unavailable") else None
+    if reason is None and not hasattr(module, op):
+        reason = f"{name}: does not implement {op}"
+    if reason is None and name == "cpu" and device_type != "cpu":
+        reason = "cpu: runs on CPU tensors only"
+    if reason is None and name == "cuda" and device_type != "cuda":
+        reason = "cuda: runs on CUDA tensors only"
+    return reason
+
+
+def resolve_name(op: str, device_type: str, backend: str | None = None) -> str:
+    """The backend that will run ``op`` on ``device_type``; raises with reasons if none can."""
+    name = _check_name(backend) if backend is not None else _default()
+    if name != "auto":
+        reason = why_not(name, op, device_type)
+        if reason is not None:
+            raise ValueError(f"backend={name!r} cannot run {op} on {device_type} tensors: {reason}")
+        return name
+    reasons = []
+    for candidate in _AUTO_ORDER.get(device_type, ("reference",)):
+        reason = why_not(candidate, op, device_type)
+        if reason is None:
+            return candidate
+        reasons.append(reason)
+    raise ValueError(f"no backend can run {op} on {device_type} tensors: " + "; ".join(reasons))
+
+
+def kernel(op: str, backend: str):
+    """The function implementing ``op`` in the (already resolved) ``backend``."""
+    return getattr(_module(backend), op)
+
+
+def available_backends(device_type: str | None = None) -> list[str]:
+    """Backends that can run on ``device_type`` (default: on any device of this machine)."""
+    import torch
+
+    types = [device_type] if device_type else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [n for n in NAMES if any(why_not(n, "step_combine", d) is None for d in types)]
+
+
+def explain() -> dict[str, str]:
+    """Each backend and, where it can't run on this machine, why not."""
+    import torch
+
+    types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out = {}
+    for n in NAMES:
+        reasons = [why_not(n, "step_combine", d) for d in types]
+        out[n] = "available" if None in reasons else "; ".join(r for r in reasons if r)
+    return out

@@ -1,0 +1,302 @@
+"""Public discrete ops: mixture path sample, cross-entropy and generalized-KL losses (fused,
+gradient written in the forward pass), and the CTMC jump step (FORMULAS.md §4-5).
+
+Logits ``[B, ..., V]`` are viewed as ``[N, V]`` rows (a copy only if they are not
+row-contiguous); per-sample coefficients are expanded to per-row ``[N]`` fp32 vectors.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _checks
+from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
+from ._registry import pick, run
+
+LOSS_REDUCTIONS = ("mean", "sum", "none")
+
+
+# ---------------------------------------------------------------- mixture path sample
+@torch.library.custom_op("fastflow::mixture_path_sample", mutates_args=())
+def _mixture_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: Optional[Tensor],
+                    noise: Optional[Tensor], vocab_size: int, mask_id: int, backend: str) -> Tensor:
+    return run("mixture_path_sample", backend, x_1, x_0, kappa, rng, noise, vocab_size,
+               None if mask_id < 0 else mask_id)
+
+
+@_mixture_sample.register_fake
+def _(x_1, x_0, kappa, rng, noise, vocab_size, mask_id, backend):
+    return torch.empty_like(x_1, memory_format=torch.contiguous_format)
+
+
+def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: Optional[Tensor],
+                        vocab_size: int = 0, mask_id: Optional[int] = None,
+                        noise: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """``x_t = x_1`` with probability ``kappa`` (per sample ``[B]``), else the source token."""
+    _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
+    if x_0 is not None:
+        _checks.tensor("x_0", x_0, _checks.INDEX_DTYPES)
+        _checks.same_shape("x_0", x_0, x_1, "x_1")
+    if noise is not None:
+        _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
+        _checks.same_shape("noise", noise, x_1, "x_1")
+    if noise is None and rng is None:
+        raise ValueError("rng: required when noise is not given")
+    return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size),
+                           -1 if mask_id is None else int(mask_id),
+                           pick("mixture_path_sample", x_1, backend))
+
+
+# ---------------------------------------------------------------- fused losses
+def _rows(logits: Tensor, name="logits") -> Tensor:
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _loss_fwd(op, backend, logits, args, grad_scale, need_grad):
+    rows = _rows(logits)
+    grad = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_grad else None
+    loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
+    return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
+
+
+@torch.library.custom_op("fastflow::cross_entropy", mutates_args=())
+def _ce(logits: Tensor, x_1: Tensor, ignore_index: int, grad_scale: Tensor, need_grad: bool,
+        backend: str) -> tuple[Tensor, Tensor]:
+    return _loss_fwd("cross_entropy", backend, logits, (x_1, ignore_index), grad_scale, need_grad)
+
+
+@torch.library.custom_op("fastflow::generalized_kl", mutates_args=())
+def _gkl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor, ignore_index: int,
+         grad_scale: Tensor, need_grad: bool, backend: str) -> tuple[Tensor, Tensor]:
+    return _loss_fwd("generalized_kl", backend, logits, (x_1, x_t, jump, ignore_index),
+                     grad_scale, need_grad)
+
+
+def _fake(logits, grad_scale, need_grad):
+    rows = _rows(logits)
+    grad = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_grad else rows.new_empty(0)
+    return grad_scale.new_empty(grad_scale.shape), grad
+
+
+_ce.register_fake(lambda logits, x_1, ii, gs, ng, b: _fake(logits, gs, ng))
+_gkl.register_fake(lambda logits, x_1, x_t, j, ii, gs, ng, b: _fake(logits, gs, ng))
+
+
+@torch.library.custom_op("fastflow::scale_rows", mutates_args=("grad",))
+def _scale_rows(grad: Tensor, g: Tensor, backend: str) -> None:
+    run("scale_rows", backend, grad, g)
+
+
+@_scale_rows.register_fake
+def _(grad, g, backend):
+    return None
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.backend = inputs[-1]
+    ctx.shape = inputs[0].shape
+    ctx.consumed = False
+
+
+def _backward(ctx, grad_loss, _grad_of_grad):
+    if ctx.consumed:
+        raise RuntimeError("fastflow's fused losses write their gradient in the forward pass; "
+                           "backward through them runs once (retain_graph is not supported)")
+    ctx.consumed = True
+    (grad,) = ctx.saved_tensors
+    _scale_rows(grad, grad_loss.float().contiguous(), ctx.backend)
+    return grad.view(ctx.shape), *([None] * (ctx.n_inputs - 1))
+
+
+def _ce_setup(ctx, inputs, output):
+    _setup(ctx, inputs, output)
+    ctx.n_inputs = 6
+
+
+def _gkl_setup(ctx, inputs, output):
+    _setup(ctx, inputs, output)
+    ctx.n_inputs = 8
+
+
+_ce.register_autograd(_backward, setup_context=_ce_setup)
+_gkl.register_autograd(_backward, setup_context=_gkl_setup)
+
+
+def _check_logits(logits, x_1, name_1="x_1"):
+    _checks.tensor("logits", logits, _checks.FLOAT_DTYPES, ndim_min=2)
+    _checks.tensor(name_1, x_1, _checks.INDEX_DTYPES)
+    if logits.shape[:-1] != x_1.shape:
+        raise ValueError(f"logits: expected shape {tuple(x_1.shape)} + (V,) to match {name_1}, "
+                         f"got {tuple(logits.shape)}")
+    _checks.same_device(name_1, x_1, logits)
+    if x_1.numel() == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits: expected at least one token and V >= 1, got {tuple(logits.shape)}")
+
+
+def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str) -> Tensor:
+    valid = (x_1 != ignore_index).reshape(-1).float()
+    if reduction == "mean":
+        return valid / valid.sum().clamp_min(1.0)
+    return valid
+
+
+def _reduce(weighted: Tensor, x_1: Tensor, reduction: str) -> Tensor:
+    return weighted.view(x_1.shape) if reduction == "none" else weighted.sum()
+
+
+def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
+                          reduction: str = "mean", backend: Optional[str] = None) -> Tensor:
+    """Fused cross-entropy ``logsumexp(z) - z[x_1]`` over the last dimension.
+
+    ``mean`` averages over the tokens that are not ``ignore_index`` (torch's convention),
+    ``sum`` adds, ``none`` returns ``x_1``'s shape (0 on ignored tokens). The gradient is
+    written during the forward pass (one extra pass, no ``[N, V]`` fp32 temporaries); the
+    backward scales it only when the upstream gradient is not 1.
+    """
+    _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
+    _check_logits(logits, x_1)
+    _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    weighted, _ = _ce(logits, x_1.reshape(-1), int(ignore_index), _grad_scale(x_1, ignore_index, reduction),
+                      need_grad, pick("cross_entropy", logits, backend))
+    return _reduce(weighted, x_1, reduction)
+
+
+def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
+                   ignore_index: Optional[int] = None, reduction: str = "mean",
+                   backend: Optional[str] = None) -> Tensor:
+    """Fused generalized KL of the mixture path; ``jump`` = ``d_kappa / (1 - kappa)`` per sample ``[B]``.
+
+    ``mean`` averages over all tokens as flow_matching does (over the non-ignored ones when
+    ``ignore_index`` is given).
+    """
+    _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
+    _check_logits(logits, x_1)
+    _checks.tensor("x_t", x_t, _checks.INDEX_DTYPES)
+    _checks.same_shape("x_t", x_t, x_1, "x_1")
+    V = logits.shape[-1]
+    ii = -(2**62) if ignore_index is None else int(ignore_index)
+    _checks.tokens("x_1", x_1, V, ignore_index)
+    _checks.tokens("x_t", x_t, V)
+    per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    weighted, _ = _gkl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii,
+                       _grad_scale(x_1, ii, reduction), need_grad, pick("generalized_kl", logits, backend))
+    return _reduce(weighted, x_1, reduction)
+
+
+# ---------------------------------------------------------------- jump step
+class JumpNoise(NamedTuple):
+    """Explicit uniforms in (0, 1) for exact parity: ``token [..., 3]`` (jump test, component
+    choice, uniform token), ``race [..., V]`` and, for a general p0, ``race_p0 [..., V]``."""
+    token: Tensor
+    race: Tensor
+    race_p0: Optional[Tensor] = None
+
+
+@torch.library.custom_op("fastflow::jump_step", mutates_args=())
+def _jump(logits: Tensor, x_t: Tensor, h: Tensor, r1: Tensor, r0: Tensor, p0: Optional[Tensor],
+          source: int, mask_id: int, temperature: float, final: bool, probs: bool,
+          rng: Optional[Tensor], noise_token: Optional[Tensor], noise_race: Optional[Tensor],
+          noise_race_p0: Optional[Tensor], backend: str) -> Tensor:
+    return run("jump_step", backend, logits, x_t, h, r1, r0, p0, source, mask_id, temperature,
+               final, probs, rng, noise_token, noise_race, noise_race_p0)
+
+
+@_jump.register_fake
+def _(logits, x_t, h, r1, r0, p0, source, mask_id, temperature, final, probs, rng, nt, nr, nr0, backend):
+    return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+
+
+def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample rates ``r1 = (1 + c) d_kappa / (1 - kappa)`` and ``r0 = c d_kappa / kappa``
+    (FORMULAS.md §5), with their limits: ``r1 = inf`` at kappa = 1, ``r0 = inf`` at kappa = 0
+    when c > 0, ``r0 = 0`` when c = 0."""
+    lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
+    r1 = (1 + div_free) * lam
+    r0 = torch.where(div_free > 0, torch.where(kappa <= 0, math.inf, div_free * d_kappa / kappa.clamp_min(1e-30)), 0.0)
+    return r1, r0
+
+
+def _source(source, mask_id, V, like):
+    if isinstance(source, torch.Tensor):
+        _checks.tensor("source", source, _checks.FLOAT_DTYPES)
+        if source.shape != (V,):
+            raise ValueError(f"source: expected a p0 of shape ({V},), got {tuple(source.shape)}")
+        _checks.same_device("source", source, like)
+        _checks.values("source", (source >= 0).all() & ((source.float().sum() - 1).abs() < 1e-3),
+                       "p0 must be non-negative and sum to 1")
+        return SOURCE_GENERAL, source.float().contiguous(), -1
+    _checks.choice("source", source, ("uniform", "mask"))
+    if source == "mask":
+        if not isinstance(mask_id, int) or not 0 <= mask_id < V:
+            raise ValueError(f"mask_id: expected an int in [0, {V}) with source='mask', got {mask_id!r}")
+        return SOURCE_MASK, None, mask_id
+    return SOURCE_UNIFORM, None, -1
+
+
+def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False, div_free=0.0,
+              source="uniform", mask_id: Optional[int] = None, temperature: float = 1.0,
+              final: bool = False, generator: Optional[torch.Generator] = None,
+              noise: Optional[JumpNoise] = None, out: Optional[Tensor] = None,
+              backend: Optional[str] = None) -> Tensor:
+    """One CTMC Euler step of the mixture path for every token (FORMULAS.md §5).
+
+    ``logits [B, ..., V]`` (probabilities when ``probs=True``), ``x_t [B, ...]`` int64/int32,
+    ``t``, ``h``, ``div_free`` floats or ``[B]``. ``x_1`` is drawn by an exponential race over
+    the row (``softmax(z / temperature)``); the token jumps with probability
+    ``1 - exp(-h * total rate)``. Rows that cannot jump are not read. ``final=True``
+    returns the ``x_1`` draw for every token. At kappa = 1 the rate to ``x_1`` is infinite
+    and the token jumps to ``x_1`` (when they differ); at kappa = 0 with ``div_free > 0`` the
+    source term is infinite and the token jumps to a ``p0`` draw (never NaN).
+    Returns new tokens of ``x_t``'s shape and dtype (written into ``out`` if given).
+    """
+    _check_logits(logits, x_t, "x_t")
+    V = logits.shape[-1]
+    _checks.tokens("x_t", x_t, V)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
+    if not isinstance(probs, bool) or not isinstance(final, bool):
+        raise TypeError("probs, final: expected bools")
+    batch = x_t.shape[0]
+    t_b = _checks.time("t", t, batch, logits)
+    h_b = _checks.coefficient("h", h, batch, logits, lo=0.0)
+    c_b = _checks.coefficient("div_free", div_free, batch, logits, lo=0.0)
+    kind, p0, mid = _source(source, mask_id, V, logits)
+    sched = scheduler(t_b)
+    r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), c_b)
+    per_row = x_t.numel() // batch
+    expand = lambda v: v.repeat_interleave(per_row).contiguous()  # noqa: E731
+    nt = nr = nr0 = None
+    if noise is not None:
+        if not isinstance(noise, tuple) or len(noise) not in (2, 3):
+            raise TypeError("noise: expected a JumpNoise(token, race, race_p0)")
+        nt, nr, nr0 = (tuple(noise) + (None,))[:3]
+        nt = _noise_rows("noise.token", nt, x_t, 3)
+        nr = _noise_rows("noise.race", nr, x_t, V)
+        nr0 = _noise_rows("noise.race_p0", nr0, x_t, V) if nr0 is not None else None
+        if kind == SOURCE_GENERAL and nr0 is None and not final:
+            raise ValueError("noise.race_p0: required with a general p0 source")
+    rng = None
+    if noise is None:
+        from .._rng import new_rng
+        rng = new_rng(logits.device, generator)
+    new = _jump(_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
+                float(temperature), final, probs, rng, nt, nr, nr0,
+                pick("jump_step", logits, backend)).view(x_t.shape)
+    if out is not None:
+        _checks.same_shape("out", out, x_t, "x_t")
+        return out.copy_(new)
+    return new
+
+
+def _noise_rows(name, u, x_t, width):
+    _checks.tensor(name, u, (torch.float32,))
+    if u.shape != (*x_t.shape, width):
+        raise ValueError(f"{name}: expected shape {(*x_t.shape, width)}, got {tuple(u.shape)}")
+    _checks.same_device(name, u, x_t)
+    return u.reshape(-1, width)

@@ -1,0 +1,34 @@
+"""Fused affine path loss: per-sample sums of squared error against a target never stored.
+
+    target   = c * x_1 + d * x_0 + e * eps            (x_0 / eps regenerated from rng)
+    sq_sum_b = sum_i mask_i * (v_i - target_i)^2      -> fp32 [B]
+    dv       = 2 * grad_scale_b * mask * (v - target) (the backward, one pass)
+
+Weights, the reduction (mean / sum / per_sample) and its divisor are ``[B]``-sized torch
+ops in ``fastflow.ops.affine_path_loss``; the kernels see only the per-sample sums.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._common import gaussian_like, per_sample
+
+
+def _residual(v, x_1, x_0, c, d, e, rng, mask):
+    x1 = x_1.float()
+    x0 = gaussian_like(rng, 0, v) if x_0 is None else x_0.float()
+    target = per_sample(c, x1) * x1 + per_sample(d, x1) * x0
+    if e is not None:
+        target = target + per_sample(e, x1) * gaussian_like(rng, 1, v)
+    r = v.float() - target
+    return r if mask is None else r * mask.to(torch.float32)
+
+
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
+    r = _residual(v, x_1, x_0, c, d, e, rng, mask)
+    return r.square().reshape(v.shape[0], -1).sum(dim=1)
+
+
+def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
+    r = _residual(v, x_1, x_0, c, d, e, rng, mask)
+    return (2.0 * per_sample(grad_scale, r) * r).to(v.dtype)

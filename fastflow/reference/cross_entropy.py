@@ -1,0 +1,29 @@
+"""Cross-entropy over V with the gradient written in the forward pass (FORMULAS.md §4).
+
+    loss_i = logsumexp(z_i) - z_i[x_1_i]                 (0 where x_1_i == ignore_index)
+    grad_i = grad_scale_i * (softmax(z_i) - e_{x_1_i})   (written only when grad is given)
+
+Shapes: ``logits [N, V]``, ``x_1 [N]`` integer, ``grad_scale`` fp32 ``[N]`` (0 on ignored
+rows) or None, ``grad`` an ``[N, V]`` buffer in the logits dtype (it may be ``logits``
+itself). Returns the fp32 ``[N]`` losses.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _valid_rows(x_1, ignore_index):
+    valid = x_1 != ignore_index
+    return valid, torch.where(valid, x_1, 0).long()
+
+
+def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
+    z = logits.float()
+    valid, idx = _valid_rows(x_1, ignore_index)
+    lse = torch.logsumexp(z, dim=-1)
+    loss = torch.where(valid, lse - z.gather(-1, idx[:, None]).squeeze(-1), 0.0)
+    if grad is not None:
+        g = torch.softmax(z, dim=-1)
+        g.scatter_add_(-1, idx[:, None], -torch.ones_like(lse)[:, None])
+        grad.copy_(g * (grad_scale * valid)[:, None])
+    return loss

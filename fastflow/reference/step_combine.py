@@ -1,0 +1,23 @@
+"""Step combine: ``x_next = A * x + B * p + C * q + N * z`` (FORMULAS.md §3).
+
+Every ODE / SDE step of fastflow (Euler, CFG, prediction conversion, midpoint, Heun, DDPM,
+DDIM) is this op with per-sample fp32 ``[B]`` coefficients built in ``fastflow.solver``.
+``q``/``C`` and ``N`` may be None. ``z`` is ``noise`` when given, else Gaussian stream 0 of
+``rng`` (``ceil(numel / 4)`` counters). ``out`` may alias ``x`` (in-place step).
+"""
+from __future__ import annotations
+
+from ._common import gaussian_like, per_sample
+
+
+def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
+    xf = x.float()
+    y = per_sample(A, xf) * xf + per_sample(B, xf) * p.float()
+    if q is not None:
+        y = y + per_sample(C, xf) * q.float()
+    if N is not None:
+        z = noise.float() if noise is not None else gaussian_like(rng, 0, x)
+        y = y + per_sample(N, xf) * z
+    if out is None:
+        return y.to(x.dtype)
+    return out.copy_(y)
