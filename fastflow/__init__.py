@@ -1,4 +1,8 @@
-"""fastflow: fused kernels for the hot loops of flow-matching models."""
+"""fastflow: fused kernels for the hot loops of flow-matching models.
+
+flow_matching's API under the same module paths (``fastflow.path``, ``.path.scheduler``,
+``.solver``, ``.loss``, ``.utils``), each name also flat here, plus fused entry points.
+"""
 import os as _os
 
 # In a source tree the Triton kernels live in ../triton_kernels; an installed wheel maps them
@@ -6,3 +10,20 @@ import os as _os
 _tree = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "triton_kernels")
 if _os.path.isdir(_tree):
     __path__.append(_os.path.dirname(_tree))  # type: ignore[name-defined]  # noqa: F821
+
+from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
+from .diffusion import DDPMScheduler, ddim_step, ddpm_step  # noqa: E402
+from .loss import MixturePathGeneralizedKL, generalized_kl, mixture_cross_entropy  # noqa: E402
+from .ops.affine_path import affine_path_loss, affine_path_sample  # noqa: E402
+from .ops.discrete import JumpNoise, jump_step, mixture_path_sample  # noqa: E402
+from .ops.step_combine import step_combine  # noqa: E402
+from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: E402
+                   MixtureDiscreteProbPath, PathSample)
+from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
+                             LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
+                             Scheduler, SchedulerOutput, VPScheduler)
+from .solver import MixtureDiscreteEulerSolver, ODESolver, euler_step  # noqa: E402
+from .utils import ModelWrapper  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [n for n in dir() if not n.startswith("_")]

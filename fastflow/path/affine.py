@@ -1,0 +1,120 @@
+"""Affine probability paths ``x_t = alpha_t x_1 + sigma_t x_0`` with a fused sample and loss.
+
+Drop-in for flow_matching's AffineProbPath / CondOTProbPath: ``sample(x_0, x_1, t)`` gives
+the same ``x_t`` and ``dx_t``; ``x_0=None`` draws the Gaussian source inside the kernel, and
+``loss(v, sample)`` computes the regression loss and its gradient without ever storing the
+target (FORMULAS.md §2).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .. import _checks
+from .._rng import new_rng
+from ..ops.affine_path import affine_path_loss, affine_path_sample
+from ..ops.step_combine import step_combine
+from .path_sample import PathSample
+from .scheduler import CondOTScheduler
+
+TARGETS = ("velocity", "x1", "epsilon")
+
+
+class AffineProbPath:
+    """The affine path of a scheduler (any object with the flow_matching scheduler interface)."""
+
+    def __init__(self, scheduler):
+        if not callable(scheduler):
+            raise TypeError(f"scheduler: expected a callable t -> SchedulerOutput, got {type(scheduler).__name__}")
+        self.scheduler = scheduler
+
+    def _coefficients(self, t: Tensor, batch: int, like: Tensor) -> dict:
+        t = _checks.time("t", t, batch, like)
+        out = self.scheduler(t)
+        return {k: getattr(out, k).float().reshape(-1).expand(batch).contiguous()
+                for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
+
+    def sample(self, x_0: Optional[Tensor] = None, x_1: Optional[Tensor] = None, t: Optional[Tensor] = None,
+               generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> PathSample:
+        """``x_t = alpha_t x_1 + sigma_t x_0``; ``x_0=None`` draws ``N(0, I)`` in the kernel.
+
+        ``x_1 [B, ...]``, ``t [B]`` in [0, 1]. ``dx_t`` (and a drawn ``x_0``) are computed
+        when first read.
+        """
+        if x_1 is None or t is None:
+            raise ValueError("x_1, t: both are required")
+        _checks.tensor("x_1", x_1, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("t", t)
+        if t.shape != (x_1.shape[0],):
+            raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
+        _checks.same_device("t", t, x_1)
+        coef = self._coefficients(t, x_1.shape[0], x_1)
+        rng = new_rng(x_1.device, generator) if x_0 is None else None
+        x_t = affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
+        return PathSample(x_1, x_0, t, x_t, coef, rng, backend)
+
+    def loss(self, v: Tensor, sample: PathSample, target: str = "velocity", reduction: str = "mean",
+             weight=None, mask: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+        """Fused ``weight * mask * (v - target)^2``, reduced; autograd-aware, target never stored.
+
+        target: ``velocity`` (``d_alpha x_1 + d_sigma x_0``, flow_matching's ``dx_t``),
+        ``x1`` or ``epsilon`` (the source noise ``x_0``). reduction: ``mean`` over
+        (unmasked) elements, ``sum``, ``per_sample`` ``[B]`` means, ``none`` element-wise.
+        """
+        _checks.choice("target", target, TARGETS)
+        if not isinstance(sample, PathSample):
+            raise TypeError(f"sample: expected the PathSample of path.sample, got {type(sample).__name__}")
+        coef = sample.coefficients
+        if target == "velocity":
+            c, d = coef["d_alpha_t"], coef["d_sigma_t"]
+        elif target == "x1":
+            c, d = torch.ones_like(coef["alpha_t"]), torch.zeros_like(coef["alpha_t"])
+        else:
+            c, d = torch.zeros_like(coef["alpha_t"]), torch.ones_like(coef["alpha_t"])
+        return affine_path_loss(v, sample.x_1, sample._x_0, c, d, rng=sample.rng, mask=mask, weight=weight,
+                                reduction=reduction, backend=backend or sample.backend)
+
+    # -- conversions between prediction types: u = A x_t + B pred, one fused kernel each
+    def _convert(self, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
+        s = self.scheduler(t.float())
+        a, b = a_fn(s), b_fn(s)
+        a = a.reshape(-1) if a.dim() else a.reshape(1)
+        b = b.reshape(-1) if b.dim() else b.reshape(1)
+        finite = torch.isfinite(a).all() & torch.isfinite(b).all()
+        _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
+        batch = x_t.shape[0]
+        return step_combine(x_t, pred, a.expand(batch) if a.numel() == 1 else a,
+                            b.expand(batch) if b.numel() == 1 else b)
+
+    def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return self._convert(x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,
+                             lambda s: (s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t) / s.sigma_t, "sigma_t = 0")
+
+    def epsilon_to_velocity(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return self._convert(epsilon, x_t, t, lambda s: s.d_alpha_t / s.alpha_t,
+                             lambda s: (s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t) / s.alpha_t, "alpha_t = 0")
+
+    def velocity_to_target(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        den = lambda s: s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t  # noqa: E731
+        return self._convert(velocity, x_t, t, lambda s: -s.d_sigma_t / den(s), lambda s: s.sigma_t / den(s),
+                             "d_alpha sigma - d_sigma alpha = 0")
+
+    def epsilon_to_target(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return self._convert(epsilon, x_t, t, lambda s: 1 / s.alpha_t, lambda s: -s.sigma_t / s.alpha_t, "alpha_t = 0")
+
+    def velocity_to_epsilon(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        den = lambda s: s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t  # noqa: E731
+        return self._convert(velocity, x_t, t, lambda s: -s.d_alpha_t / den(s), lambda s: s.alpha_t / den(s),
+                             "d_sigma alpha - d_alpha sigma = 0")
+
+    def target_to_epsilon(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        return self._convert(x_1, x_t, t, lambda s: 1 / s.sigma_t, lambda s: -s.alpha_t / s.sigma_t, "sigma_t = 0")
+
+
+class CondOTProbPath(AffineProbPath):
+    """``AffineProbPath(CondOTScheduler())``."""
+
+    def __init__(self):
+        super().__init__(CondOTScheduler())

@@ -1,0 +1,58 @@
+"""The mixture discrete path (FORMULAS.md §4): each token is ``x_1`` with probability
+``kappa_t``, else the source token. Drop-in for flow_matching's MixtureDiscreteProbPath;
+``x_0=None`` draws the source in the kernel (uniform over V, or the mask token)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _checks
+from .._rng import new_rng
+from ..ops.discrete import mixture_path_sample
+from .path_sample import DiscretePathSample
+from .scheduler import is_convex
+
+
+class MixtureDiscreteProbPath:
+    """Mixture path of a convex scheduler (``kappa_t = alpha_t``, ``alpha_t + sigma_t = 1``)."""
+
+    def __init__(self, scheduler):
+        if not callable(scheduler) or not is_convex(scheduler):
+            raise ValueError("scheduler: a mixture path needs a convex scheduler (alpha_t + sigma_t = 1), "
+                             f"got {type(scheduler).__name__}")
+        self.scheduler = scheduler
+
+    def sample(self, x_0: Optional[Tensor] = None, x_1: Optional[Tensor] = None, t: Optional[Tensor] = None,
+               source: str = "uniform", vocab_size: Optional[int] = None, mask_id: Optional[int] = None,
+               generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> DiscretePathSample:
+        """``x_t = x_1`` with probability ``kappa_t``, else ``x_0`` (given, or drawn from ``source``:
+        ``"uniform"`` over ``vocab_size`` tokens, or ``"mask"`` = ``mask_id``)."""
+        if x_1 is None or t is None:
+            raise ValueError("x_1, t: both are required")
+        _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
+        _checks.tensor("t", t)
+        if t.shape != (x_1.shape[0],):
+            raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
+        kappa = self.scheduler(_checks.time("t", t, x_1.shape[0], x_1)).alpha_t.float()
+        if x_0 is None:
+            _checks.choice("source", source, ("uniform", "mask"))
+            if source == "uniform":
+                if not isinstance(vocab_size, int) or vocab_size < 1:
+                    raise ValueError(f"vocab_size: expected a positive int with source='uniform', got {vocab_size!r}")
+                mask_id = None
+            elif not isinstance(mask_id, int) or mask_id < 0:
+                raise ValueError(f"mask_id: expected a token id with source='mask', got {mask_id!r}")
+        rng = new_rng(x_1.device, generator)
+        x_t = mixture_path_sample(x_1, x_0, kappa, rng, vocab_size or 0, mask_id, backend=backend)
+        return DiscretePathSample(x_1, x_0, t, x_t, rng, vocab_size or 0, mask_id, backend)
+
+    def posterior_to_velocity(self, posterior_logits: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``d_kappa / (1 - kappa) * (softmax(logits) - onehot(x_t))`` as flow_matching."""
+        posterior = torch.softmax(posterior_logits, dim=-1)
+        onehot = F.one_hot(x_t, num_classes=posterior.shape[-1])
+        t = t.reshape(*t.shape, *([1] * (onehot.dim() - t.dim())))
+        s = self.scheduler(t)
+        return s.d_alpha_t / (1 - s.alpha_t) * (posterior - onehot)

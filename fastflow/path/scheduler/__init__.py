@@ -1,0 +1,147 @@
+"""Schedulers: ``t -> (alpha_t, sigma_t, d_alpha_t, d_sigma_t)`` (FORMULAS.md §1).
+
+Names and behaviour as in flow_matching, so ``flow_matching.path.scheduler`` ->
+``fastflow.path.scheduler`` is an import change; any object with that interface (a
+flow_matching scheduler included) is accepted wherever fastflow takes a scheduler.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SchedulerOutput:
+    alpha_t: Tensor
+    sigma_t: Tensor
+    d_alpha_t: Tensor
+    d_sigma_t: Tensor
+
+
+class Scheduler:
+    """Base class: ``__call__(t) -> SchedulerOutput``."""
+
+    def __call__(self, t: Tensor) -> SchedulerOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ConvexScheduler(Scheduler):
+    """``alpha_t + sigma_t = 1``: the schedulers a mixture (discrete) path accepts."""
+
+    def kappa_inverse(self, kappa: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        return self.kappa_inverse(snr / (1.0 + snr))
+
+
+class CondOTScheduler(ConvexScheduler):
+    """alpha_t = t, sigma_t = 1 - t (rectified flow)."""
+
+    def __call__(self, t):
+        return SchedulerOutput(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+    def kappa_inverse(self, kappa):
+        return kappa
+
+
+class PolynomialConvexScheduler(ConvexScheduler):
+    """alpha_t = t^n, sigma_t = 1 - t^n."""
+
+    def __init__(self, n: float):
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0:
+            raise ValueError(f"n: expected a positive number, got {n!r}")
+        self.n = n
+
+    def __call__(self, t):
+        n = self.n
+        return SchedulerOutput(t**n, 1 - t**n, n * t ** (n - 1), -n * t ** (n - 1))
+
+    def kappa_inverse(self, kappa):
+        return torch.pow(kappa, 1.0 / self.n)
+
+
+class VPScheduler(Scheduler):
+    """Variance preserving: alpha_t = exp(-T/2), sigma_t = sqrt(1 - exp(-T))."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"beta_min, beta_max: expected 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = beta_min, beta_max
+
+    def __call__(self, t):
+        b, B = self.beta_min, self.beta_max
+        T = 0.5 * (1 - t) ** 2 * (B - b) + (1 - t) * b
+        dT = -(1 - t) * (B - b) - b
+        return SchedulerOutput(
+            torch.exp(-0.5 * T), torch.sqrt(1 - torch.exp(-T)),
+            -0.5 * dT * torch.exp(-0.5 * T), 0.5 * dT * torch.exp(-T) / torch.sqrt(1 - torch.exp(-T)))
+
+    def snr_inverse(self, snr):
+        T = -torch.log(snr**2 / (snr**2 + 1))
+        b, B = self.beta_min, self.beta_max
+        return 1 - ((-b + torch.sqrt(b**2 + 2 * (B - b) * T)) / (B - b))
+
+
+class LinearVPScheduler(Scheduler):
+    """alpha_t = t, sigma_t = sqrt(1 - t^2)."""
+
+    def __call__(self, t):
+        return SchedulerOutput(t, (1 - t**2) ** 0.5, torch.ones_like(t), -t / (1 - t**2) ** 0.5)
+
+    def snr_inverse(self, snr):
+        return torch.sqrt(snr**2 / (1 + snr**2))
+
+
+class CosineScheduler(Scheduler):
+    """alpha_t = sin(pi t / 2), sigma_t = cos(pi t / 2)."""
+
+    def __call__(self, t):
+        pi = math.pi
+        return SchedulerOutput(torch.sin(pi / 2 * t), torch.cos(pi / 2 * t),
+                               pi / 2 * torch.cos(pi / 2 * t), -pi / 2 * torch.sin(pi / 2 * t))
+
+    def snr_inverse(self, snr):
+        return 2.0 * torch.atan(snr) / math.pi
+
+
+class OTSigmaMinScheduler(Scheduler):
+    """Lipman et al. 2022: alpha_t = t, sigma_t = 1 - (1 - sigma_min) t."""
+
+    def __init__(self, sigma_min: float = 1e-4):
+        if not 0 <= sigma_min < 1:
+            raise ValueError(f"sigma_min: expected a value in [0, 1), got {sigma_min}")
+        self.sigma_min = sigma_min
+
+    def __call__(self, t):
+        k = 1 - self.sigma_min
+        return SchedulerOutput(t, 1 - k * t, torch.ones_like(t), -k * torch.ones_like(t))
+
+    def snr_inverse(self, snr):
+        return snr / (1 + (1 - self.sigma_min) * snr)
+
+
+def is_convex(scheduler) -> bool:
+    """True for fastflow's or flow_matching's convex schedulers, or numerically alpha + sigma = 1."""
+    if isinstance(scheduler, ConvexScheduler):
+        return True
+    try:
+        from flow_matching.path.scheduler import ConvexScheduler as FMConvex
+        if isinstance(scheduler, FMConvex):
+            return True
+    except ImportError:
+        pass
+    t = torch.linspace(0.0, 1.0, 17)
+    out = scheduler(t)
+    return bool(torch.allclose(out.alpha_t + out.sigma_t, torch.ones_like(t), atol=1e-5))
+
+
+__all__ = ["SchedulerOutput", "Scheduler", "ConvexScheduler", "CondOTScheduler",
+           "PolynomialConvexScheduler", "VPScheduler", "LinearVPScheduler", "CosineScheduler",
+           "OTSigmaMinScheduler", "is_convex"]

@@ -1,0 +1,6 @@
+"""``fastflow.solver``: flow_matching's solvers on fused step kernels, and the DDPM / DDIM steps."""
+from .discrete_solver import MixtureDiscreteEulerSolver
+from .euler import euler_step
+from .ode_solver import ODESolver
+
+__all__ = ["ODESolver", "MixtureDiscreteEulerSolver", "euler_step"]

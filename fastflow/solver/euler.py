@@ -1,0 +1,27 @@
+"""``euler_step``: ``x + h ((1 + w) v - w v_uncond)`` in one kernel (FORMULAS.md §3)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from .. import _checks
+from ..ops.step_combine import step_combine
+
+
+def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guidance_scale=0.0,
+               out: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """One Euler step; ``h`` and ``guidance_scale`` are floats or per-sample ``[B]``.
+
+    With ``v_uncond`` the velocity is classifier-free guided, ``(1 + w) v - w v_uncond``;
+    ``out=x`` updates in place.
+    """
+    _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    batch = x.shape[0]
+    h = _checks.coefficient("h", h, batch, x)
+    if v_uncond is None:
+        if not (isinstance(guidance_scale, (int, float)) and guidance_scale == 0):
+            raise ValueError("v_uncond: required when guidance_scale is not 0")
+        return step_combine(x, v, 1.0, h, out=out, backend=backend)
+    w = _checks.coefficient("guidance_scale", guidance_scale, batch, x)
+    return step_combine(x, v, 1.0, h * (1 + w), q=v_uncond, C=-h * w, out=out, backend=backend)

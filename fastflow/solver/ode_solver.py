@@ -1,0 +1,202 @@
+"""ODESolver: flow_matching's API, fixed-grid methods run on the fused step kernel.
+
+Grids follow torchdiffeq exactly (flow_matching's ODESolver calls it): with ``step_size``
+the grid is ``t0 + k * step_size`` for ``k < ceil((t1 - t0) / step_size + 1)`` with its last
+point set to ``t1`` (a shortened last step); without it, ``time_grid`` itself. Outputs at
+``time_grid`` points are linearly interpolated inside a step as torchdiffeq does. Methods:
+``euler``, ``midpoint``, ``heun`` (``heun2``), ``rk4`` (torchdiffeq's 3/8 rule); adaptive
+methods (``dopri5``, ...) are handed to torchdiffeq when installed.
+
+Prediction types (FORMULAS.md §2): the model may predict ``velocity``, ``x1`` or
+``epsilon``; with a path the conversion ``u = A_t x + B_t pred`` is fused into the step.
+With ``guidance_scale = w > 0`` the model is called with ``model_extras`` and with
+``uncond_model_extras``, and ``(1 + w) out_cond - w out_uncond`` is mixed in the kernel.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .. import _checks
+from ..ops.step_combine import step_combine
+
+FIXED_METHODS = ("euler", "midpoint", "heun", "heun2", "rk4")
+PREDICTIONS = ("velocity", "x1", "epsilon")
+
+
+def fixed_grid(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
+    """The integration grid torchdiffeq builds (decreasing grids by its time reversal)."""
+    if step_size is None:
+        return [float(v) for v in time_grid]
+    sign = -1.0 if float(time_grid[-1]) < float(time_grid[0]) else 1.0
+    t = time_grid * sign
+    niters = torch.ceil((t[-1] - t[0]) / step_size + 1).item()
+    grid = torch.arange(0, niters, dtype=t.dtype) * step_size + t[0]
+    grid[-1] = t[-1]
+    return [sign * float(v) for v in grid]
+
+
+class ODESolver:
+    """``ODESolver(velocity_model, path=None, prediction="velocity").sample(x_init, ...)``."""
+
+    def __init__(self, velocity_model: Callable, path=None, prediction: str = "velocity",
+                 backend: Optional[str] = None):
+        if not callable(velocity_model):
+            raise TypeError("velocity_model: expected a callable model(x=..., t=...)")
+        _checks.choice("prediction", prediction, PREDICTIONS)
+        if prediction != "velocity" and path is None:
+            raise ValueError(f"path: required to convert {prediction!r} predictions to velocity")
+        self.velocity_model, self.path, self.prediction, self.backend = velocity_model, path, prediction, backend
+
+    # -- one velocity evaluation as coefficients on (x, pred_cond, pred_uncond)
+    def _conversion(self, t: float) -> tuple[float, float]:
+        """``u = a x + b pred`` at time t (a = 0, b = 1 for velocity predictions)."""
+        if self.prediction == "velocity":
+            return 0.0, 1.0
+        s = self.path.scheduler(torch.tensor([t], dtype=torch.float64))
+        al, si, da, ds = (float(getattr(s, k)) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t"))
+        if self.prediction == "x1":
+            if si == 0:
+                raise ValueError(f"t: an x1-prediction is singular where sigma_t = 0 (t = {t}); "
+                                 "use a grid that does not evaluate the model there (euler, midpoint)")
+            return ds / si, (da * si - ds * al) / si
+        if al == 0:
+            raise ValueError(f"t: an epsilon-prediction is singular where alpha_t = 0 (t = {t}); "
+                             "start the grid after it")
+        return da / al, (ds * al - da * si) / al
+
+    def _eval(self, x: Tensor, t: float, extras: dict):
+        tt = torch.tensor(t, dtype=self._t_dtype, device=x.device)
+        cond = self.velocity_model(x=x, t=tt, **extras)
+        uncond = None
+        if self._w != 0:
+            uncond = self.velocity_model(x=x, t=tt, **self._uncond_extras)
+        a, b = self._conversion(t)
+        return cond, uncond, a, b
+
+    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict) -> Tensor:
+        """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
+        cond, uncond, a, b = self._eval(x, t, extras)
+        if a != 0 and x is not y:
+            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, backend=self.backend)
+        w = self._w
+        C = -scale * b * w if uncond is not None else None
+        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, backend=self.backend)
+
+    def _velocity(self, x, cond, uncond, a, b):
+        w = self._w
+        if a == 0 and uncond is None and b == 1:
+            return cond
+        if uncond is None:
+            return step_combine(x, cond, a, b, backend=self.backend)
+        if a == 0:
+            return step_combine(cond, uncond, b * (1 + w), -b * w, backend=self.backend)
+        guided = step_combine(cond, uncond, 1 + w, -w, backend=self.backend)
+        return step_combine(x, guided, a, b, backend=self.backend)
+
+    def _u(self, x, t, extras):
+        return self._velocity(x, *self._eval(x, t, extras))
+
+    def _step(self, method: str, y0: Tensor, t0: float, t1: float, extras: dict) -> Tensor:
+        dt = float(torch.tensor(t1, dtype=self._t_dtype) - torch.tensor(t0, dtype=self._t_dtype))
+        if method == "euler":
+            return self._advance(y0, y0, t0, dt, extras)
+        if method == "midpoint":
+            y_mid = self._advance(y0, y0, t0, 0.5 * dt, extras)
+            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras)
+        if method in ("heun", "heun2"):
+            k1 = self._u(y0, t0, extras)
+            k2 = self._u(step_combine(y0, k1, 1.0, dt, backend=self.backend), t0 + dt, extras)
+            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, backend=self.backend)
+        # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
+        third = 1.0 / 3.0
+        k1 = self._u(y0, t0, extras)
+        k2 = self._u(step_combine(y0, k1, 1.0, dt * third, backend=self.backend), t0 + dt * third, extras)
+        k3 = self._u(step_combine(y0, k2, 1.0, dt, q=k1, C=-dt * third, backend=self.backend),
+                     t0 + dt * (2.0 / 3.0), extras)
+        y4 = step_combine(y0, k1, 1.0, dt, q=k2, C=-dt, backend=self.backend)
+        k4 = self._u(step_combine(y4, k3, 1.0, dt, backend=self.backend), t1, extras)
+        s = step_combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt, backend=self.backend)
+        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, backend=self.backend)
+
+    def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
+               atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
+               return_intermediates: bool = False, enable_grad: bool = False, guidance_scale: float = 0.0,
+               uncond_model_extras: Optional[dict] = None, verbose: bool = False, **model_extras):
+        """Integrate from ``time_grid[0]`` to ``time_grid[-1]``; returns the final state, or the
+        states at every ``time_grid`` point when ``return_intermediates``."""
+        _checks.tensor("x_init", x_init, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("time_grid", time_grid)
+        if time_grid.dim() != 1 or time_grid.numel() < 2:
+            raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
+        if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
+            raise ValueError(f"step_size: expected a positive float or None, got {step_size!r}")
+        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
+        if guidance_scale > 0 and uncond_model_extras is None:
+            raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
+        self._w, self._uncond_extras = float(guidance_scale), uncond_model_extras or {}
+        if method not in FIXED_METHODS:
+            return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
+                                     return_intermediates, enable_grad, model_extras)
+        time_grid = time_grid.cpu()
+        self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
+        outputs = [float(v) for v in time_grid]
+        grid = fixed_grid(time_grid.to(self._t_dtype), step_size)
+        forward = outputs[-1] >= outputs[0]
+        sol = [x_init]
+        j = 1
+        bar = _progress(verbose, len(grid) - 1)
+        y0 = x_init
+        with torch.set_grad_enabled(enable_grad), bar:
+            for t0, t1 in zip(grid[:-1], grid[1:]):
+                y1 = self._step(method, y0, t0, t1, model_extras)
+                while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
+                    sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
+                    j += 1
+                y0 = y1
+                if verbose:
+                    bar.update(1)
+        return torch.stack(sol) if return_intermediates else sol[-1]
+
+    def _torchdiffeq(self, x_init, step_size, method, atol, rtol, time_grid, return_intermediates,
+                     enable_grad, model_extras):
+        try:
+            from torchdiffeq import odeint
+        except ImportError:
+            raise ValueError(f"method: {method!r} is not a fixed-grid method {FIXED_METHODS} and "
+                             "torchdiffeq (for adaptive methods) is not installed") from None
+        self._t_dtype = time_grid.dtype
+
+        def func(t, x):
+            return self._u(x, float(t), model_extras)
+
+        opts = {"step_size": step_size} if step_size is not None else {}
+        with torch.set_grad_enabled(enable_grad):
+            sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
+        return sol if return_intermediates else sol[-1]
+
+
+def _interp(t0, t1, y0, y1, t, backend):
+    if t == t0:
+        return y0
+    if t == t1:
+        return y1
+    slope = (t - t0) / (t1 - t0)
+    return step_combine(y0, y1, 1.0 - slope, slope, backend=backend)
+
+
+class _NullBar(nullcontext):
+    def update(self, n):
+        pass
+
+
+def _progress(verbose: bool, total: int):
+    if not verbose:
+        return _NullBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc="ODE steps")

@@ -1,0 +1,173 @@
+"""Discrete path, losses and the jump step (reference backend) against flow_matching,
+torch and the exact law by enumeration."""
+import math
+
+import pytest
+import torch
+
+import fastflow as ff
+from fastflow.ops.discrete import JumpNoise
+from flow_matching.loss import MixturePathGeneralizedKL as FMKL
+from flow_matching.path import MixtureDiscreteProbPath as FMPath
+from flow_matching.path import scheduler as fm
+
+from conftest import chi2_pvalue
+from jump_law import next_token_law
+
+
+def test_mixture_sample_frequencies_and_sources():
+    B, L, V = 4, 4000, 11
+    x1 = torch.randint(0, V, (B, L))
+    t = torch.tensor([0.0, 0.3, 0.7, 1.0])
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2))
+    d = path.sample(x_1=x1, t=t, source="mask", mask_id=V)
+    frac = (d.x_t == x1).float().mean(1)
+    torch.testing.assert_close(frac, t**2, atol=0.03, rtol=0)
+    assert bool(((d.x_t == x1) | (d.x_t == V)).all())
+    u = path.sample(x_1=x1, t=t, source="uniform", vocab_size=V)
+    counts = torch.bincount(u.x_0[0], minlength=V)
+    assert chi2_pvalue(counts, torch.full((V,), 1.0 / V)) > 1e-3
+    assert torch.equal(torch.where(u.x_t == x1, x1, u.x_t), u.x_t)
+    x0 = torch.randint(0, V, (B, L))
+    g = path.sample(x_0=x0, x_1=x1, t=t)
+    assert bool(((g.x_t == x1) | (g.x_t == x0)).all())
+
+
+def test_non_convex_scheduler_rejected():
+    with pytest.raises(ValueError, match="scheduler"):
+        ff.MixtureDiscreteProbPath(ff.CosineScheduler())
+
+
+def test_generalized_kl_matches_flow_matching():
+    B, L, V = 3, 5, 17
+    logits = torch.randn(B, L, V, requires_grad=True)
+    x1, xt = torch.randint(0, V, (B, L)), torch.randint(0, V, (B, L))
+    xt[:, :2] = x1[:, :2]
+    t = torch.tensor([0.1, 0.5, 0.9])
+    for red in ("mean", "sum", "none"):
+        ours = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2)), reduction=red)
+        theirs = FMKL(FMPath(fm.PolynomialConvexScheduler(2)), reduction=red)
+        l2 = logits.detach().clone().requires_grad_()
+        a, b = ours(logits, x1, xt, t), theirs(l2, x1, xt, t)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        g = torch.randn_like(b)
+        logits.grad = None
+        a.backward(g)
+        b.backward(g)
+        torch.testing.assert_close(logits.grad, l2.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_generalized_kl_rejects_t_equal_one():
+    loss = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.CondOTScheduler()))
+    with pytest.raises(ValueError, match="t"):
+        loss(torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
+             torch.tensor([0.5, 1.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_matches_torch_with_ignore_index(reduction):
+    logits = torch.randn(4, 6, 33, requires_grad=True)
+    x1 = torch.randint(0, 33, (4, 6))
+    x1[0, :3] = -100
+    got = ff.mixture_cross_entropy(logits, x1, reduction=reduction)
+    l2 = logits.detach().clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(l2.reshape(-1, 33), x1.reshape(-1), reduction=reduction)
+    ref = ref.view(4, 6) if reduction == "none" else ref
+    torch.testing.assert_close(got, ref)
+    g = torch.rand_like(ref) + 0.5
+    got.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(logits.grad, l2.grad)
+
+
+def test_cross_entropy_backward_runs_once():
+    logits = torch.randn(3, 7, requires_grad=True)
+    loss = ff.mixture_cross_entropy(logits, torch.randint(0, 7, (3,)))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once"):
+        loss.backward()
+
+
+def _law_test(logits_row, x_t, t, h, sched, div_free, source, p0, mask_id=None, temperature=1.0, final=False,
+              n=20000, probs=False):
+    V = logits_row.numel()
+    logits = logits_row.expand(n, V).contiguous()
+    xt = torch.full((n,), x_t, dtype=torch.long)
+    inp = torch.softmax(logits, -1) if probs else logits
+    new = ff.jump_step(inp, xt, t, h, sched, probs=probs, div_free=div_free, source=source, mask_id=mask_id,
+                       temperature=temperature, final=final, generator=torch.Generator().manual_seed(11))
+    s = sched(torch.tensor([t], dtype=torch.float64))
+    law = next_token_law(logits_row, x_t, h, float(s.alpha_t), float(s.d_alpha_t), div_free, p0, temperature, final)
+    return chi2_pvalue(torch.bincount(new, minlength=V), law)
+
+
+V7 = torch.tensor([2.0, -1.0, 0.5, 1.5, -3.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("case", [
+    dict(t=0.3, h=0.2, div_free=0.0, source="uniform"),
+    dict(t=0.3, h=0.5, div_free=1.5, source="uniform"),
+    dict(t=0.6, h=0.3, div_free=0.7, source="mask", mask_id=6),
+    dict(t=0.6, h=0.3, div_free=0.7, source="mask", mask_id=6, x_t=6),
+    dict(t=0.5, h=0.4, div_free=0.8, source="general"),
+    dict(t=0.0, h=0.1, div_free=0.5, source="uniform"),        # kappa = 0: infinite p0 rate
+    dict(t=1.0, h=0.1, div_free=0.0, source="uniform"),        # kappa = 1: infinite rate to x_1
+    dict(t=0.4, h=0.3, div_free=0.0, source="uniform", temperature=0.5),
+    dict(t=0.4, h=0.3, div_free=0.0, source="uniform", probs=True),
+    dict(t=0.2, h=0.0, div_free=0.0, source="uniform", final=True, temperature=2.0),
+], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_jump_step_one_step_law_by_enumeration(case):
+    case = dict(case)
+    x_t = case.pop("x_t", 2)
+    src = case.pop("source")
+    V = V7.numel()
+    if src == "uniform":
+        p0, source = torch.full((V,), 1.0 / V), "uniform"
+    elif src == "mask":
+        p0, source = torch.nn.functional.one_hot(torch.tensor(case["mask_id"]), V).double(), "mask"
+    else:
+        p0 = torch.tensor([0.1, 0.3, 0.05, 0.25, 0.0, 0.2, 0.1])
+        source = p0
+    sched = ff.PolynomialConvexScheduler(2) if case["t"] not in (0.0,) else ff.CondOTScheduler()
+    assert _law_test(V7, x_t, case.pop("t"), case.pop("h"), sched, case.pop("div_free"), source, p0, **case) > 1e-3
+
+
+def test_jump_step_minus_inf_never_drawn_and_tail_token_drawn_at_its_rate():
+    V = 256
+    z = torch.full((V,), -math.inf)
+    z[0] = 0.0
+    z[1] = math.log(1e-3)  # a tail token
+    n = 16000
+    new = ff.jump_step(z.expand(n, V), torch.zeros(n, dtype=torch.long), 0.5, 0.0, ff.CondOTScheduler(),
+                       final=True, generator=torch.Generator().manual_seed(5))
+    assert bool((new <= 1).all())
+    frac = float((new == 1).float().mean())
+    assert abs(frac - 1e-3 / (1 + 1e-3)) < 5 * math.sqrt(1e-3 / n)
+
+
+def test_jump_step_explicit_noise_is_deterministic_and_skips_rows():
+    B, L, V = 2, 8, 9
+    logits = torch.randn(B, L, V)
+    xt = torch.randint(0, V, (B, L))
+    noise = JumpNoise(torch.rand(B, L, 3), torch.rand(B, L, V))
+    a = ff.jump_step(logits, xt, 0.3, 0.05, ff.CondOTScheduler(), noise=noise)
+    b = ff.jump_step(logits, xt, 0.3, 0.05, ff.CondOTScheduler(), noise=noise)
+    assert torch.equal(a, b) and a.dtype == xt.dtype
+    # a row whose jump test fails is never read: NaN logits there change nothing
+    e = -torch.log1p(-noise.token[..., 0])
+    lam = 1 / (1 - 0.3)
+    stays = e >= 0.05 * lam
+    assert bool(stays.any())
+    poisoned = logits.clone()
+    poisoned[stays] = float("nan")
+    c = ff.jump_step(poisoned, xt, 0.3, 0.05, ff.CondOTScheduler(), noise=noise)
+    assert torch.equal(a, c)
+
+
+def test_jump_step_int32_tokens_and_per_sample_times():
+    B, L, V = 3, 5, 6
+    xt = torch.randint(0, V, (B, L), dtype=torch.int32)
+    new = ff.jump_step(torch.randn(B, L, V), xt, torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0.1, 0.1, 0.05]),
+                       ff.CondOTScheduler())
+    assert new.dtype == torch.int32 and new.shape == xt.shape
+    assert bool(((new >= 0) & (new < V)).all())

@@ -1,0 +1,133 @@
+"""Continuous paths and the fused loss against flow_matching and closed forms (reference backend)."""
+import pytest
+import torch
+
+import fastflow as ff
+from flow_matching.path import AffineProbPath as FMAffine
+from flow_matching.path import scheduler as fm
+
+SCHEDS = [(ff.CondOTScheduler(), fm.CondOTScheduler()), (ff.CosineScheduler(), fm.CosineScheduler()),
+          (ff.VPScheduler(), fm.VPScheduler())]
+
+
+@pytest.mark.parametrize("ours,theirs", SCHEDS, ids=lambda s: type(s).__name__)
+def test_sample_matches_flow_matching_exactly(ours, theirs):
+    x0, x1, t = torch.randn(5, 3, 7), torch.randn(5, 3, 7), torch.rand(5)
+    a, b = ff.AffineProbPath(ours).sample(x_0=x0, x_1=x1, t=t), FMAffine(theirs).sample(x_0=x0, x_1=x1, t=t)
+    torch.testing.assert_close(a.x_t, b.x_t, rtol=0, atol=0)
+    torch.testing.assert_close(a.dx_t, b.dx_t, rtol=0, atol=0)
+    assert a.x_0 is x0 and a.x_1 is x1 and a.t is t
+
+
+def test_flow_matching_scheduler_object_accepted():
+    x0, x1, t = torch.randn(4, 6), torch.randn(4, 6), torch.rand(4)
+    a = ff.AffineProbPath(fm.PolynomialConvexScheduler(2)).sample(x_0=x0, x_1=x1, t=t)
+    torch.testing.assert_close(a.x_t, (1 - t[:, None] ** 2) * x0 + t[:, None] ** 2 * x1)
+
+
+def test_in_kernel_noise_is_gaussian_and_regenerated_consistently():
+    x1, t = torch.randn(64, 2, 50), torch.rand(64)
+    path = ff.CondOTProbPath()
+    s = path.sample(x_1=x1, t=t)
+    x0 = s.x_0
+    assert abs(float(x0.mean())) < 0.05 and abs(float(x0.std()) - 1) < 0.05
+    torch.testing.assert_close(s.x_t, t[:, None, None] * x1 + (1 - t[:, None, None]) * x0)
+    torch.testing.assert_close(s.dx_t, x1 - x0)
+    s2 = path.sample(x_1=x1, t=t)
+    assert not torch.equal(s2.x_0, x0), "two calls must not reuse noise"
+
+
+def test_generator_reproduces():
+    x1, t = torch.randn(8, 9), torch.rand(8)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = ff.CondOTProbPath().sample(x_1=x1, t=t, generator=g1)
+    b = ff.CondOTProbPath().sample(x_1=x1, t=t, generator=g2)
+    assert torch.equal(a.x_t, b.x_t)
+    torch.manual_seed(1)
+    c = ff.CondOTProbPath().sample(x_1=x1, t=t)
+    torch.manual_seed(1)
+    d = ff.CondOTProbPath().sample(x_1=x1, t=t)
+    assert torch.equal(c.x_t, d.x_t)
+
+
+@pytest.mark.parametrize("target", ["velocity", "x1", "epsilon"])
+@pytest.mark.parametrize("given_x0", [True, False])
+def test_loss_and_gradient_match_plain_mse(target, given_x0):
+    x1, t = torch.randn(6, 3, 5), torch.rand(6)
+    x0 = torch.randn(6, 3, 5) if given_x0 else None
+    path = ff.AffineProbPath(ff.CosineScheduler())
+    s = path.sample(x_0=x0, x_1=x1, t=t)
+    v = torch.randn(6, 3, 5, requires_grad=True)
+    loss = path.loss(v, s, target=target)
+    loss.backward()
+    tgt = {"velocity": s.dx_t, "x1": x1, "epsilon": s.x_0}[target]
+    v2 = v.detach().clone().requires_grad_()
+    ref = torch.nn.functional.mse_loss(v2, tgt)
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(v.grad, v2.grad)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "per_sample", "none"])
+def test_reductions_weights_and_mask(reduction):
+    x0, x1, t = torch.randn(4, 2, 6), torch.randn(4, 2, 6), torch.rand(4)
+    w = torch.rand(4)
+    mask = torch.rand(4, 2, 6) > 0.3
+    path = ff.CondOTProbPath()
+    s = path.sample(x_0=x0, x_1=x1, t=t)
+    v = torch.randn(4, 2, 6, requires_grad=True)
+    got = path.loss(v, s, reduction=reduction, weight=w, mask=mask)
+    v2 = v.detach().clone().requires_grad_()
+    el = w[:, None, None] * mask * (v2 - (x1 - x0)) ** 2
+    ref = {"mean": lambda: el.sum() / mask.sum(), "sum": el.sum,
+           "per_sample": lambda: el.sum((1, 2)) / mask.sum((1, 2)), "none": lambda: el}[reduction]()
+    torch.testing.assert_close(got, ref)
+    g = torch.randn_like(ref)
+    got.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(v.grad, v2.grad)
+
+
+def test_gradient_to_x1_and_x0():
+    x0 = torch.randn(3, 4, requires_grad=True)
+    x1 = torch.randn(3, 4, requires_grad=True)
+    t = torch.rand(3)
+    v = torch.randn(3, 4)
+    path = ff.CondOTProbPath()
+    path.loss(v, path.sample(x_0=x0, x_1=x1, t=t)).backward()
+    a0, a1 = x0.grad.clone(), x1.grad.clone()
+    x0.grad = x1.grad = None
+    torch.nn.functional.mse_loss(v, x1 - x0).backward()
+    torch.testing.assert_close(a0, x0.grad)
+    torch.testing.assert_close(a1, x1.grad)
+
+
+def test_conversions_match_flow_matching():
+    theirs, ours = FMAffine(fm.CosineScheduler()), ff.AffineProbPath(ff.CosineScheduler())
+    x, p, t = torch.randn(5, 8), torch.randn(5, 8), torch.rand(5) * 0.8 + 0.1
+    tt = t[:, None]
+    for name in ("target_to_velocity", "epsilon_to_velocity", "velocity_to_target", "epsilon_to_target",
+                 "velocity_to_epsilon", "target_to_epsilon"):
+        a = getattr(ours, name)(p, x, t)
+        b = getattr(theirs, name)(p, x, tt)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_conversion_singular_time_raises():
+    path = ff.CondOTProbPath()
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="t"):
+        path.target_to_velocity(x, x, torch.tensor([0.5, 1.0]))
+
+
+def test_ddpm_epsilon_loss_is_affine_path_over_the_table():
+    sched = ff.DDPMScheduler()
+    path = ff.AffineProbPath(sched)
+    x1 = torch.randn(4, 10)
+    k = torch.tensor([1, 10, 500, 1000])
+    t = 1 - k.float() / 1000
+    s = path.sample(x_1=x1, t=t)
+    ab = sched.alpha_bar[k].float()[:, None]
+    torch.testing.assert_close(s.x_t, ab.sqrt() * x1 + (1 - ab).sqrt() * s.x_0)
+    eps_hat = torch.randn(4, 10)
+    torch.testing.assert_close(path.loss(eps_hat, s, target="epsilon"), torch.nn.functional.mse_loss(eps_hat, s.x_0))
