@@ -70,7 +70,7 @@ class ODESolver:
         return da / al, (ds * al - da * si) / al
 
     def _eval(self, x: Tensor, t: float, extras: dict):
-        tt = torch.tensor(t, dtype=self._t_dtype, device=x.device)
+        tt = torch.full((), t, dtype=self._t_dtype, device=x.device)  # a fill, not a host copy
         cond = self.velocity_model(x=x, t=tt, **extras)
         uncond = None
         if self._w != 0:

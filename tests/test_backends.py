@@ -1,0 +1,43 @@
+"""The one dispatch point: names, defaults, per-call and scoped choice, and reasons."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastflow as ff
+from fastflow import backends
+
+
+def test_reference_always_available():
+    assert "reference" in ff.available_backends()
+    assert backends.resolve_name("step_combine", "cpu", "reference") == "reference"
+
+
+def test_auto_order_on_cpu_and_explain():
+    name = backends.resolve_name("step_combine", "cpu", "auto")
+    assert name in ("cpu", "reference")
+    assert set(backends.explain()) == set(backends.NAMES)
+
+
+def test_use_backend_scopes_and_restores():
+    before = ff.get_backend()
+    with ff.use_backend("reference"):
+        assert ff.get_backend() == "reference"
+        x = torch.randn(2, 3)
+        torch.testing.assert_close(ff.euler_step(x, x, 0.5), 1.5 * x)
+    assert ff.get_backend() == before
+
+
+def test_explicit_unavailable_backend_raises_with_reason():
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="cuda"):
+        ff.euler_step(x, x, 0.1, backend="cuda")
+
+
+def test_environment_default():
+    env = dict(os.environ, FASTFLOW_BACKEND="reference")
+    out = subprocess.run([sys.executable, "-c", "import fastflow as ff; print(ff.get_backend())"], env=env,
+                         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "reference", out.stderr

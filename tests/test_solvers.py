@@ -1,0 +1,155 @@
+"""ODE solver, Euler / CFG steps and DDPM / DDIM steps against flow_matching, torchdiffeq and closed forms."""
+import pytest
+import torch
+
+import fastflow as ff
+from flow_matching.path import AffineProbPath as FMAffine
+from flow_matching.path import scheduler as fm
+from flow_matching.solver import ODESolver as FMODE
+
+
+class Field(torch.nn.Module):
+    """A cheap time-dependent linear field u(x, t) = W x (1 + t) + b, with a class extra."""
+
+    def __init__(self, d=6):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.W = torch.randn(d, d, generator=g) * 0.3
+        self.b = torch.randn(d, generator=g)
+
+    def forward(self, x, t, label=0.0):
+        return x @ self.W.T * (1 + t) + self.b + label
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("step_size,grid", [(0.1, [0.0, 1.0]), (0.07, [0.0, 0.5, 1.0]), (None, [0.0, 0.3, 0.65, 1.0]),
+                                            (0.1, [1.0, 0.0])])
+def test_matches_flow_matching(method, step_size, grid):
+    f, x0 = Field(), torch.randn(5, 6)
+    kw = dict(step_size=step_size, method=method, time_grid=torch.tensor(grid), return_intermediates=True)
+    ours = ff.ODESolver(f).sample(x0, **kw)
+    theirs = FMODE(f).sample(x0, **kw)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_heun_matches_torchdiffeq_heun2():
+    from torchdiffeq import odeint
+    f, x0 = Field(), torch.randn(4, 6)
+    ours = ff.ODESolver(f).sample(x0, step_size=0.1, method="heun")
+    theirs = odeint(lambda t, x: f(x=x, t=t), x0, torch.tensor([0.0, 1.0]), method="heun2",
+                    options={"step_size": 0.1})[-1]
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_euler_is_exact_against_flow_matching():
+    f, x0 = Field(), torch.randn(5, 6)
+    ours = ff.ODESolver(f).sample(x0, step_size=0.05)
+    theirs = FMODE(f).sample(x0, step_size=0.05)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_guidance_mixes_conditional_and_unconditional_calls():
+    f, x0 = Field(), torch.randn(3, 6)
+    w = 1.5
+    ours = ff.ODESolver(f).sample(x0, step_size=0.25, guidance_scale=w, label=2.0, uncond_model_extras={"label": 0.0})
+
+    def guided(x, t):
+        return (1 + w) * f(x=x, t=t, label=2.0) - w * f(x=x, t=t, label=0.0)
+
+    theirs = FMODE(lambda x, t: guided(x, t)).sample(x0, step_size=0.25)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction", ["x1", "epsilon"])
+def test_prediction_types_equal_converted_velocity(prediction):
+    sched = ff.CosineScheduler()
+    path = ff.AffineProbPath(sched)
+    fmpath = FMAffine(fm.CosineScheduler())
+    f, x0 = Field(), torch.randn(4, 6)
+    grid = torch.tensor([0.05, 0.95])
+    ours = ff.ODESolver(f, path=path, prediction=prediction).sample(x0, step_size=0.1, method="midpoint", time_grid=grid)
+    conv = fmpath.target_to_velocity if prediction == "x1" else fmpath.epsilon_to_velocity
+
+    def vel(x, t):
+        return conv(f(x=x, t=t), x, t)
+
+    theirs = FMODE(vel).sample(x0, step_size=0.1, method="midpoint", time_grid=grid)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_x1_prediction_at_sigma_zero_raises_naming_t():
+    path = ff.CondOTProbPath()
+    with pytest.raises(ValueError, match="t"):
+        ff.ODESolver(Field(), path=path, prediction="x1").sample(torch.randn(2, 6), step_size=0.5, method="heun")
+
+
+def test_adaptive_method_is_handed_to_torchdiffeq():
+    f, x0 = Field(), torch.randn(2, 6)
+    ours = ff.ODESolver(f).sample(x0, method="dopri5", atol=1e-7, rtol=1e-7)
+    theirs = FMODE(f).sample(x0, step_size=None, method="dopri5", atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_euler_step_and_cfg():
+    x, v, vu = torch.randn(3, 4, 5), torch.randn(3, 4, 5), torch.randn(3, 4, 5)
+    h = torch.tensor([0.1, 0.2, 0.3])
+    torch.testing.assert_close(ff.euler_step(x, v, 0.1), x + 0.1 * v)
+    torch.testing.assert_close(ff.euler_step(x, v, h, v_uncond=vu, guidance_scale=2.0),
+                               x + h[:, None, None] * (3 * v - 2 * vu))
+    y = x.clone()
+    out = ff.euler_step(y, v, 0.1, out=y)
+    assert out is y
+    torch.testing.assert_close(y, x + 0.1 * v)
+
+
+def test_ddpm_and_ddim_steps_closed_form():
+    s = ff.DDPMScheduler(100)
+    x, e, z = torch.randn(2, 7), torch.randn(2, 7), torch.randn(2, 7)
+    k = 40
+    a, b, ab = float(s.alpha[k]), float(s.beta[k]), float(s.alpha_bar[k])
+    ref = (x - b / (1 - ab) ** 0.5 * e) / a**0.5 + b**0.5 * z
+    torch.testing.assert_close(ff.ddpm_step(x, e, k, s, noise=z), ref)
+    torch.testing.assert_close(ff.ddpm_step(x, e, 1, s, noise=z),
+                               (x - float(s.beta[1]) / (1 - float(s.alpha_bar[1])) ** 0.5 * e) / float(s.alpha[1]) ** 0.5)
+    j = 20
+    abj = float(s.alpha_bar[j])
+    x0_hat = (x - (1 - ab) ** 0.5 * e) / ab**0.5
+    torch.testing.assert_close(ff.ddim_step(x, e, k, j, s), abj**0.5 * x0_hat + (1 - abj) ** 0.5 * e)
+    draws = torch.stack([ff.ddpm_step(torch.zeros(1, 4000), torch.zeros(1, 4000), k, s) for _ in range(2)])
+    assert abs(float(draws.std()) - b**0.5) < 0.05 * b**0.5
+
+
+def test_discrete_solver_matches_flow_matching_in_distribution():
+    from flow_matching.solver import MixtureDiscreteEulerSolver as FMSolver
+    from flow_matching.path import MixtureDiscreteProbPath as FMPath
+    V, n = 5, 6000
+    logits = torch.tensor([1.0, 0.0, -1.0, 0.5, 2.0])
+
+    def model(x, t):
+        return torch.softmax(logits, -1).expand(*x.shape, V)
+
+    x0 = torch.randint(0, V, (n, 1))
+    ours = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), V).sample(
+        x0, step_size=0.25)
+    theirs = FMSolver(model, FMPath(fm.CondOTScheduler()), V).sample(x0, step_size=0.25)
+    a, b = torch.bincount(ours.view(-1), minlength=V).double(), torch.bincount(theirs.view(-1), minlength=V).double()
+    from scipy.stats import chi2_contingency
+    assert chi2_contingency(torch.stack([a, b]).numpy()).pvalue > 1e-3
+    p = torch.softmax(logits.double(), -1)
+    torch.testing.assert_close(a / n, p, atol=0.03, rtol=0)
+
+
+def test_discrete_solver_intermediates_logits_and_div_free():
+    V = 6
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2))
+
+    def model(x, t):
+        return torch.zeros(*x.shape, V)
+
+    solver = ff.MixtureDiscreteEulerSolver(model, path, V, source_distribution_p=torch.full((V,), 1 / V),
+                                           model_output="logits")
+    out = solver.sample(torch.randint(0, V, (8, 3)), step_size=0.1, div_free=0.5, return_intermediates=True,
+                        time_grid=torch.tensor([0.0, 0.5, 1.0]))
+    assert out.shape == (3, 8, 3)
+    with pytest.raises(ValueError, match="source_distribution_p"):
+        ff.MixtureDiscreteEulerSolver(model, path, V).sample(torch.zeros(2, 2, dtype=torch.long), 0.1, div_free=1.0)
