@@ -87,6 +87,14 @@ def why_not(name: str, op: str, device_type: str) -> str | None:
     return reason
 
 
+def _constant_under_compile(fn):
+    """torch.compile calls the dispatch eagerly and bakes its answer into the graph."""
+    import torch
+
+    return torch.compiler.assume_constant_result(fn)
+
+
+@_constant_under_compile
 def resolve_name(op: str, device_type: str, backend: str | None = None) -> str:
     """The backend that will run ``op`` on ``device_type``; raises with reasons if none can."""
     name = _check_name(backend) if backend is not None else _default()

@@ -108,8 +108,19 @@ def _backward(ctx, grad_loss, _grad_of_grad):
                            "backward through them runs once (retain_graph is not supported)")
     ctx.consumed = True
     (grad,) = ctx.saved_tensors
-    _scale_rows(grad, grad_loss.float().contiguous(), ctx.backend)
+    g = grad_loss.float().contiguous()
+    if torch.compiler.is_compiling() or _tracing(grad):
+        # a traced graph may not mutate a saved forward output: scale out of place
+        grad = grad * g.to(grad.dtype)[:, None]
+    else:  # eager: in place, and rows whose upstream gradient is 1 are not touched
+        _scale_rows(grad, g, ctx.backend)
     return grad.view(ctx.shape), *([None] * (ctx.n_inputs - 1))
+
+
+def _tracing(t: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+    return is_fake(t) or is_traceable_wrapper_subclass(t) or torch._is_functional_tensor(t)
 
 
 def _ce_setup(ctx, inputs, output):

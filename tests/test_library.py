@@ -1,0 +1,63 @@
+"""torch.library registration: opcheck on every fastflow:: op (reference backend; the Triton
+and csrc tests repeat it for theirs) and torch.compile(fullgraph=True) of a training step
+and a sampling step through the opaque custom ops."""
+import pytest
+import torch
+
+import fastflow as ff
+from fastflow._rng import new_rng
+
+B = "reference"
+
+
+def _cases():
+    x1, x0, v = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5, requires_grad=True)
+    coef = torch.rand(3)
+    rng = new_rng(torch.device("cpu"))
+    mask = torch.rand(3, 5) > 0.3
+    logits = torch.randn(6, 7, requires_grad=True)
+    tok = torch.randint(0, 7, (6,))
+    ops = torch.ops.fastflow
+    yield ops.affine_path_sample, (x1, None, coef, coef, coef, rng, B)
+    yield ops.affine_path_sample, (x1, x0, coef, coef, None, rng, B)
+    yield ops.affine_path_loss, (v, x1, None, coef, coef, coef, rng, mask, B)
+    yield ops.affine_path_loss_backward, (coef, v.detach(), x1, x0, coef, coef, None, rng, None, B)
+    yield ops.step_combine, (x1, x0, v.detach(), coef, coef, coef, coef, rng, None, B)
+    yield ops.step_combine_out, (x1, x0, None, coef, coef, None, None, None, None, torch.empty(3, 5), B)
+    yield ops.mixture_path_sample, (tok.view(2, 3), None, torch.rand(2), rng, None, 7, -1, B)
+    yield ops.cross_entropy, (logits, tok, -100, torch.full((6,), 1 / 6), True, B)
+    yield ops.generalized_kl, (logits, tok, tok.roll(1), torch.rand(6), -100, torch.ones(6), True, B)
+    yield ops.jump_step, (logits.detach(), tok, torch.full((6,), 0.1), torch.rand(6), torch.rand(6), None, 1, -1,
+                          1.0, False, False, rng, None, None, None, B)
+    yield ops.scale_rows, (torch.randn(6, 7), torch.rand(6), B)
+
+
+@pytest.mark.parametrize("case", list(_cases()), ids=lambda c: str(c[0]) if callable(c) else "")
+def test_opcheck(case):
+    op, args = case
+    torch.library.opcheck(op, args)
+
+
+def test_compile_training_step_fullgraph():
+    path = ff.CondOTProbPath()
+    net = torch.nn.Linear(6, 6)
+
+    def step(x1, t):
+        s = path.sample(x_1=x1, t=t)
+        return path.loss(net(s.x_t), s)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    x1, t = torch.randn(4, 6), torch.rand(4)
+    loss = compiled(x1, t)
+    loss.backward()
+    assert net.weight.grad is not None and torch.isfinite(loss)
+
+
+def test_compile_sampling_step_fullgraph():
+    def step(logits, x_t, x, v):
+        new = ff.jump_step(logits, x_t, 0.3, 0.1, ff.CondOTScheduler())
+        return new, ff.euler_step(x, v, 0.1)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    new, y = compiled(torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3)), torch.randn(2, 4), torch.randn(2, 4))
+    assert new.shape == (2, 3) and y.shape == (2, 4)
