@@ -88,10 +88,14 @@ def why_not(name: str, op: str, device_type: str) -> str | None:
 
 
 def _constant_under_compile(fn):
-    """torch.compile calls the dispatch eagerly and bakes its answer into the graph."""
-    import torch
+    """torch.compile calls the dispatch eagerly and bakes its answer into the graph.
 
-    return torch.compiler.assume_constant_result(fn)
+    This is what ``torch.compiler.assume_constant_result`` does, without importing
+    torch._dynamo (2 s) when fastflow is imported; tests/test_library.py's fullgraph
+    compile fails if a torch release stops honouring the marker.
+    """
+    fn._dynamo_marked_constant = True
+    return fn
 
 
 @_constant_under_compile

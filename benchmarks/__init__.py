@@ -1,0 +1,1 @@
+"""fastflow's benchmark suite: ``python -m benchmarks`` (see benchmarks/README.md)."""
