@@ -1,0 +1,1 @@
+"""Public functional ops: validation, coefficients, torch.library custom ops and autograd."""

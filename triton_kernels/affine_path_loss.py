@@ -1,0 +1,108 @@
+"""Fused affine path loss, forward and backward, the target never stored (FORMULAS.md §2):
+
+    target   = c_b * x_1 + d_b * x_0 + e_b * eps     (x_0 / eps regenerated from rng)
+    sq_sum_b = sum_i mask_i * (v_i - target_i)^2     -> fp32 [B]            (forward)
+    dv       = 2 * grad_scale_b * mask * (v - target) -> v's dtype           (backward)
+
+``x_0 = None``: Gaussian stream 0 of ``rng``; ``e`` given: ``eps`` is stream 1 (counters from
+``offset + ceil(numel / 4)``), exactly the noise ``affine_path_sample`` drew. ``mask`` is a
+bool tensor of ``v``'s shape (a broadcast mask is materialised by ``.contiguous()``).
+
+Forward: each program reduces its tile to one fp32 partial per (sample, window); a
+``[B, n_windows]`` buffer is summed by torch (deterministic, no atomics). Backward: one pass,
+reads ``v``, ``x_1`` (``x_0``, mask), writes ``dv``. fp32 arithmetic; non-contiguous inputs
+are copied to contiguous memory by the launcher.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _philox
+from ._common import cast_out, flat, row_coef, sample_tile, sample_tiling
+
+
+@triton.jit
+def _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, rows, idx, mask, ctr,
+              B, stream1, HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr):
+    c = row_coef(c_ptr, rows, B, True)
+    d = row_coef(d_ptr, rows, B, True)
+    v = tl.load(v_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    x1 = tl.load(x1_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    if not HAS_X0 or HAS_E:
+        seed = tl.load(rng_ptr)
+        offset = tl.load(rng_ptr + 1)
+    if HAS_X0:
+        x0 = tl.load(x0_ptr + idx, mask=mask, other=0.0).to(tl.float32)
+    else:
+        x0 = _philox.gaussian_block(seed, offset + ctr)
+    target = c * x1 + d * x0
+    if HAS_E:
+        e = row_coef(e_ptr, rows, B, True)
+        target = target + e * _philox.gaussian_block(seed, offset + stream1 + ctr)
+    r = v - target
+    if HAS_MASK:
+        m = tl.load(mask_ptr + idx, mask=mask, other=0).to(tl.float32)
+        r = r * m
+    return tl.where(mask, r, 0.0)
+
+
+@triton.jit
+def _affine_path_loss_kernel(
+    v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, partial_ptr,
+    B, D, n_win, stream1,
+    HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr,
+    R: tl.constexpr, BLOCK: tl.constexpr,
+):
+    rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
+    r = _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, rows, idx, mask,
+                  ctr, B, stream1, HAS_X0, HAS_E, HAS_MASK)
+    part = tl.sum(r * r, axis=1)
+    tl.store(partial_ptr + rows * n_win + w, part, mask=rows < B)
+
+
+@triton.jit
+def _affine_path_loss_backward_kernel(
+    gs_ptr, v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, dv_ptr,
+    B, D, n_win, stream1,
+    HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr,
+    R: tl.constexpr, BLOCK: tl.constexpr,
+):
+    rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
+    r = _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, rows, idx, mask,
+                  ctr, B, stream1, HAS_X0, HAS_E, HAS_MASK)
+    gs = row_coef(gs_ptr, rows, B, True)
+    tl.store(dv_ptr + idx, cast_out(2.0 * gs * r, dv_ptr), mask=mask)
+
+
+def _args(v, x_1, x_0, c, d, e, rng, mask):
+    vv = flat(v)
+    B = vv.shape[0]
+    D = vv.numel() // B
+    x1 = flat(x_1)
+    x0 = flat(x_0)
+    m = None if mask is None else flat(mask.expand_as(v))
+    cc = flat(c)
+    ptrs = (vv, x1, x0 if x0 is not None else x1, cc, flat(d), flat(e) if e is not None else cc,
+            rng if rng is not None else cc, m if m is not None else vv)
+    flags = dict(HAS_X0=x0 is not None, HAS_E=e is not None, HAS_MASK=m is not None)
+    return ptrs, flags, B, D, (vv.numel() + 3) // 4
+
+
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
+    ptrs, flags, B, D, stream1 = _args(v, x_1, x_0, c, d, e, rng, mask)
+    BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)
+    partial = torch.empty((B, n_win), dtype=torch.float32, device=v.device)
+    _affine_path_loss_kernel[grid](*ptrs, partial, B, D, n_win, stream1, **flags, R=R, BLOCK=BLOCK,
+                                   num_warps=num_warps)
+    return partial.view(B) if n_win == 1 else partial.sum(dim=1)
+
+
+def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
+    ptrs, flags, B, D, stream1 = _args(v, x_1, x_0, c, d, e, rng, mask)
+    BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    _affine_path_loss_backward_kernel[grid](flat(grad_scale), *ptrs, dv, B, D, n_win, stream1, **flags,
+                                            R=R, BLOCK=BLOCK, num_warps=num_warps)
+    return dv
