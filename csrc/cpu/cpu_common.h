@@ -1,0 +1,149 @@
+// fastflow CPU backend: helpers shared by csrc/cpu/<op>.cpp.
+//
+// Each op file is compiled once per instruction-set variant (FF_CPU_NS = baseline, avx2);
+// dispatch.cpp picks one at run time. Inner loops are written to auto-vectorise: the
+// transcendental functions are fastflow::fm's branch-free versions, reductions keep
+// kLanes explicit partial sums (so results do not depend on the vector width or thread
+// count), and noise is generated per sub-block into small stack buffers that stay in L1.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fastflow/common.h"
+#include "fastflow/math.h"
+#include "fastflow/ops.h"
+#include "fastflow/philox.h"
+
+#ifndef FF_CPU_NS
+#define FF_CPU_NS baseline
+#endif
+
+namespace fastflow {
+namespace cpu {
+namespace FF_CPU_NS {
+
+
+constexpr int64_t kSub = 2048;       // elements per sub-block (a multiple of 4)
+constexpr int kLanes = 16;           // explicit partial sums of reductions
+constexpr int64_t kParallelMin = 1 << 14;  // below this many elements, stay on one thread
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Words of philox(seed, c0 + k) for k < count into w[4 k .. 4 k + 3].
+inline void philox_words(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w) {
+  for (int64_t k = 0; k < count; ++k) {
+    Words4 r = philox4x32(seed, c0 + static_cast<uint64_t>(k));
+    w[4 * k + 0] = r.w0;
+    w[4 * k + 1] = r.w1;
+    w[4 * k + 2] = r.w2;
+    w[4 * k + 3] = r.w3;
+  }
+}
+
+// Gaussians of counters c0 .. c0 + count - 1 into out[4 count].
+inline void normals_block(uint64_t seed, uint64_t c0, int64_t count, float* out) {
+  for (int64_t k = 0; k < count; ++k) {
+    Words4 r = philox4x32(seed, c0 + static_cast<uint64_t>(k));
+    float n0, n1, n2, n3;
+    uniform_pair_to_normal(uint_to_uniform(r.w0), uint_to_uniform(r.w1), &n0, &n1);
+    uniform_pair_to_normal(uint_to_uniform(r.w2), uint_to_uniform(r.w3), &n2, &n3);
+    out[4 * k + 0] = n0;
+    out[4 * k + 1] = n1;
+    out[4 * k + 2] = n2;
+    out[4 * k + 3] = n3;
+  }
+}
+
+// Scratch for one sub-block of a stream (kSub elements, any alignment).
+struct alignas(64) Scratch {
+  float f[kSub + 8];
+};
+struct alignas(64) WordScratch {
+  uint32_t w[kSub + 8];
+};
+
+// Gaussian element i (s <= i < e, e - s <= kSub) of the stream based at counter `base`:
+// returns p with p[i - s] the value.
+inline const float* normals_range(uint64_t seed, uint64_t base, int64_t s, int64_t e, Scratch& tmp) {
+  int64_t c0 = s >> 2, c1 = (e + 3) >> 2;
+  normals_block(seed, base + static_cast<uint64_t>(c0), c1 - c0, tmp.f);
+  return tmp.f + (s - 4 * c0);
+}
+
+inline const uint32_t* words_range(uint64_t seed, uint64_t base, int64_t s, int64_t e, WordScratch& tmp) {
+  int64_t c0 = s >> 2, c1 = (e + 3) >> 2;
+  philox_words(seed, base + static_cast<uint64_t>(c0), c1 - c0, tmp.w);
+  return tmp.w + (s - 4 * c0);
+}
+
+// m[j] = mask element s + j as 0 / 1 (s <= i < e).
+inline void mask_range(const MaskDesc& mk, int64_t s, int64_t e, float* m) {
+  if (mk.inner == 1 && mk.period >= e) {
+    const uint8_t* p = mk.ptr + s;
+    for (int64_t j = 0; j < e - s; ++j) m[j] = p[j] ? 1.0f : 0.0f;
+    return;
+  }
+  int64_t i = s;
+  while (i < e) {
+    int64_t q = i / mk.inner, r = i - q * mk.inner;
+    int64_t idx = q % mk.period;
+    if (mk.inner == 1) {
+      int64_t run = std::min(e - i, mk.period - idx);
+      const uint8_t* p = mk.ptr + idx;
+      for (int64_t j = 0; j < run; ++j) m[i - s + j] = p[j] ? 1.0f : 0.0f;
+      i += run;
+    } else {
+      int64_t run = std::min(e - i, mk.inner - r);
+      float val = mk.ptr[idx] ? 1.0f : 0.0f;
+      for (int64_t j = 0; j < run; ++j) m[i - s + j] = val;
+      i += run;
+    }
+  }
+}
+
+// Calls f(s, e) for the kSub-aligned sub-blocks of [lo, hi).
+template <class F> inline void for_subblocks(int64_t lo, int64_t hi, F&& f) {
+  int64_t s = lo;
+  while (s < hi) {
+    int64_t e = std::min(hi, (s / kSub + 1) * kSub);
+    f(s, e);
+    s = e;
+  }
+}
+
+// Calls f(b, s, e) for the per-sample segments of [lo, hi) (sample b owns [b D, (b + 1) D)).
+template <class F> inline void for_segments(int64_t lo, int64_t hi, int64_t D, F&& f) {
+  int64_t b = lo / D;
+  int64_t s = lo;
+  while (s < hi) {
+    int64_t e = std::min(hi, (b + 1) * D);
+    f(b, s, e);
+    s = e;
+    ++b;
+  }
+}
+
+// Element-wise ops: f(s, e) over the sub-blocks of [0, n), in parallel.
+template <class F> inline void parallel_subblocks(int64_t n, F&& f) {
+  int64_t nsub = (n + kSub - 1) / kSub;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t k = 0; k < nsub; ++k) f(k * kSub, std::min(n, (k + 1) * kSub));
+}
+
+inline float coef(const float* p, int64_t b) { return p ? p[b] : 0.0f; }
+
+}  // namespace FF_CPU_NS
+}  // namespace cpu
+}  // namespace fastflow

@@ -1,0 +1,256 @@
+// jump_step (CPU): one CTMC Euler step over the vocabulary for every row (FORMULAS.md
+// section 5; fastflow/reference/jump_step.py is the spec, including the random layout):
+// row i uses the four words of philox(seed, offset + i) (jump test, component choice,
+// uniform token); race element e = i V + j uses word e % 4 of counter offset + N + e / 4;
+// the p0 race the same at offset + N + ceil(N V / 4) + e / 4.
+//
+// Pass 1 (cheap, per row): the jump test against the largest possible total rate; rows
+// that cannot jump keep their token and their logits are never read. Pass 2 (the rows that
+// may jump): the exponential race for x_1 over the row, the exact jump test, and the
+// source draw. Few long rows are raced in fixed chunks by all threads (the argmax with the
+// lowest index on ties is the same however the row is cut).
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "cpu_common.h"
+#include "fastflow/jump_common.h"
+
+namespace fastflow {
+namespace cpu {
+namespace FF_CPU_NS {
+namespace {
+
+constexpr int64_t kRaceBlock = 512;       // scores computed per inner block (L1)
+constexpr int64_t kSplitChunk = 1 << 15;  // race chunk per work item when rows are split
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct Best {
+  float v = -kInf;
+  int64_t j = 0;
+  bool any = false;  // whether v/j were set
+};
+
+// torch.argmax order: NaN is the largest value; ties keep the lowest index.
+inline bool better(float v, int64_t j, const Best& b) {
+  if (!b.any) return true;
+  bool vn = v != v, bn = b.v != b.v;
+  if (bn) return vn && j < b.j;
+  if (vn) return true;
+  return v > b.v || (v == b.v && j < b.j);
+}
+
+inline void combine(Best& acc, const Best& o) {
+  if (o.any && better(o.v, o.j, acc)) acc = o;
+}
+
+// argmax of sc[0, len) (offset by j0) merged into acc
+inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
+  float mx[kLanes];
+  int nanl[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    mx[l] = -kInf;
+    nanl[l] = 0;
+  }
+  int64_t k0 = 0;
+  for (; k0 + kLanes <= len; k0 += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      float v = sc[k0 + l];
+      mx[l] = v > mx[l] ? v : mx[l];
+      nanl[l] |= v != v;
+    }
+  for (int64_t k = k0; k < len; ++k) {
+    float v = sc[k];
+    mx[k - k0] = v > mx[k - k0] ? v : mx[k - k0];
+    nanl[k - k0] |= v != v;
+  }
+  float m = -kInf;
+  int nan = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    m = mx[l] > m ? mx[l] : m;
+    nan |= nanl[l];
+  }
+  Best b;
+  if (nan) {
+    for (int64_t k = 0; k < len; ++k)
+      if (sc[k] != sc[k]) {
+        b.v = sc[k];
+        b.j = j0 + k;
+        break;
+      }
+  } else {
+    int64_t k = 0;
+    while (k < len && !(sc[k] == m)) ++k;
+    b.v = m;
+    b.j = j0 + (k < len ? k : 0);
+  }
+  b.any = len > 0;
+  combine(acc, b);
+}
+
+struct Ctx {
+  int64_t N, V;
+  uint64_t seed = 0, off = 0, n_tok = 0;
+};
+
+// Race over keys of row i, columns [lo, hi): argmax_j key_j - log E_j.
+// KEY: 0 logits, 1 probabilities (log), 2 log p0 with x_t excluded.
+template <typename T, int KEY>
+void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t hi, int64_t xt, Best& acc) {
+  const T* z = static_cast<const T*>(a.logits) + i * a.row_stride;
+  const float* noise = KEY == 2 ? a.noise_race_p0 : a.noise_race;
+  const uint64_t base = cx.off + static_cast<uint64_t>(cx.N) + (KEY == 2 ? cx.n_tok : 0);
+  const float temp = a.temperature;
+  alignas(64) float sc[kRaceBlock];
+  WordScratch ws;
+  for (int64_t j0 = lo; j0 < hi; j0 += kRaceBlock) {
+    const int64_t len = std::min(kRaceBlock, hi - j0);
+    const int64_t e0 = i * cx.V + j0;
+    // the keys first: a block whose largest key cannot beat the best score so far even
+    // with the largest possible generated noise is skipped (exact; generated noise only)
+    if (KEY == 0) {
+      for (int64_t k = 0; k < len; ++k) sc[k] = ld(z, j0 + k) / temp;
+    } else if (KEY == 1) {
+      for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(ld(z, j0 + k)) / temp;
+    } else {
+      for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
+      if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;
+    }
+    if (!noise && acc.any && acc.v == acc.v) {
+      float mx[kLanes];
+      for (int l = 0; l < kLanes; ++l) mx[l] = -kInf;
+      int64_t k0 = 0;
+      for (; k0 + kLanes <= len; k0 += kLanes)
+        for (int l = 0; l < kLanes; ++l) mx[l] = !(sc[k0 + l] <= mx[l]) ? sc[k0 + l] : mx[l];  // NaN sticks
+      for (int64_t k = k0; k < len; ++k) mx[0] = !(sc[k] <= mx[0]) ? sc[k] : mx[0];
+      bool skip = true;
+      for (int l = 0; l < kLanes; ++l) skip = skip && (mx[l] + kRaceGumbelMax < acc.v);
+      if (skip) continue;
+    }
+    if (noise) {
+      const float* u = noise + e0;
+      for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(-fm::log1p(-u[k]));
+    } else {
+      const uint32_t* w = words_range(cx.seed, base, e0, e0 + len, ws);
+      for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(-fm::log1p(-uint_to_open_uniform(w[k])));
+    }
+    block_argmax(sc, len, j0, acc);
+  }
+}
+
+template <typename I>
+inline JumpRow row_state(const JumpStepArgs& a, const Ctx& cx, int64_t i) {
+  return jump_row(a, cx.seed, cx.off, i, static_cast<int64_t>(static_cast<const I*>(a.xt)[i]));
+}
+
+// The new token of a row that may jump, given its x_1 race result.
+template <typename T>
+int64_t decide(const JumpStepArgs& a, const Ctx& cx, int64_t i, const JumpRow& r, int64_t x1,
+               const Best* p0_race) {
+  switch (jump_choice(a, i, r, x1)) {
+    case kStay: return r.xt;
+    case kTakeX1: return x1;
+    default: break;
+  }
+  if (a.source != kSourceGeneral) return jump_source_token(a, r);
+  if (p0_race) return p0_race->j;
+  Best b;
+  race<T, 2>(a, cx, i, 0, cx.V, r.xt, b);
+  return b.j;
+}
+
+template <typename T, typename I>
+int run(const JumpStepArgs& a) {
+  Ctx cx;
+  cx.N = a.rows;
+  cx.V = a.vocab;
+  const int64_t N = cx.N, V = cx.V;
+  if (a.rng) {
+    cx.seed = static_cast<uint64_t>(a.rng[0]);
+    cx.off = static_cast<uint64_t>(a.rng[1]);
+  }
+  cx.n_tok = static_cast<uint64_t>((N * V + 3) / 4);
+  const I* xt = static_cast<const I*>(a.xt);
+  I* out = static_cast<I*>(a.out);
+  for (int64_t i = 0; i < N; ++i)
+    if (xt[i] < 0 || xt[i] >= V) return kErrIndex;
+
+  // pass 1: the jump test; rows that cannot jump are done
+  std::unique_ptr<uint8_t[]> may(new uint8_t[static_cast<size_t>(N)]);
+#pragma omp parallel for schedule(static) if (N >= 4096)
+  for (int64_t i = 0; i < N; ++i) {
+    JumpRow r = row_state<I>(a, cx, i);
+    may[static_cast<size_t>(i)] = r.may_jump;
+    if (!r.may_jump) out[i] = static_cast<I>(r.xt);
+  }
+  std::vector<int64_t> cand;
+  for (int64_t i = 0; i < N; ++i)
+    if (may[static_cast<size_t>(i)]) cand.push_back(i);
+  const int64_t nc = static_cast<int64_t>(cand.size());
+  if (nc == 0) return kOk;
+
+  if (!(nc < 16 && V >= 2 * kSplitChunk)) {
+#pragma omp parallel for schedule(dynamic, 1) if (nc * V >= kParallelMin && nc > 1)
+    for (int64_t k = 0; k < nc; ++k) {
+      const int64_t i = cand[static_cast<size_t>(k)];
+      JumpRow r = row_state<I>(a, cx, i);
+      Best b;
+      if (a.probs) race<T, 1>(a, cx, i, 0, V, r.xt, b);
+      else race<T, 0>(a, cx, i, 0, V, r.xt, b);
+      out[i] = static_cast<I>(decide<T>(a, cx, i, r, b.j, nullptr));
+    }
+    return kOk;
+  }
+
+  // few long rows: (row, chunk) items for the x_1 race, and for the p0 race of a general source
+  const int64_t nch = (V + kSplitChunk - 1) / kSplitChunk;
+  const bool p0 = a.source == kSourceGeneral && !a.final_step;
+  const int64_t kinds = p0 ? 2 : 1;
+  const int64_t items = nc * nch * kinds;
+  std::vector<Best> part(static_cast<size_t>(items));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t kind = it / (nc * nch), rem = it - kind * nc * nch;
+    const int64_t k = rem / nch, c = rem - k * nch;
+    const int64_t i = cand[static_cast<size_t>(k)];
+    const int64_t lo = c * kSplitChunk, hi = std::min(V, lo + kSplitChunk);
+    const int64_t x = static_cast<int64_t>(xt[i]);
+    Best& b = part[static_cast<size_t>(it)];
+    if (kind == 1) race<T, 2>(a, cx, i, lo, hi, x, b);
+    else if (a.probs) race<T, 1>(a, cx, i, lo, hi, x, b);
+    else race<T, 0>(a, cx, i, lo, hi, x, b);
+  }
+  for (int64_t k = 0; k < nc; ++k) {
+    const int64_t i = cand[static_cast<size_t>(k)];
+    Best b1, b0;
+    for (int64_t c = 0; c < nch; ++c) {
+      combine(b1, part[static_cast<size_t>(k * nch + c)]);
+      if (p0) combine(b0, part[static_cast<size_t>(nc * nch + k * nch + c)]);
+    }
+    JumpRow r = row_state<I>(a, cx, i);
+    out[i] = static_cast<I>(decide<T>(a, cx, i, r, b1.j, p0 ? &b0 : nullptr));
+  }
+  return kOk;
+}
+
+}  // namespace
+
+int jump_step(const JumpStepArgs& a) {
+  if (a.rows < 0 || a.vocab <= 0 || !a.logits || !a.xt || !a.out || !a.h || !a.r1 || !a.r0)
+    return kErrArgument;
+  const bool need_rng = !a.noise_token || !a.noise_race ||
+                        (a.source == kSourceGeneral && !a.final_step && !a.noise_race_p0);
+  if (need_rng && !a.rng) return kErrArgument;
+  if (a.source == kSourceGeneral && (!a.p0 || !a.logp0)) return kErrArgument;
+  if (a.source < kSourceNone || a.source > kSourceGeneral) return kErrArgument;
+  if (!(a.temperature > 0.0f)) return kErrArgument;
+  if (a.rows == 0) return kOk;
+  return dispatch_float(a.dtype, [&](auto tf) {
+    using T = decltype(tf);
+    return dispatch_index(a.itype, [&](auto ti) { return run<T, decltype(ti)>(a); });
+  });
+}
+
+}  // namespace FF_CPU_NS
+}  // namespace cpu
+}  // namespace fastflow

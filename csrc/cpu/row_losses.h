@@ -1,0 +1,253 @@
+// fastflow CPU backend: cross_entropy and generalized_kl share this row machinery
+// (FORMULAS.md section 4). Per row: one streaming pass for (max, sum exp) in L1-sized
+// chunks, the loss from logsumexp, z[x_1] and z[x_t], then (if asked) one pass writing
+// the gradient. Few long rows are split into fixed chunks (deterministic: the split depends
+// only on the shape) so every thread has work.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "cpu_common.h"
+
+namespace fastflow {
+namespace cpu {
+namespace FF_CPU_NS {
+namespace rows {
+
+constexpr int64_t kRowChunk = 4096;       // elements per (max, sum) chunk
+constexpr int64_t kSplitChunk = 1 << 15;  // elements per work item when rows are split
+constexpr int64_t kSplitRows = 16;        // split rows when there are fewer than this ...
+constexpr int64_t kSplitVocab = 1 << 16;  // ... and the vocabulary is at least this large
+
+struct Stats {
+  double m = -std::numeric_limits<double>::infinity();  // running max
+  double s = 0.0;                                       // sum exp(z - m)
+};
+
+inline void merge(Stats& acc, double m, double s) {
+  double mn = acc.m > m ? acc.m : m;
+  if (mn == -std::numeric_limits<double>::infinity() || std::isnan(mn)) {
+    acc.m = mn;
+    acc.s = std::isnan(mn) ? mn : 0.0;
+    return;
+  }
+  acc.s = acc.s * std::exp(acc.m - mn) + s * std::exp(m - mn);
+  acc.m = mn;
+}
+
+// (max, sum exp(z - max)) of z[0, len), len <= kRowChunk, merged into acc
+template <typename T>
+inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  float mx[kLanes];
+  for (int l = 0; l < kLanes; ++l) mx[l] = ninf;
+  bool nan = false;
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= len; j0 += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      float v = ld(z, j0 + l);
+      mx[l] = v > mx[l] ? v : mx[l];
+    }
+  for (int64_t j = j0; j < len; ++j) {
+    float v = ld(z, j);
+    mx[j - j0] = v > mx[j - j0] ? v : mx[j - j0];
+  }
+  float m = ninf;
+  for (int l = 0; l < kLanes; ++l) m = mx[l] > m ? mx[l] : m;
+  const float shift = m == ninf ? 0.0f : m;
+  float sm[kLanes] = {0.0f};
+  for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
+    for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp(ld(z, j0 + l) - shift);
+  for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp(ld(z, j) - shift);
+  double s = 0.0;
+  for (int l = 0; l < kLanes; ++l) s += sm[l];
+  (void)nan;
+  if (std::isnan(s)) {  // a NaN logit: the row's statistics are NaN
+    acc.m = s;
+    acc.s = s;
+    return;
+  }
+  if (!std::isnan(acc.m)) merge(acc, m, s);
+}
+
+template <typename T>
+inline void range_stats(const T* z, int64_t lo, int64_t hi, Stats& acc) {
+  for (int64_t j = lo; j < hi; j += kRowChunk) chunk_stats(z + j, std::min(kRowChunk, hi - j), acc);
+}
+
+// g_j = ((exp(z_j - M) * inv) * a) * coef for j in [lo, hi)
+template <typename T>
+inline void write_probs(const T* z, T* g, int64_t lo, int64_t hi, float M, float inv, float a, float coef) {
+  const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
+  for (int64_t j = lo; j < hi; ++j) st(g, j, ((fm::exp(ld(z, j) - shift) * inv) * a) * coef);
+}
+
+template <typename T>
+inline void write_zero(T* g, int64_t lo, int64_t hi) {
+  for (int64_t j = lo; j < hi; ++j) st(g, j, 0.0f);
+}
+
+// What one row needs besides the bulk pass.
+struct RowInfo {
+  bool valid;
+  int64_t i1, it;   // x_1 and x_t indices (0 where not valid)
+  float z1, zt;     // z[x_1], z[x_t] (read before any gradient is written)
+  float jump, coef;
+};
+
+// The row's loss, gradient scale factor `a` of the bulk pass and the fixed-up gradient
+// entries; GKL == false is cross-entropy.
+template <bool GKL>
+struct RowMath {
+  float loss, a;
+  float g1, gt;  // final gradient values at x_1 and x_t (GKL), g1 only (CE)
+};
+
+template <bool GKL>
+inline RowMath<GKL> row_math(const RowInfo& r, const Stats& st_, bool xt_differs) {
+  RowMath<GKL> out{0.0f, 1.0f, 0.0f, 0.0f};
+  const float M = static_cast<float>(st_.m);
+  const float S = static_cast<float>(st_.s);
+  const float logS = std::log(S);
+  const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
+  const float inv = 1.0f / S;
+  if (!GKL) {
+    const float lse = M + logS;
+    out.loss = r.valid ? lse - r.z1 : 0.0f;
+    const float p1 = fm::exp(r.z1 - shift) * inv;
+    out.g1 = (p1 - 1.0f) * r.coef;
+    return out;
+  }
+  const float off = xt_differs ? 1.0f : 0.0f;
+  const float log_p1 = (r.z1 - M) - logS;
+  const float p_t = fm::exp(r.zt - shift) * inv;
+  out.loss = r.valid ? -r.jump * (p_t - (1.0f - off) + off * log_p1) : 0.0f;
+  out.a = p_t + off;
+  const float coef = r.coef;  // grad_scale * jump * valid
+  const float p1 = fm::exp(r.z1 - shift) * inv;
+  // g = -(p_t + off) p + p_t e_xt + off e_x1;  grad = -g * coef
+  float g_t = -(p_t + off) * p_t + p_t + (r.it == r.i1 ? off : 0.0f);
+  float g_1 = -(p_t + off) * p1 + off + (r.it == r.i1 ? p_t : 0.0f);
+  out.gt = -g_t * coef;
+  out.g1 = -g_1 * coef;
+  return out;
+}
+
+template <typename T, bool GKL>
+int run(const RowLossArgs& a) {
+  const int64_t N = a.rows, V = a.vocab;
+  const T* logits = static_cast<const T*>(a.logits);
+  T* grad = static_cast<T*>(a.grad);
+  const bool want_grad = grad != nullptr;
+  int err = kOk;
+
+  auto info = [&](int64_t i) {
+    RowInfo r;
+    const int64_t x1 = a.x1[i];
+    r.valid = x1 != a.ignore_index;
+    r.i1 = r.valid ? x1 : 0;
+    r.it = GKL ? (r.valid ? a.xt[i] : 0) : 0;
+    r.jump = GKL ? a.jump[i] : 1.0f;
+    const float gs = want_grad ? a.grad_scale[i] : 0.0f;
+    r.coef = r.valid ? (GKL ? gs * r.jump : gs) : 0.0f;
+    const T* z = logits + i * a.row_stride;
+    bool ok = r.i1 >= 0 && r.i1 < V && r.it >= 0 && r.it < V;
+    r.z1 = ok ? ld(z, r.i1) : 0.0f;
+    r.zt = ok ? ld(z, r.it) : 0.0f;
+    return std::make_pair(r, ok);
+  };
+  auto finish = [&](int64_t i, const RowInfo& r, const RowMath<GKL>& m) {
+    a.loss[i] = m.loss;
+    if (!want_grad) return;
+    T* g = grad + i * a.grad_stride;
+    if (!r.valid) return;
+    st(g, r.i1, m.g1);
+    if (GKL) st(g, r.it, r.it == r.i1 ? m.g1 : m.gt);
+  };
+  auto differs = [&](int64_t i) { return GKL ? a.xt[i] != a.x1[i] : false; };
+
+  if (!(N < kSplitRows && V >= kSplitVocab)) {
+#pragma omp parallel for schedule(dynamic, 4) if (N * V >= kParallelMin && N > 1)
+    for (int64_t i = 0; i < N; ++i) {
+      auto [r, ok] = info(i);
+      if (!ok) {
+#pragma omp atomic write
+        err = kErrIndex;
+        continue;
+      }
+      const T* z = logits + i * a.row_stride;
+      Stats s;
+      range_stats(z, 0, V, s);
+      RowMath<GKL> m = row_math<GKL>(r, s, differs(i));
+      if (want_grad) {
+        T* g = grad + i * a.grad_stride;
+        if (r.valid)
+          write_probs(z, g, 0, V, static_cast<float>(s.m), 1.0f / static_cast<float>(s.s), m.a, r.coef);
+        else
+          write_zero(g, 0, V);
+      }
+      finish(i, r, m);
+    }
+    return err;
+  }
+
+  // few long rows: (row, chunk) work items
+  const int64_t nch = (V + kSplitChunk - 1) / kSplitChunk;
+  const int64_t items = N * nch;
+  std::vector<RowInfo> ri(static_cast<size_t>(N));
+  std::vector<Stats> part(static_cast<size_t>(items)), tot(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    auto [r, ok] = info(i);
+    if (!ok) return kErrIndex;
+    ri[static_cast<size_t>(i)] = r;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t i = it / nch, c = it - i * nch;
+    const int64_t lo = c * kSplitChunk, hi = std::min(V, lo + kSplitChunk);
+    range_stats(logits + i * a.row_stride, lo, hi, part[static_cast<size_t>(it)]);
+  }
+  std::vector<RowMath<GKL>> rm(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    Stats& s = tot[static_cast<size_t>(i)];
+    for (int64_t c = 0; c < nch; ++c) {
+      const Stats& p = part[static_cast<size_t>(i * nch + c)];
+      if (std::isnan(p.m) || std::isnan(p.s)) {
+        s.m = s.s = p.s;
+        break;
+      }
+      merge(s, p.m, p.s);
+    }
+    rm[static_cast<size_t>(i)] = row_math<GKL>(ri[static_cast<size_t>(i)], s, differs(i));
+  }
+  if (want_grad) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t i = it / nch, c = it - i * nch;
+      const int64_t lo = c * kSplitChunk, hi = std::min(V, lo + kSplitChunk);
+      const RowInfo& r = ri[static_cast<size_t>(i)];
+      const Stats& s = tot[static_cast<size_t>(i)];
+      T* g = grad + i * a.grad_stride;
+      if (r.valid)
+        write_probs(logits + i * a.row_stride, g, lo, hi, static_cast<float>(s.m),
+                    1.0f / static_cast<float>(s.s), rm[static_cast<size_t>(i)].a, r.coef);
+      else
+        write_zero(g, lo, hi);
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) finish(i, ri[static_cast<size_t>(i)], rm[static_cast<size_t>(i)]);
+  return kOk;
+}
+
+inline int check(const RowLossArgs& a, bool gkl) {
+  if (a.rows < 0 || a.vocab <= 0 || !a.logits || !a.x1 || !a.loss) return kErrArgument;
+  if (gkl && (!a.xt || !a.jump)) return kErrArgument;
+  if (a.grad && !a.grad_scale) return kErrArgument;
+  return kOk;
+}
+
+}  // namespace rows
+}  // namespace FF_CPU_NS
+}  // namespace cpu
+}  // namespace fastflow

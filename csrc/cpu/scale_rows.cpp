@@ -1,0 +1,36 @@
+// scale_rows (CPU): grad[i, :] *= g[i] in place, skipping rows with g[i] == 1 (the backward
+// of the fused losses when the upstream gradient is not 1). g is rounded to grad's dtype
+// first and the product computed in fp32, as torch's mul_.
+#include "cpu_common.h"
+
+namespace fastflow {
+namespace cpu {
+namespace FF_CPU_NS {
+namespace {
+
+template <typename T>
+int run(const ScaleRowsArgs& a) {
+  T* grad = static_cast<T*>(a.grad);
+  const int64_t N = a.rows, V = a.cols;
+#pragma omp parallel for schedule(dynamic, 4) if (N * V >= kParallelMin && N > 1)
+  for (int64_t i = 0; i < N; ++i) {
+    const float gi = a.g[i];
+    if (gi == 1.0f) continue;
+    const float s = Elem<T>::to_f32(Elem<T>::from_f32(gi));
+    T* row = grad + i * a.row_stride;
+    for (int64_t j = 0; j < V; ++j) st(row, j, ld(row, j) * s);
+  }
+  return kOk;
+}
+
+}  // namespace
+
+int scale_rows(const ScaleRowsArgs& a) {
+  if (a.rows < 0 || a.cols < 0 || !a.g || (!a.grad && a.rows * a.cols > 0)) return kErrArgument;
+  if (a.rows * a.cols == 0) return kOk;
+  return dispatch_float(a.dtype, [&](auto tag) { return run<decltype(tag)>(a); });
+}
+
+}  // namespace FF_CPU_NS
+}  // namespace cpu
+}  // namespace fastflow

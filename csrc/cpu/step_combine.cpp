@@ -1,0 +1,68 @@
+// step_combine (CPU): x_next = A x + B p + C q + N z in one pass (FORMULAS.md section 3).
+// z is `noise` when given, else Gaussian stream 0 (counter offset + i / 4). out may alias x.
+#include "cpu_common.h"
+
+namespace fastflow {
+namespace cpu {
+namespace FF_CPU_NS {
+namespace {
+
+template <typename T, bool Q, bool NZ, bool GIVEN>
+void segment(const T* x, const T* p, const T* q, const T* noise, const float* z, T* out, int64_t len,
+             float ca, float cb, float cc, float cn) {
+  for (int64_t j = 0; j < len; ++j) {
+    float y = ca * ld(x, j) + cb * ld(p, j);
+    if (Q) y = y + cc * ld(q, j);
+    if (NZ) y = y + cn * (GIVEN ? ld(noise, j) : z[j]);
+    st(out, j, y);
+  }
+}
+
+template <typename T, bool Q, bool NZ, bool GIVEN>
+int run(const StepCombineArgs& a) {
+  const int64_t n = a.batch * a.per_sample, D = a.per_sample;
+  const T* x = static_cast<const T*>(a.x);
+  const T* p = static_cast<const T*>(a.p);
+  const T* q = static_cast<const T*>(a.q);
+  const T* noise = static_cast<const T*>(a.noise);
+  T* out = static_cast<T*>(a.out);
+  uint64_t seed = 0, off = 0;
+  if (NZ && !GIVEN) {
+    seed = static_cast<uint64_t>(a.rng[0]);
+    off = static_cast<uint64_t>(a.rng[1]);
+  }
+  parallel_subblocks(n, [&](int64_t s, int64_t e) {
+    Scratch t0;
+    const float* z = (NZ && !GIVEN) ? normals_range(seed, off, s, e, t0) : nullptr;
+    for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
+      segment<T, Q, NZ, GIVEN>(x + i, p + i, Q ? q + i : nullptr, GIVEN ? noise + i : nullptr,
+                               z ? z + (i - s) : nullptr, out + i, j - i, coef(a.A, b), coef(a.B, b),
+                               coef(a.C, b), coef(a.N, b));
+    });
+  });
+  return kOk;
+}
+
+template <typename T>
+int pick(const StepCombineArgs& a) {
+  const bool q = a.q != nullptr, nz = a.N != nullptr, given = a.noise != nullptr;
+  if (q) {
+    if (!nz) return run<T, true, false, false>(a);
+    return given ? run<T, true, true, true>(a) : run<T, true, true, false>(a);
+  }
+  if (!nz) return run<T, false, false, false>(a);
+  return given ? run<T, false, true, true>(a) : run<T, false, true, false>(a);
+}
+
+}  // namespace
+
+int step_combine(const StepCombineArgs& a) {
+  if (a.batch < 0 || a.per_sample < 0 || !a.x || !a.p || !a.out) return kErrArgument;
+  if (a.N && !a.noise && !a.rng) return kErrArgument;
+  if (a.batch * a.per_sample == 0) return kOk;
+  return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a); });
+}
+
+}  // namespace FF_CPU_NS
+}  // namespace cpu
+}  // namespace fastflow

@@ -1,0 +1,208 @@
+// fastflow CUDA backend: cross_entropy and generalized_kl share these row kernels
+// (FORMULAS.md section 4). G threads per row (a warp for short rows, a block for long
+// ones): one streaming pass for (max, sum exp) with 16-byte loads, a fixed-order group
+// reduction, the loss, then (if asked) one pass writing the gradient, the x_1 / x_t
+// entries included (no second write). Few long rows: split into chunks over several
+// blocks (stats kernel, then a gradient kernel that merges the chunk stats in order).
+#pragma once
+
+#include "cuda_common.cuh"
+
+namespace fastflow {
+namespace cuda {
+namespace rowk {
+
+struct RowMath {
+  float loss, a, coef, g1, gt;
+  int64_t i1, it;
+  bool valid;
+};
+
+// Everything about a row but the bulk pass; z1 = z[x_1], zt = z[x_t] read before any write.
+template <bool GKL>
+__device__ __forceinline__ RowMath row_math(const RowLossArgs& a, int64_t row, MaxSum st, float z1, float zt) {
+  RowMath r;
+  const int64_t x1 = a.x1[row];
+  r.valid = x1 != a.ignore_index;
+  r.i1 = r.valid ? x1 : 0;
+  r.it = GKL ? (r.valid ? a.xt[row] : 0) : -1;
+  const float gs = a.grad_scale ? a.grad_scale[row] : 0.0f;
+  const float jump = GKL ? a.jump[row] : 1.0f;
+  r.coef = r.valid ? (GKL ? gs * jump : gs) : 0.0f;
+  const bool bad = r.i1 < 0 || r.i1 >= a.vocab || (GKL && (r.it < 0 || r.it >= a.vocab));
+  const float M = st.m, S = st.s;
+  const float logS = logf(S);
+  const float shift = M == -INFINITY ? 0.0f : M;
+  const float inv = 1.0f / S;
+  const float p1 = expf(z1 - shift) * inv;
+  if (!GKL) {
+    r.loss = r.valid ? (M + logS) - z1 : 0.0f;
+    r.a = 1.0f;
+    r.g1 = (p1 - 1.0f) * r.coef;
+    r.gt = r.g1;
+  } else {
+    const float off = a.xt[row] != x1 ? 1.0f : 0.0f;
+    const float log_p1 = (z1 - M) - logS;
+    const float pt = expf(zt - shift) * inv;
+    r.loss = r.valid ? -jump * (pt - (1.0f - off) + off * log_p1) : 0.0f;
+    r.a = pt + off;
+    const bool same = r.it == r.i1;
+    const float g_t = -(pt + off) * pt + pt + (same ? off : 0.0f);
+    const float g_1 = -(pt + off) * p1 + off + (same ? pt : 0.0f);
+    r.gt = -g_t * r.coef;
+    r.g1 = -g_1 * r.coef;
+  }
+  if (bad && r.valid) r.loss = NAN;  // a token id outside [0, V): checked by fastflow.ops
+  return r;
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void stats_range(const T* z, int64_t lo, int64_t hi, int t, int G, bool aligned,
+                                            MaxSum& ms) {
+  for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) {
+    float v[VEC];
+    load_group<T, VEC>(z, g * VEC, lo, hi, aligned, v);
+    float gm = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      if (g * VEC + k >= lo && g * VEC + k < hi) gm = fmaxf(gm, v[k]);
+    if (gm > ms.m) {
+      ms.s = ms.s * expf(ms.m - gm);
+      ms.m = gm;
+    }
+    const float sh = ms.m == -INFINITY ? 0.0f : ms.m;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k)
+      if (g * VEC + k >= lo && g * VEC + k < hi) ms.s += expf(v[k] - sh);
+  }
+}
+
+template <typename T, int VEC>
+__device__ __forceinline__ void grad_range(const T* z, T* gp, int64_t lo, int64_t hi, int t, int G, bool aligned,
+                                           MaxSum st, const RowMath& r) {
+  const float shift = st.m == -INFINITY ? 0.0f : st.m;
+  const float inv = 1.0f / st.s;
+  for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) {
+    float v[VEC], o[VEC];
+    load_group<T, VEC>(z, g * VEC, lo, hi, aligned, v);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const int64_t j = g * VEC + k;
+      float x = r.valid ? ((expf(v[k] - shift) * inv) * r.a) * r.coef : 0.0f;
+      if (r.valid && j == r.i1) x = r.g1;
+      if (r.valid && j == r.it) x = r.gt;
+      o[k] = x;
+    }
+    store_group<T, VEC>(gp, g * VEC, lo, hi, aligned, o);
+  }
+}
+
+template <typename T, bool GKL, int G, int BLOCK>
+__global__ void __launch_bounds__(BLOCK) row_kernel(RowLossArgs a, bool aligned) {
+  constexpr int VEC = VecOf<T>::n;
+  __shared__ MaxSum smem[32];
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (BLOCK / G) + threadIdx.x / G;
+  const int t = threadIdx.x % G;
+  if (row >= a.rows) return;  // whole warps only (G == 32)
+  const int64_t V = a.vocab;
+  const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
+  // z[x_1], z[x_t] before any thread of the row writes the gradient (which may alias z)
+  const int64_t x1 = a.x1[row];
+  const bool valid = x1 != a.ignore_index;
+  const int64_t i1 = valid && x1 >= 0 && x1 < V ? x1 : 0;
+  int64_t it = 0;
+  if (GKL) {
+    const int64_t xt = a.xt[row];
+    it = valid && xt >= 0 && xt < V ? xt : 0;
+  }
+  const float z1 = ld(z, i1), zt = GKL ? ld(z, it) : 0.0f;
+  MaxSum ms{-INFINITY, 0.0f};
+  stats_range<T, VEC>(z, 0, V, t, G, aligned, ms);
+  ms = group_reduce<G>(ms, smem);
+  const RowMath r = row_math<GKL>(a, row, ms, z1, zt);
+  if (t == 0) a.loss[row] = r.loss;
+  if (a.grad) grad_range<T, VEC>(z, static_cast<T*>(a.grad) + row * a.grad_stride, 0, V, t, G, aligned, ms, r);
+}
+
+// split rows, pass 1: (max, sum) of chunk c of row i into ws[2 (i S + c)]; z[x_1], z[x_t]
+// into ws[2 N S + 2 i + {0, 1}] by the chunk that holds them
+template <typename T, bool GKL>
+__global__ void __launch_bounds__(kThreads) split_stats_kernel(RowLossArgs a, int64_t S, int64_t chunk, bool aligned) {
+  constexpr int VEC = VecOf<T>::n;
+  __shared__ MaxSum smem[32];
+  const int64_t row = blockIdx.x / S, c = blockIdx.x % S;
+  const int64_t lo = c * chunk, hi = min(a.vocab, lo + chunk);
+  const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
+  MaxSum ms{-INFINITY, 0.0f};
+  stats_range<T, VEC>(z, lo, hi, threadIdx.x, kThreads, aligned, ms);
+  ms = group_reduce<kThreads>(ms, smem);
+  if (threadIdx.x == 0) {
+    float* ws = a.workspace;
+    ws[2 * (row * S + c)] = ms.m;
+    ws[2 * (row * S + c) + 1] = ms.s;
+    const int64_t x1 = a.x1[row];
+    const bool valid = x1 != a.ignore_index;
+    const int64_t i1 = valid && x1 >= 0 && x1 < a.vocab ? x1 : 0;
+    if (i1 >= lo && i1 < hi) ws[2 * a.rows * S + 2 * row] = ld(z, i1);
+    if (GKL) {
+      const int64_t xt = a.xt[row];
+      const int64_t it = valid && xt >= 0 && xt < a.vocab ? xt : 0;
+      if (it >= lo && it < hi) ws[2 * a.rows * S + 2 * row + 1] = ld(z, it);
+    }
+  }
+}
+
+// split rows, pass 2: merge the row's chunk stats in chunk order, loss (chunk 0), gradient of chunk c
+template <typename T, bool GKL>
+__global__ void __launch_bounds__(kThreads) split_grad_kernel(RowLossArgs a, int64_t S, int64_t chunk, bool aligned) {
+  constexpr int VEC = VecOf<T>::n;
+  const int64_t row = blockIdx.x / S, c = blockIdx.x % S;
+  const float* ws = a.workspace;
+  MaxSum ms{-INFINITY, 0.0f};
+  for (int64_t k = 0; k < S; ++k) ms = merge_ms(ms, MaxSum{ws[2 * (row * S + k)], ws[2 * (row * S + k) + 1]});
+  const float z1 = ws[2 * a.rows * S + 2 * row], zt = GKL ? ws[2 * a.rows * S + 2 * row + 1] : 0.0f;
+  const RowMath r = row_math<GKL>(a, row, ms, z1, zt);
+  if (c == 0 && threadIdx.x == 0) a.loss[row] = r.loss;
+  if (!a.grad) return;
+  const int64_t lo = c * chunk, hi = min(a.vocab, lo + chunk);
+  const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
+  grad_range<T, VEC>(z, static_cast<T*>(a.grad) + row * a.grad_stride, lo, hi, threadIdx.x, kThreads, aligned, ms, r);
+}
+
+template <typename T, bool GKL>
+int launch(const RowLossArgs& a, cudaStream_t s) {
+  const int64_t N = a.rows, V = a.vocab;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  const int64_t S = row_split(N, V, dev);
+  const bool aligned = aligned16(a.logits) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
+                       (!a.grad || (aligned16(a.grad) && (a.grad_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0));
+  if (S > 1) {
+    if (!a.workspace) return kErrArgument;
+    const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
+    split_stats_kernel<T, GKL><<<static_cast<unsigned>(N * S), kThreads, 0, s>>>(a, S, chunk, aligned);
+    split_grad_kernel<T, GKL><<<static_cast<unsigned>(N * S), kThreads, 0, s>>>(a, S, chunk, aligned);
+    return launch_status();
+  }
+  const int G = row_threads(V);
+  if (G == 32) {
+    constexpr int B = kThreads;
+    row_kernel<T, GKL, 32, B><<<static_cast<unsigned>((N + B / 32 - 1) / (B / 32)), B, 0, s>>>(a, aligned);
+  } else if (G == 256) {
+    row_kernel<T, GKL, 256, 256><<<static_cast<unsigned>(N), 256, 0, s>>>(a, aligned);
+  } else {
+    row_kernel<T, GKL, 512, 512><<<static_cast<unsigned>(N), 512, 0, s>>>(a, aligned);
+  }
+  return launch_status();
+}
+
+inline int check(const RowLossArgs& a, bool gkl) {
+  if (a.rows < 0 || a.vocab <= 0 || !a.logits || !a.x1 || !a.loss) return kErrArgument;
+  if (gkl && (!a.xt || !a.jump)) return kErrArgument;
+  if (a.grad && !a.grad_scale) return kErrArgument;
+  return kOk;
+}
+
+}  // namespace rowk
+}  // namespace cuda
+}  // namespace fastflow

@@ -1,0 +1,115 @@
+// fastflow: fp32 transcendental functions for the kernels.
+//
+// On the device these are CUDA's accurate functions. On the host they are written here,
+// branch-free (selects only, no table lookups, no errno), so that loops calling them
+// auto-vectorise; each is within about 2 ulp of the correctly rounded result (polynomials
+// are truncated Taylor series on small reduced ranges, with Cody-Waite argument reduction).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.h"
+
+namespace fastflow {
+namespace fm {
+
+#if FF_ON_DEVICE
+
+FF_DEVICE float log(float x) { return logf(x); }
+FF_DEVICE float log1p(float x) { return log1pf(x); }
+FF_DEVICE float exp(float x) { return expf(x); }
+FF_DEVICE float sqrt(float x) { return sqrtf(x); }
+FF_DEVICE void sincos(float x, float* s, float* c) { sincosf(x, s, c); }
+FF_DEVICE bool isnan(float x) { return ::isnan(x); }
+FF_DEVICE bool isinf(float x) { return ::isinf(x); }
+FF_DEVICE float floor(float x) { return floorf(x); }
+
+#else
+
+constexpr float kLn2Hi = 0.693145751953125f;       // 16 significant bits: k * kLn2Hi is exact
+constexpr float kLn2Lo = 1.428606765330187e-06f;
+constexpr float kInf = __builtin_huge_valf();
+constexpr float kNaN = __builtin_nanf("");
+
+FF_HD bool isnan(float x) { return (f2u(x) & 0x7FFFFFFFu) > 0x7F800000u; }
+FF_HD bool isinf(float x) { return (f2u(x) & 0x7FFFFFFFu) == 0x7F800000u; }
+FF_HD float sqrt(float x) { return __builtin_sqrtf(x); }  // -fno-math-errno: one instruction
+FF_HD float floor(float x) { return __builtin_floorf(x); }
+
+// log(1 + f) for f in [sqrt(2)/2 - 1, sqrt(2) - 1]: with s = f / (2 + f),
+// log(1 + f) = 2 atanh(s) = f - f^2/2 + s (f^2/2 + R),  R = 2 (s^2/3 + s^4/5 + s^6/7 + s^8/9)
+FF_HD float log1p_reduced(float f) {
+  float s = f / (2.0f + f);
+  float z = s * s;
+  float R = z * (0.6666666666666666f + z * (0.4f + z * (0.2857142857142857f + z * 0.2222222222222222f)));
+  float hfsq = 0.5f * f * f;
+  return f - (hfsq - s * (hfsq + R));
+}
+
+FF_HD float log(float x) {
+  uint32_t ix = f2u(x);
+  bool sub = ix < 0x00800000u;  // zero or subnormal: scale into the normal range
+  float xs = sub ? x * 8388608.0f : x;
+  ix = f2u(xs);
+  // x = 2^k * m with m in [sqrt(2)/2, sqrt(2))
+  uint32_t t = ix - 0x3F3504F3u;
+  int32_t k = static_cast<int32_t>(t) >> 23;
+  float m = u2f((t & 0x007FFFFFu) + 0x3F3504F3u);
+  float kf = static_cast<float>(k - (sub ? 23 : 0));
+  float r = kf * kLn2Hi + (log1p_reduced(m - 1.0f) + kf * kLn2Lo);
+  r = x == 0.0f ? -kInf : r;
+  r = x == kInf ? kInf : r;
+  r = (x < 0.0f || isnan(x)) ? kNaN : r;
+  return r;
+}
+
+// log1p(x) for x >= -1: log(u) * x / (u - 1) with u = 1 + x rounded (exact where u == 1).
+FF_HD float log1p(float x) {
+  float u = 1.0f + x;
+  float d = u - 1.0f;
+  float r = log(u) * (x / (d == 0.0f ? 1.0f : d));
+  r = d == 0.0f ? x : r;
+  r = x == kInf ? kInf : r;
+  return r;
+}
+
+FF_HD float exp(float x) {
+  float xc = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : x);
+  float n = __builtin_rintf(xc * 1.4426950408889634f);
+  float r = (xc - n * kLn2Hi) - n * kLn2Lo;  // |r| <= ln2 / 2
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666666666666666f + r * (0.041666666666666664f +
+            r * (0.008333333333333333f + r * (0.001388888888888889f + r * 0.0001984126984126984f))))));
+  int32_t ni = static_cast<int32_t>(n);
+  int32_t n1 = ni / 2, n2 = ni - n1;  // two scalings reach the subnormal range without overflow
+  float s1 = u2f(static_cast<uint32_t>(n1 + 127) << 23);
+  float s2 = u2f(static_cast<uint32_t>(n2 + 127) << 23);
+  float y = p * s1 * s2;
+  y = x > 88.72283935546875f ? kInf : y;
+  y = x < -103.97208f ? 0.0f : y;
+  y = isnan(x) ? x : y;
+  return y;
+}
+
+// sin and cos of x in [0, 2 pi] (the Box-Muller angle; quadrant reduction for |x| < 8).
+FF_HD void sincos(float x, float* sp, float* cp) {
+  float q = __builtin_rintf(x * 0.6366197723675814f);
+  float r = ((x - q * 1.570770263671875f) - q * 2.6063062250614166e-05f) - q * 6.077094383272197e-11f;
+  float z = r * r;
+  float s = r + r * z * (-0.16666666666666666f + z * (0.008333333333333333f + z * (-0.0001984126984126984f +
+            z * 2.755731922398589e-06f)));
+  float c = 1.0f + z * (-0.5f + z * (0.041666666666666664f + z * (-0.001388888888888889f + z * (2.48015873015873e-05f +
+            z * -2.755731922398589e-07f))));
+  int32_t qi = static_cast<int32_t>(q) & 3;
+  float sv = (qi & 1) ? c : s;
+  float cv = (qi & 1) ? s : c;
+  sv = (qi & 2) ? -sv : sv;
+  cv = ((qi + 1) & 2) ? -cv : cv;
+  *sp = sv;
+  *cp = cv;
+}
+
+#endif
+
+}  // namespace fm
+}  // namespace fastflow

@@ -1,0 +1,390 @@
+"""Backends ``cpu`` and ``cuda``: the compiled kernels of ``csrc/`` (``fastflow._C``).
+
+Same functions, same signatures as ``fastflow.reference`` (the spec; see its ``__init__``
+for the backend contract). This module holds the torch side of the torch-free kernels:
+it allocates outputs, passes ``data_ptr()`` integers, sizes, dtype codes and, for CUDA
+tensors, the current stream of the tensor's device, and raises ``RuntimeError`` when a
+kernel returns a non-zero status. It validates nothing beyond what the kernels need.
+
+Layout handled here (each a copy only when needed):
+
+- data tensors are made contiguous (``.contiguous()``) unless said otherwise; logits and
+  gradient buffers ``[N, V]`` only need a contiguous last dimension (any row stride);
+- floating inputs of one op that do not share one dtype are all computed in fp32 (as the
+  reference does) and the result cast to the output dtype;
+- token tensors of the losses are passed as int64; ``jump_step`` and ``mixture_path_sample``
+  take int64 or int32 tokens as they are;
+- a boolean ``mask`` expanded from a smaller tensor (e.g. a ``[B, L, 1]`` padding mask) is
+  read through its broadcast, not materialised, when its layout allows;
+- an ``out=`` tensor that is contiguous with the output dtype is written directly (it may
+  alias an input: the kernels are element-wise there); otherwise the result is copied in.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+try:
+    from . import _C
+    _IMPORT_ERROR = None
+except Exception as exc:  # not built, or built for another Python
+    _C = None
+    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+
+_FLOAT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_INDEX_CODES = {torch.int64: 0, torch.int32: 1}
+
+
+def unavailable(device_type: str):
+    """None when this backend runs on ``device_type`` tensors, else why not."""
+    if _C is None:
+        return (f"fastflow._C is not built ({_IMPORT_ERROR}); reinstall with a C++ compiler "
+                "(pip install .) or run the CMake build")
+    if device_type == "cpu":
+        return None
+    if device_type == "cuda":
+        if not _C.has_cuda():
+            return ("fastflow._C was built without CUDA (needs nvcc and a CUDA-enabled torch at build "
+                    "time, or FASTFLOW_CUDA=1)")
+        if not torch.cuda.is_available():
+            return "torch reports no usable CUDA device"
+        problem = _cuda_problem()
+        if problem:
+            return f"the CUDA runtime in fastflow._C cannot run here: {problem}"
+        return None
+    return f"runs on cpu and cuda tensors only, not {device_type}"
+
+
+_CUDA_PROBLEM = None
+
+
+def _cuda_problem() -> str:
+    global _CUDA_PROBLEM
+    if _CUDA_PROBLEM is None:
+        _CUDA_PROBLEM = _C.cuda_problem()
+    return _CUDA_PROBLEM
+
+
+# ---------------------------------------------------------------- plumbing
+def _ptr(t) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+@contextlib.contextmanager
+def _device(t: torch.Tensor):
+    if t.is_cuda:
+        with torch.cuda.device(t.device):
+            yield True, torch.cuda.current_stream(t.device).cuda_stream
+    else:
+        yield False, 0
+
+
+_THREADS = [0]
+
+
+def _run(fn, like: torch.Tensor, **kwargs) -> None:
+    if not like.is_cuda:  # the CPU kernels use as many threads as torch does
+        n = torch.get_num_threads()
+        if n != _THREADS[0]:
+            _C.set_num_threads(n)
+            _THREADS[0] = n
+    with _device(like) as (cuda, stream):
+        code = fn(cuda=cuda, stream=stream, **kwargs)
+    if code:
+        raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})")
+
+
+def _float_code(dtype) -> int:
+    try:
+        return _FLOAT_CODES[dtype]
+    except KeyError:
+        raise TypeError(f"the compiled backends take float32, bfloat16 or float16 tensors, got {dtype}") from None
+
+
+def _common_dtype(*tensors):
+    """The dtype shared by all given float tensors, or fp32 when they differ."""
+    dtypes = {t.dtype for t in tensors if t is not None}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
+def _data(t, dtype):
+    """``t`` as a contiguous tensor of ``dtype`` (None stays None)."""
+    if t is None:
+        return None
+    return t.to(dtype).contiguous() if t.dtype != dtype else t.contiguous()
+
+
+def _coef(c, batch: int, device):
+    """A per-sample / per-row coefficient as a contiguous fp32 ``[batch]`` tensor."""
+    if c is None:
+        return None
+    c = torch.as_tensor(c, dtype=torch.float32, device=device).reshape(-1)
+    if c.numel() == 1 and batch != 1:
+        c = c.expand(batch)
+    return c.contiguous()
+
+
+def _rng(rng, device):
+    if rng is None:
+        return None
+    rng = torch.as_tensor(rng)
+    if rng.device != device or rng.dtype != torch.int64:
+        rng = rng.to(device=device, dtype=torch.int64)
+    return rng.contiguous()
+
+
+def _sizes(x: torch.Tensor):
+    batch = x.shape[0] if x.dim() > 0 else 1
+    return batch, (x.numel() // batch if batch else 0)
+
+
+def _finish(result: torch.Tensor, out, dtype):
+    """The kernel's result as ``dtype``, or copied into ``out`` when given."""
+    if out is not None:
+        return out.copy_(result)
+    return result if result.dtype == dtype else result.to(dtype)
+
+
+def _target(out, like: torch.Tensor, dtype):
+    """Where the kernel writes: ``out`` itself when it is usable as is, else a new buffer."""
+    if (out is not None and out.dtype == dtype and out.device == like.device and out.shape == like.shape
+            and out.is_contiguous()):
+        return out, True
+    return torch.empty(like.shape, dtype=dtype, device=like.device), False
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """A ``[N, V]`` tensor with a unit stride along V (a copy only if it has none)."""
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+def _row_stride(t: torch.Tensor) -> int:
+    return t.stride(0) if t.shape[0] > 1 else t.shape[-1]
+
+
+def _row_workspace(rows: int, vocab: int, like: torch.Tensor):
+    if not like.is_cuda:
+        return None
+    split = _C.row_split(rows, vocab, like.device.index if like.device.index is not None else 0)
+    if split <= 1:
+        return None
+    return torch.empty(4 * rows * split, dtype=torch.float32, device=like.device)
+
+
+def _mask_layout(mask: torch.Tensor, shape):
+    """(tensor, inner, period) with element i of the broadcast mask = flat[(i // inner) % period]."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask: the compiled backends take a bool mask, got {mask.dtype}")
+    m = mask.expand(shape) if tuple(mask.shape) != tuple(shape) else mask
+    dims = [(n, s) for n, s in zip(m.shape, m.stride()) if n != 1]
+    inner = 1
+    while dims and dims[-1][1] == 0:
+        inner *= dims.pop()[0]
+    while dims and dims[0][1] == 0:
+        dims.pop(0)
+    expect = 1
+    for n, s in reversed(dims):
+        if s != expect:
+            flat = m.contiguous()
+            return flat, 1, max(flat.numel(), 1)
+        expect *= n
+    return m, inner, expect
+
+
+# ---------------------------------------------------------------- continuous ops
+def affine_path_sample(x_1, x_0, a, b, s, rng, out=None):
+    """``x_t = a x_1 + b x_0 + s eps`` (see ``fastflow.reference.affine_path_sample``)."""
+    dtype = _common_dtype(x_1, x_0)
+    x1, x0 = _data(x_1, dtype), _data(x_0, dtype)
+    batch, per = _sizes(x1)
+    dev = x1.device
+    a, b, s = (_coef(c, batch, dev) for c in (a, b, s))
+    rng = _rng(rng, dev)
+    res, direct = _target(out, x1, dtype)
+    if x1.numel():
+        _run(_C.affine_path_sample, x1, x1=_ptr(x1), x0=_ptr(x0), a=_ptr(a), b=_ptr(b), s=_ptr(s),
+             rng=_ptr(rng), out=_ptr(res), batch=batch, per_sample=per, dtype=_float_code(dtype))
+    if direct:
+        return out
+    return _finish(res, out, x_1.dtype)
+
+
+def _loss_inputs(v, x_1, x_0, c, d, e, rng, mask):
+    dtype = _common_dtype(v, x_1, x_0)
+    v_, x1, x0 = _data(v, dtype), _data(x_1, dtype), _data(x_0, dtype)
+    batch, per = _sizes(v_)
+    dev = v_.device
+    c, d, e = (_coef(k, batch, dev) for k in (c, d, e))
+    m, inner, period = (None, 1, 1) if mask is None else _mask_layout(mask, v.shape)
+    return dict(v=v_, x1=x1, x0=x0, c=c, d=d, e=e, rng=_rng(rng, dev), mask=m, inner=inner,
+                period=period, batch=batch, per=per, dtype=dtype)
+
+
+def _loss_kwargs(k):
+    return dict(v=_ptr(k["v"]), x1=_ptr(k["x1"]), x0=_ptr(k["x0"]), c=_ptr(k["c"]), d=_ptr(k["d"]),
+                e=_ptr(k["e"]), rng=_ptr(k["rng"]), mask=_ptr(k["mask"]), mask_inner=k["inner"],
+                mask_period=k["period"], batch=k["batch"], per_sample=k["per"],
+                dtype=_float_code(k["dtype"]))
+
+
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
+    """Per-sample sums ``sum mask (v - (c x_1 + d x_0 + e eps))^2``, fp32 ``[B]``."""
+    k = _loss_inputs(v, x_1, x_0, c, d, e, rng, mask)
+    loss = torch.zeros(k["batch"], dtype=torch.float32, device=k["v"].device)
+    if k["v"].numel():
+        ws = None
+        if k["v"].is_cuda:
+            n = _C.affine_path_loss_workspace(k["batch"], k["per"])
+            ws = torch.empty(n, dtype=torch.float32, device=k["v"].device) if n else None
+        _run(_C.affine_path_loss, k["v"], loss=_ptr(loss), workspace=_ptr(ws), **_loss_kwargs(k))
+    return loss
+
+
+def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
+    """``dv = 2 grad_scale mask (v - target)`` in v's dtype."""
+    k = _loss_inputs(v, x_1, x_0, c, d, e, rng, mask)
+    gs = _coef(grad_scale, k["batch"], k["v"].device)
+    dv = torch.empty(k["v"].shape, dtype=k["dtype"], device=k["v"].device)
+    if k["v"].numel():
+        _run(_C.affine_path_loss_backward, k["v"], grad_scale=_ptr(gs), dv=_ptr(dv), **_loss_kwargs(k))
+    return dv.to(v.dtype)
+
+
+def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
+    """``A x + B p + C q + N z`` (``z``: ``noise`` or Gaussian stream 0); ``out`` may be ``x``."""
+    use_noise = noise if N is not None else None
+    dtype = _common_dtype(x, p, q, use_noise)
+    x_, p_, q_, z_ = (_data(t, dtype) for t in (x, p, q, use_noise))
+    batch, per = _sizes(x_)
+    dev = x_.device
+    A, B, C, N = (_coef(k, batch, dev) for k in (A, B, C, N))
+    rng = _rng(rng, dev) if N is not None and noise is None else None
+    res, direct = _target(out, x_, dtype)
+    if x_.numel():
+        _run(_C.step_combine, x_, x=_ptr(x_), p=_ptr(p_), q=_ptr(q_), A=_ptr(A), B=_ptr(B), C=_ptr(C),
+             N=_ptr(N), rng=_ptr(rng), noise=_ptr(z_), out=_ptr(res), batch=batch, per_sample=per,
+             dtype=_float_code(dtype))
+    if direct:
+        return out
+    return _finish(res, out, x.dtype)
+
+
+# ---------------------------------------------------------------- discrete ops
+def mixture_path_sample(x_1, x_0, kappa, rng, noise, vocab_size: int, mask_id):
+    """``x_1`` with probability ``kappa`` per sample, else the source token (int tokens)."""
+    itype = x_1.dtype if x_1.dtype in _INDEX_CODES else torch.int64
+    x1 = _data(x_1, itype)
+    x0 = _data(x_0, itype)
+    batch, per = _sizes(x1)
+    dev = x1.device
+    kappa = _coef(kappa, batch, dev)
+    u = _data(noise, torch.float32)
+    rng = _rng(rng, dev)
+    out = torch.empty(x1.shape, dtype=itype, device=dev)
+    if x1.numel():
+        _run(_C.mixture_path_sample, x1, x1=_ptr(x1), x0=_ptr(x0), kappa=_ptr(kappa), rng=_ptr(rng),
+             noise=_ptr(u), out=_ptr(out), batch=batch, per_sample=per, vocab=int(vocab_size),
+             mask_id=-1 if mask_id is None else int(mask_id), itype=_INDEX_CODES[itype])
+    return out.to(x_1.dtype)
+
+
+def _grad_buffer(grad, z):
+    """The buffer the kernel writes the gradient into (``grad`` itself when usable)."""
+    if grad is None:
+        return None, True
+    if grad.dtype == z.dtype and grad.shape == z.shape and (grad.stride(-1) == 1 or grad.shape[-1] == 1):
+        return grad, True
+    return torch.empty(z.shape, dtype=z.dtype, device=z.device), False
+
+
+def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
+    """Row losses ``logsumexp(z) - z[x_1]`` (fp32 ``[N]``); writes ``grad`` when given."""
+    z = _rows(logits)
+    N, V = z.shape
+    x1 = _data(x_1, torch.int64)
+    gs = _coef(grad_scale, N, z.device) if grad is not None else None
+    g, direct = _grad_buffer(grad, z)
+    loss = torch.empty(N, dtype=torch.float32, device=z.device)
+    if N:
+        _run(_C.cross_entropy, z, logits=_ptr(z), row_stride=_row_stride(z), x1=_ptr(x1),
+             ignore_index=int(ignore_index), grad_scale=_ptr(gs), grad=_ptr(g),
+             grad_stride=_row_stride(g) if g is not None else 0, loss=_ptr(loss),
+             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+    if not direct:
+        grad.copy_(g)
+    return loss
+
+
+def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
+    """Generalized KL row losses (fp32 ``[N]``); writes ``grad`` when given."""
+    z = _rows(logits)
+    N, V = z.shape
+    x1, xt = _data(x_1, torch.int64), _data(x_t, torch.int64)
+    j = _coef(jump, N, z.device)
+    gs = _coef(grad_scale, N, z.device) if grad is not None else None
+    g, direct = _grad_buffer(grad, z)
+    loss = torch.empty(N, dtype=torch.float32, device=z.device)
+    if N:
+        _run(_C.generalized_kl, z, logits=_ptr(z), row_stride=_row_stride(z), x1=_ptr(x1), xt=_ptr(xt),
+             jump=_ptr(j), ignore_index=int(ignore_index), grad_scale=_ptr(gs), grad=_ptr(g),
+             grad_stride=_row_stride(g) if g is not None else 0, loss=_ptr(loss),
+             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+    if not direct:
+        grad.copy_(g)
+    return loss
+
+
+def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature: float,
+              final: bool, probs: bool, rng, noise_token, noise_race, noise_race_p0):
+    """One CTMC jump step per row (see ``fastflow.reference.jump_step``); rows that cannot
+    jump are never read."""
+    z = _rows(logits)
+    N, V = z.shape
+    itype = x_t.dtype if x_t.dtype in _INDEX_CODES else torch.int64
+    xt = _data(x_t, itype)
+    dev = z.device
+    h, r1, r0 = (_coef(k, N, dev) for k in (h, r1, r0))
+    p0f = _data(p0, torch.float32) if p0 is not None else None
+    logp0 = torch.log(p0f) if p0f is not None else None
+    nt, nr, nr0 = (_data(u, torch.float32) for u in (noise_token, noise_race, noise_race_p0))
+    rng = _rng(rng, dev)
+    out = torch.empty(xt.shape, dtype=itype, device=dev)
+    if N:
+        _run(_C.jump_step, z, logits=_ptr(z), row_stride=_row_stride(z), xt=_ptr(xt),
+             itype=_INDEX_CODES[itype], h=_ptr(h), r1=_ptr(r1), r0=_ptr(r0), p0=_ptr(p0f),
+             logp0=_ptr(logp0), source=int(source), mask_id=-1 if mask_id is None else int(mask_id),
+             temperature=float(temperature), final_step=bool(final), probs=bool(probs), rng=_ptr(rng),
+             noise_token=_ptr(nt), noise_race=_ptr(nr), noise_race_p0=_ptr(nr0), out=_ptr(out),
+             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+    return out.to(x_t.dtype)
+
+
+def scale_rows(grad, g):
+    """``grad[i, :] *= g[i]`` in place, rows with ``g == 1`` untouched (no host sync)."""
+    N = grad.shape[0]
+    gf = _coef(g, N, grad.device)
+    if grad.dim() != 2 or (grad.stride(-1) != 1 and grad.shape[-1] > 1) or grad.dtype not in _FLOAT_CODES:
+        grad.mul_(torch.where(gf == 1, 1.0, gf).to(grad.dtype).view(-1, *([1] * (grad.dim() - 1))))
+        return
+    if grad.numel():
+        _run(_C.scale_rows, grad, grad=_ptr(grad), row_stride=_row_stride(grad), g=_ptr(gf), rows=N,
+             cols=grad.shape[1], dtype=_float_code(grad.dtype))
+
+
+# ---------------------------------------------------------------- test helpers
+def philox_stream(seed: int, offset: int, n: int, kind: str = "uint32", device="cpu") -> torch.Tensor:
+    """The element-wise stream computed by the compiled Philox (tests compare it with
+    ``fastflow.reference.philox``): kind ``uint32`` (as int64), ``uniform``, ``normal`` or
+    ``open_uniform``."""
+    kinds = {"uint32": 0, "uniform": 1, "normal": 2, "open_uniform": 3}
+    code = kinds[kind]
+    device = torch.device(device)
+    out = torch.empty(n, dtype=torch.int32 if code == 0 else torch.float32, device=device)
+    rng = torch.tensor([seed, offset], dtype=torch.int64, device=device)
+    if n:
+        _run(_C.philox_stream, out, rng=_ptr(rng), seed=int(seed), offset=int(offset), n=n, kind=code,
+             out=_ptr(out))
+    if code == 0:
+        return out.to(torch.int64) & 0xFFFFFFFF
+    return out

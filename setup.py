@@ -1,0 +1,187 @@
+"""fastflow: fused kernels for the hot loops of flow-matching models.
+
+``pip install .`` / ``pip install -e .`` install the Python package and build the compiled
+backends (``fastflow._C``, torch-free C++ / CUDA in ``csrc/``) with CMake + ninja:
+
+- the CPU part wherever a C++ compiler exists;
+- the CUDA part when ``nvcc`` is found and torch is CUDA-enabled (when torch cannot be
+  imported at build time, as in an isolated build, an installed NVIDIA driver stands in
+  for it). ``FASTFLOW_CUDA=1`` forces the CUDA part, ``FASTFLOW_CUDA=0`` skips it;
+  ``FASTFLOW_CUDA_ARCHS`` sets CMAKE_CUDA_ARCHITECTURES (default "80;90");
+- ``FASTFLOW_BUILD=0`` skips the compiled part altogether.
+
+A failed optional build leaves a working pure-Python install (backends ``reference`` and
+``triton``) and prints a warning saying why.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+def _warn(msg):
+    bar = "!" * 78
+    print(f"\n{bar}\nfastflow: WARNING: {msg}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+def _env_flag(name):
+    v = os.environ.get(name)
+    if v is None or v.strip() == "":
+        return None
+    return v.strip().lower() not in ("0", "off", "false", "no")
+
+
+def _find_nvcc():
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return nvcc
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+            return os.path.join(home, "bin", "nvcc")
+    return None
+
+
+def _want_cuda():
+    """(build the CUDA part?, why) from FASTFLOW_CUDA, nvcc and torch."""
+    forced = _env_flag("FASTFLOW_CUDA")
+    if forced is False:
+        return False, "FASTFLOW_CUDA=0"
+    nvcc = _find_nvcc()
+    if forced:
+        return True, "FASTFLOW_CUDA=1"
+    if not nvcc:
+        return False, "nvcc not found"
+    try:
+        import torch  # noqa: F401  (only to ask whether it is CUDA-enabled)
+        if torch.version.cuda is None:
+            return False, "torch is not CUDA-enabled"
+        return True, f"nvcc and CUDA torch {torch.version.cuda}"
+    except Exception:
+        if os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi"):
+            return True, "nvcc and an NVIDIA driver (torch not importable at build time)"
+        return False, "torch not importable at build time and no NVIDIA driver found"
+
+
+def _cmake():
+    exe = shutil.which("cmake")
+    if exe:
+        return exe
+    try:
+        import cmake  # the PyPI package
+        return os.path.join(cmake.CMAKE_BIN_DIR, "cmake")
+    except Exception:
+        return None
+
+
+class CMakeBuild(build_ext):
+    def run(self):
+        for ext in self.extensions:
+            self.build_extension(ext)
+
+    def build_extension(self, ext):
+        if _env_flag("FASTFLOW_BUILD") is False:
+            _warn("FASTFLOW_BUILD=0: fastflow._C not built; backends 'cpu' and 'cuda' are unavailable")
+            return
+        cmake = _cmake()
+        if cmake is None:
+            _warn("cmake not found: fastflow._C not built (pip install cmake ninja, then reinstall); "
+                  "backends 'cpu' and 'cuda' are unavailable")
+            return
+        out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
+        cuda, why = _want_cuda()
+        attempts = [True, False] if cuda and _env_flag("FASTFLOW_CUDA") is not True else [cuda]
+        errors = []
+        for with_cuda in attempts:
+            try:
+                self._cmake_build(cmake, out_dir, with_cuda)
+                if cuda and not with_cuda:
+                    _warn("the CUDA part of fastflow._C failed to build; built the CPU part only "
+                          f"(backend 'cuda' unavailable). Error:\n{errors[-1]}")
+                elif not cuda:
+                    print(f"fastflow: built fastflow._C without CUDA ({why})")
+                return
+            except (subprocess.CalledProcessError, OSError) as exc:
+                errors.append(f"{exc}\n{getattr(exc, 'output', '') or ''}"[-4000:])
+        _warn("fastflow._C failed to build; installed the pure-Python package (backends "
+              f"'reference' and 'triton'). Last error:\n{errors[-1]}")
+
+    def _cmake_build(self, cmake, out_dir, with_cuda):
+        build_dir = os.path.join(os.path.abspath(self.build_temp), "cmake-cuda" if with_cuda else "cmake-cpu")
+        os.makedirs(build_dir, exist_ok=True)
+        args = [
+            f"-DFASTFLOW_OUTPUT_DIR={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DFASTFLOW_CUDA={'ON' if with_cuda else 'OFF'}",
+        ]
+        try:
+            import pybind11
+            args.append(f"-Dpybind11_DIR={pybind11.get_cmake_dir()}")
+        except Exception:
+            pass
+        if with_cuda:
+            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ.get('FASTFLOW_CUDA_ARCHS', '80;90')}")
+            nvcc = _find_nvcc()
+            if nvcc:
+                args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        if shutil.which("ninja") or self._pip_ninja():
+            args += ["-G", "Ninja"]
+            ninja = shutil.which("ninja") or self._pip_ninja()
+            args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
+        jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
+        self._call([cmake, "-S", ROOT, "-B", build_dir] + args)
+        self._call([cmake, "--build", build_dir, "-j", jobs])
+
+    @staticmethod
+    def _pip_ninja():
+        try:
+            import ninja
+            path = os.path.join(ninja.BIN_DIR, "ninja")
+            return path if os.path.exists(path) else None
+        except Exception:
+            return None
+
+    @staticmethod
+    def _call(cmd):
+        print("fastflow:", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.stdout.write(proc.stdout[-20000:])
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd, output=proc.stdout[-4000:])
+
+
+# namespace-aware: a subpackage folder without __init__.py (fastflow/ops today) still ships
+packages = find_packages(include=["fastflow", "fastflow.*"])
+if "fastflow.triton_kernels" not in packages:
+    packages.append("fastflow.triton_kernels")
+
+setup(
+    name="fastflow",
+    version="0.1.0",
+    description="Fused kernels for flow-matching models: path sampling + loss, ODE steps, CTMC jump steps",
+    long_description=__doc__,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=packages,
+    package_dir={"fastflow.triton_kernels": "triton_kernels"},
+    ext_modules=[CMakeExtension("fastflow._C")],
+    cmdclass={"build_ext": CMakeBuild},
+    install_requires=["torch>=2.4", "numpy", "tqdm"],
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "test": ["pytest", "flow-matching==1.0.10", "scipy", "torchdiffeq"],
+        "bench": ["matplotlib", "nvtx"],
+    },
+    zip_safe=False,
+)

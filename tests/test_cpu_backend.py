@@ -1,0 +1,551 @@
+"""The compiled CPU backend (fastflow._C via fastflow.csrc_backend) against the reference.
+
+Tolerance rule for float outputs: |fused - ref_fp32| <= |ref_lowdtype - ref_fp32| + floor,
+where ref_fp32 is the reference computed in fp32 on the same (upcast) inputs and
+ref_lowdtype the reference's own result in the input dtype. Token outputs must match
+exactly when the noise is explicit. The ``_check_*`` helpers take a device so that
+tests/test_cuda_backend.py runs the same checks on CUDA tensors.
+"""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+cb = pytest.importorskip("fastflow.csrc_backend")
+if cb._C is None:
+    pytest.skip(f"fastflow._C is not built: {cb.unavailable('cpu')}", allow_module_level=True)
+
+import fastflow.reference as R  # noqa: E402
+from fastflow.reference import philox  # noqa: E402
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+SHAPES = ((3, 5, 7), (1, 1001), (4, 33, 3))
+FLOOR = 2e-5
+
+
+def _rng(device, seed=0x1234_5678_9ABC, offset=7):
+    return torch.tensor([seed, offset], dtype=torch.int64, device=device)
+
+
+def _noncontig(x):
+    """The same values in a non-contiguous layout."""
+    y = torch.empty((*x.shape, 2), dtype=x.dtype, device=x.device)
+    y[..., 0] = x
+    return y[..., 0]
+
+
+def assert_rule(fused, ref_lp, ref32, floor=FLOOR, what=""):
+    fused, ref_lp, ref32 = fused.float().cpu(), ref_lp.float().cpu(), ref32.float().cpu()
+    assert fused.shape == ref32.shape, what
+    err = (fused - ref32).abs()
+    allow = (ref_lp - ref32).abs() + floor * (1 + ref32.abs())
+    bad = ~(err <= allow)
+    assert not bool(bad.any()), (f"{what}: {int(bad.sum())} of {bad.numel()} outside the rule, worst "
+                                 f"err {float((err - allow).max()):.3g}")
+
+
+def _f32(*ts):
+    return [None if t is None else t.float() for t in ts]
+
+
+# ---------------------------------------------------------------- availability
+def test_unavailable_reports():
+    assert cb.unavailable("cpu") is None
+    assert isinstance(cb.unavailable("mps"), str)
+    reason = cb.unavailable("cuda")
+    assert reason is None or isinstance(reason, str)
+    assert cb._C.cpu_isa() in ("avx2", "baseline")
+
+
+# ---------------------------------------------------------------- philox
+def _check_philox(device):
+    for seed, off in ((1234, 0), (2**40 + 7, 2**33 + 5), (-5, 3), (-(2**63), 2**63 - 1), (99, 2**32 - 3)):
+        n = 1003
+        words = cb.philox_stream(seed, off, n, "uint32", device).cpu()
+        assert torch.equal(words, philox.uint32_stream(seed, off, n)), (seed, off)
+        u = cb.philox_stream(seed, off, n, "uniform", device).cpu()
+        assert torch.equal(u, philox.uniform_stream(seed, off, n))
+        ou = cb.philox_stream(seed, off, n, "open_uniform", device).cpu()
+        assert torch.equal(ou, philox.uint_to_open_uniform(philox.uint32_stream(seed, off, n)))
+        z = cb.philox_stream(seed, off, n, "normal", device).cpu()
+        zr = philox.normal_stream(seed, off, n)
+        assert bool(((z - zr).abs() <= 8 * 1.2e-7 * (1 + zr.abs())).all())
+
+
+def test_philox_bit_identical():
+    _check_philox("cpu")
+
+
+def test_pinned_triton_words():
+    # tl.randint4x values pinned in tests/test_philox.py (Triton 3.9's interpreter)
+    assert cb.philox_stream(1234, 0, 4, "uint32").tolist() == [546353992, 3665621163, 1140953199, 3419031310]
+
+
+def test_in_kernel_gaussian_matches_reference_stream():
+    # x_0 = None draws stream 0 in the kernel; a = 0, b = 1 returns it
+    x = torch.zeros(3, 1001)
+    ones, zeros = torch.ones(3), torch.zeros(3)
+    rng = _rng("cpu")
+    got = cb.affine_path_sample(x, None, zeros, ones, None, rng)
+    ref = philox.normal_stream(int(rng[0]), int(rng[1]), x.numel()).view_as(x)
+    assert bool(((got - ref).abs() <= 8 * 1.2e-7 * (1 + ref.abs())).all())
+
+
+# ---------------------------------------------------------------- continuous ops
+def _check_affine_sample(device, dtype, shape, x0_mode, with_s, noncontig):
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    x0 = torch.randn(shape, generator=g).to(device=device, dtype=dtype) if x0_mode else None
+    B = shape[0]
+    a, b, s = (torch.rand(B, generator=g).to(device) for _ in range(3))
+    s = s if with_s else None
+    if noncontig:
+        x1 = _noncontig(x1)
+        x0 = _noncontig(x0) if x0 is not None else None
+    rng = _rng(device)
+    fused = cb.affine_path_sample(x1, x0, a, b, s, rng)
+    assert fused.dtype == dtype and fused.shape == x1.shape
+    ref_lp = R.affine_path_sample(x1, x0, a, b, s, rng)
+    ref32 = R.affine_path_sample(*_f32(x1, x0), a, b, s, rng)
+    assert_rule(fused, ref_lp, ref32, what="affine_path_sample")
+    out = torch.empty_like(fused)
+    assert cb.affine_path_sample(x1, x0, a, b, s, rng, out=out) is out
+    assert torch.equal(out, fused)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_s", [(True, False), (False, False), (True, True), (False, True)])
+def test_affine_path_sample(dtype, shape, x0_mode, with_s):
+    _check_affine_sample("cpu", dtype, shape, x0_mode, with_s, noncontig=shape == (3, 5, 7))
+
+
+def _loss_inputs(device, dtype, shape, x0_mode, with_e, mask_mode, g):
+    B = shape[0]
+    v, x1, x0 = (torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+    x0 = x0 if x0_mode else None
+    c, d, e = (torch.randn(B, generator=g).to(device) for _ in range(3))
+    e = e if with_e else None
+    mask = None
+    if mask_mode == "full":
+        mask = (torch.rand(shape, generator=g) > 0.3).to(device)
+    elif mask_mode == "broadcast":  # a [B, 1, ..., 1] per-sample mask expanded
+        mask = (torch.rand((B,) + (1,) * (len(shape) - 1), generator=g) > 0.4).to(device).expand(shape)
+    elif mask_mode == "inner":  # a [B, L, 1] padding mask expanded over the last dim
+        mask = (torch.rand(shape[:-1] + (1,), generator=g) > 0.4).to(device).expand(shape)
+    return v, x1, x0, c, d, e, mask
+
+
+def _check_affine_loss(device, dtype, shape, x0_mode, with_e, mask_mode, noncontig):
+    g = torch.Generator().manual_seed(2)
+    v, x1, x0, c, d, e, mask = _loss_inputs(device, dtype, shape, x0_mode, with_e, mask_mode, g)
+    if noncontig:
+        v = _noncontig(v)
+    rng = _rng(device, seed=77)
+    fused = cb.affine_path_loss(v, x1, x0, c, d, e, rng, mask)
+    ref = R.affine_path_loss(v, x1, x0, c, d, e, rng, mask)  # fp32 sums of upcast inputs
+    assert fused.dtype == torch.float32 and fused.shape == (shape[0],)
+    torch.testing.assert_close(fused.cpu(), ref.cpu(), rtol=2e-5, atol=1e-5)
+    gs = torch.rand(shape[0], generator=g).to(device)
+    dv = cb.affine_path_loss_backward(gs, v, x1, x0, c, d, e, rng, mask)
+    assert dv.dtype == dtype and dv.shape == v.shape
+    ref_lp = R.affine_path_loss_backward(gs, v, x1, x0, c, d, e, rng, mask)
+    ref32 = R.affine_path_loss_backward(gs, *_f32(v, x1, x0), c, d, e, rng, mask)
+    assert_rule(dv, ref_lp, ref32, what="affine_path_loss_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_e,mask_mode", [
+    (True, False, None), (False, False, None), (False, True, "full"), (True, True, "broadcast"),
+    (True, False, "inner"), (False, False, "inner")])
+def test_affine_path_loss(dtype, shape, x0_mode, with_e, mask_mode):
+    _check_affine_loss("cpu", dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3))
+
+
+def test_affine_path_loss_long_samples_deterministic():
+    # samples spanning several chunks: the per-sample sums are the same every call
+    g = torch.Generator().manual_seed(3)
+    v, x1 = torch.randn(2, 100_003, generator=g), torch.randn(2, 100_003, generator=g)
+    c, d = torch.ones(2), torch.ones(2)
+    rng = _rng("cpu")
+    a = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
+    b = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, R.affine_path_loss(v, x1, None, c, d, None, rng, None), rtol=1e-5, atol=0)
+
+
+def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig):
+    g = torch.Generator().manual_seed(4)
+    x, p, q, z = (torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(4))
+    B = shape[0]
+    A, Bc, C, N = (torch.randn(B, generator=g).to(device) for _ in range(4))
+    q, C = (q, C) if with_q else (None, None)
+    N = None if noise_mode is None else N
+    z = z if noise_mode == "given" else None
+    if noncontig:
+        p = _noncontig(p)
+    rng = _rng(device, seed=5)
+    fused = cb.step_combine(x, p, q, A, Bc, C, N, rng, z)
+    ref_lp = R.step_combine(x, p, q, A, Bc, C, N, rng, z)
+    ref32 = R.step_combine(*_f32(x, p, q), A, Bc, C, N, rng, None if z is None else z.float())
+    assert_rule(fused, ref_lp, ref32, what="step_combine")
+    # in place: out = x
+    x2 = x.clone()
+    assert cb.step_combine(x2, p, q, A, Bc, C, N, rng, z, out=x2) is x2
+    assert torch.equal(x2, fused)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_q,noise_mode", [(False, None), (True, None), (False, "drawn"), (True, "given")])
+def test_step_combine(dtype, shape, with_q, noise_mode):
+    _check_step_combine("cpu", dtype, shape, with_q, noise_mode, noncontig=shape == (1, 1001))
+
+
+def _check_bit_identical(device, dtype):
+    # no FP contraction in the kernels: a * x + b * y rounds like torch's separate ops
+    g = torch.Generator().manual_seed(5)
+    x1, x0, p, q = (torch.randn(4, 257, generator=g).to(device=device, dtype=dtype) for _ in range(4))
+    a, b, c = (torch.randn(4, generator=g).to(device) for _ in range(3))
+    rng = _rng(device)
+    assert torch.equal(cb.affine_path_sample(x1, x0, a, b, None, rng), R.affine_path_sample(x1, x0, a, b, None, rng))
+    assert torch.equal(cb.step_combine(x1, p, q, a, b, c, None, None, None),
+                       R.step_combine(x1, p, q, a, b, c, None, None, None))
+    assert torch.equal(cb.affine_path_loss_backward(c, p, x1, x0, a, b, None, rng, None),
+                       R.affine_path_loss_backward(c, p, x1, x0, a, b, None, rng, None))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deterministic_elementwise_ops_are_bit_identical(dtype):
+    _check_bit_identical("cpu", dtype)
+
+
+def test_mixed_dtypes_compute_in_fp32():
+    g = torch.Generator().manual_seed(6)
+    x1 = torch.randn(3, 17, generator=g).bfloat16()
+    x0 = torch.randn(3, 17, generator=g)
+    a, b = torch.rand(3, generator=g), torch.rand(3, generator=g)
+    rng = _rng("cpu")
+    fused = cb.affine_path_sample(x1, x0, a, b, None, rng)
+    assert fused.dtype == torch.bfloat16
+    assert torch.equal(fused, R.affine_path_sample(x1, x0, a, b, None, rng))
+
+
+# ---------------------------------------------------------------- discrete ops
+def _check_mixture(device, itype, x0_mode, noise_given):
+    g = torch.Generator().manual_seed(7)
+    V, shape = 37, (5, 13, 3)
+    x1 = torch.randint(0, V, shape, generator=g).to(device=device, dtype=itype)
+    x0 = torch.randint(0, V, shape, generator=g).to(device=device, dtype=itype) if x0_mode == "given" else None
+    kappa = torch.rand(shape[0], generator=g).to(device)
+    noise = torch.rand(shape, generator=g).to(device) if noise_given else None
+    mask_id = 5 if x0_mode == "mask" else None
+    rng = _rng(device, seed=9)
+    got = cb.mixture_path_sample(x1, x0, kappa, rng, noise, V, mask_id)
+    ref = R.mixture_path_sample(x1, x0, kappa, rng, noise, V, mask_id)
+    assert got.dtype == itype and torch.equal(got.cpu(), ref.cpu())
+
+
+@pytest.mark.parametrize("itype", (torch.int64, torch.int32))
+@pytest.mark.parametrize("x0_mode", ("given", "uniform", "mask"))
+@pytest.mark.parametrize("noise_given", (True, False))
+def test_mixture_path_sample_exact(itype, x0_mode, noise_given):
+    _check_mixture("cpu", itype, x0_mode, noise_given)
+
+
+def _row_inputs(device, dtype, N, V, g, scale=3.0):
+    z = (torch.randn(N, V, generator=g) * scale).to(device=device, dtype=dtype)
+    x1 = torch.randint(0, V, (N,), generator=g).to(device)
+    x1[N // 3] = -100
+    xt = torch.where(torch.rand(N, generator=g).to(device) < 0.4, x1.clamp_min(0),
+                     torch.randint(0, V, (N,), generator=g).to(device))
+    gs = torch.rand(N, generator=g).to(device)
+    jump = (torch.rand(N, generator=g) * 3).to(device)
+    return z, x1, xt, gs, jump
+
+
+def _check_row_loss(device, op, dtype, N, V, noncontig, with_grad):
+    g = torch.Generator().manual_seed(8)
+    z, x1, xt, gs, jump = _row_inputs(device, dtype, N, V, g)
+    if noncontig:  # rows with a stride (a view of a wider buffer)
+        wide = torch.zeros(N, V + 5, dtype=dtype, device=device)
+        wide[:, :V] = z
+        z = wide[:, :V]
+    extra = (x1, -100) if op == "cross_entropy" else (x1, xt, jump, -100)
+    fused_grad = torch.empty(N, V, dtype=dtype, device=device) if with_grad else None
+    loss = getattr(cb, op)(z, *extra, gs if with_grad else None, fused_grad)
+    ref_grad_lp = torch.empty(N, V, dtype=dtype, device=device) if with_grad else None
+    ref_grad32 = torch.empty(N, V, dtype=torch.float32, device=device) if with_grad else None
+    ref_lp = getattr(R, op)(z, *extra, gs if with_grad else None, ref_grad_lp)
+    ref32 = getattr(R, op)(z.float(), *extra, gs if with_grad else None, ref_grad32)
+    assert loss.dtype == torch.float32
+    assert_rule(loss, ref_lp, ref32, floor=1e-5, what=f"{op} loss")
+    if with_grad:
+        assert_rule(fused_grad, ref_grad_lp, ref_grad32, floor=1e-6, what=f"{op} grad")
+
+
+@pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,V", [(37, 1234), (5, 3), (3, 70_001)])
+def test_row_losses(op, dtype, N, V):
+    _check_row_loss("cpu", op, dtype, N, V, noncontig=V == 1234, with_grad=True)
+
+
+@pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
+def test_row_losses_no_grad_and_in_place(op):
+    _check_row_loss("cpu", op, torch.float32, 9, 301, noncontig=False, with_grad=False)
+    g = torch.Generator().manual_seed(9)
+    z, x1, xt, gs, jump = _row_inputs("cpu", torch.float32, 9, 301, g)
+    extra = (x1, -100) if op == "cross_entropy" else (x1, xt, jump, -100)
+    ref_grad = torch.empty_like(z)
+    ref = getattr(R, op)(z, *extra, gs, ref_grad)
+    zz = z.clone()
+    loss = getattr(cb, op)(zz, *extra, gs, zz)  # the gradient overwrites the logits
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(zz, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_rows(dtype):
+    g = torch.Generator().manual_seed(10)
+    grad = torch.randn(7, 301, generator=g).to(dtype)
+    s = torch.tensor([1.0, 2.0, 0.5, 1.0, -3.0, 0.1, 1.0])
+    ref = grad.clone()
+    R.scale_rows(ref, s)
+    got = grad.clone()
+    cb.scale_rows(got, s)
+    assert torch.equal(got, ref)
+
+
+# ---------------------------------------------------------------- jump step
+def _rates(kappa, d_kappa, c):
+    lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
+    r1 = (1 + c) * lam
+    r0 = torch.where(c > 0, torch.where(kappa <= 0, math.inf, c * d_kappa / kappa.clamp_min(1e-30)), 0.0)
+    return r1, r0
+
+
+JUMP_CASES = [
+    # (source, probs, temperature, final, kappa, div_free)
+    ("uniform", False, 1.0, False, 0.3, 0.0),
+    ("uniform", False, 0.7, False, 0.6, 0.5),
+    ("mask", False, 1.0, False, 0.4, 0.8),
+    ("general", False, 1.3, False, 0.5, 1.0),
+    ("none", False, 1.0, False, 0.5, 0.0),
+    ("uniform", True, 1.0, False, 0.2, 0.3),
+    ("general", False, 1.0, True, 0.5, 0.5),
+    ("uniform", True, 0.5, True, 0.9, 0.0),
+    ("uniform", False, 1.0, False, 0.0, 0.7),  # kappa = 0 with div_free > 0: r0 = inf
+    ("mask", False, 1.0, False, 0.0, 0.7),
+    ("uniform", False, 1.0, False, 1.0, 0.0),  # kappa = 1: r1 = inf
+    ("mask", False, 1.0, False, 1.0, 0.4),
+]
+SOURCES = {"none": 0, "uniform": 1, "mask": 2, "general": 3}
+
+
+def _jump_args(device, dtype, N, V, case, g, explicit):
+    source, probs, temp, final, kappa, c = case
+    z = (torch.randn(N, V, generator=g) * 2).to(device)
+    if probs:
+        z = torch.softmax(z, -1)
+    z = z.to(dtype)
+    mask_id = 3 if source == "mask" else -1
+    xt = torch.randint(0, V, (N,), generator=g).to(device)
+    if source == "mask":
+        xt[: N // 2] = mask_id
+    h = (torch.rand(N, generator=g) * 0.6).to(device)
+    k = torch.full((N,), kappa, device=device)
+    r1, r0 = _rates(k, torch.full((N,), 1.3, device=device), torch.full((N,), c, device=device))
+    p0 = None
+    if source == "general":
+        p0 = torch.rand(V, generator=g).to(device)
+        p0[1] = 0.0
+        p0 = p0 / p0.sum()
+    noise = (None, None, None)
+    if explicit:
+        noise = (torch.rand(N, 3, generator=g).to(device), torch.rand(N, V, generator=g).to(device),
+                 torch.rand(N, V, generator=g).to(device) if source == "general" else None)
+    return (z, xt, h, r1, r0, p0, SOURCES[source], mask_id, temp, final, probs, _rng(device, seed=31)) + noise
+
+
+def _check_jump(device, dtype, N, V, case, explicit, min_agree=1.0):
+    g = torch.Generator().manual_seed(11)
+    args = _jump_args(device, dtype, N, V, case, g, explicit)
+    got = cb.jump_step(*args)
+    ref = R.jump_step(*args)
+    assert got.dtype == args[1].dtype and got.shape == args[1].shape
+    agree = float((got.cpu() == ref.cpu()).float().mean())
+    assert agree >= min_agree, f"{case}: {agree:.5f} of tokens agree"
+    if explicit:
+        assert torch.equal(got.cpu(), ref.cpu()), case
+
+
+@pytest.mark.parametrize("case", JUMP_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jump_step_exact_with_explicit_noise(case, dtype):
+    _check_jump("cpu", dtype, 61, 53, case, explicit=True)
+
+
+@pytest.mark.parametrize("case", JUMP_CASES[:4] + JUMP_CASES[6:8])
+def test_jump_step_generated_noise_matches_reference_stream(case):
+    # same (seed, offset) stream as the reference: tokens agree except for rare ulp ties
+    _check_jump("cpu", torch.float32, 97, 301, case, explicit=False, min_agree=0.99)
+
+
+@pytest.mark.parametrize("case", [JUMP_CASES[3], JUMP_CASES[6], JUMP_CASES[1]])
+def test_jump_step_few_long_rows(case):
+    # few rows over a long vocabulary: the race is split into chunks (same result)
+    _check_jump("cpu", torch.bfloat16, 3, 70_001, case, explicit=True)
+    _check_jump("cpu", torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
+
+
+def test_jump_step_int32_tokens_and_noncontiguous_rows():
+    g = torch.Generator().manual_seed(12)
+    args = list(_jump_args("cpu", torch.float32, 40, 29, JUMP_CASES[1], g, explicit=True))
+    args[1] = args[1].int()
+    wide = torch.zeros(40, 35)
+    wide[:, :29] = args[0]
+    args[0] = wide[:, :29]
+    got = cb.jump_step(*args)
+    assert got.dtype == torch.int32
+    assert torch.equal(got, R.jump_step(*args))
+
+
+def test_jump_step_final_draws_follow_softmax():
+    # the in-kernel generator: x_1 ~ softmax(z / temperature)
+    from conftest import chi2_pvalue
+
+    V, N, temp = 12, 40_000, 0.7
+    z = torch.linspace(-2, 2, V)
+    z[4] = -math.inf  # probability 0: never drawn
+    logits = z.expand(N, V).contiguous()
+    xt = torch.zeros(N, dtype=torch.int64)
+    ones = torch.ones(N)
+    rng = _rng("cpu", seed=2024, offset=0)
+    new = cb.jump_step(logits, xt, ones, ones, ones * 0, None, 1, -1, temp, True, False, rng, None, None, None)
+    counts = torch.bincount(new, minlength=V)
+    assert chi2_pvalue(counts, torch.softmax(z / temp, -1)) > 1e-4
+
+
+def test_jump_step_jump_probability():
+    # div_free = 0: a token jumps to x_1 != x_t with probability 1 - exp(-h lam)
+    V, N, h, lam = 5, 60_000, 0.3, 2.0
+    z = torch.zeros(N, V)
+    xt = torch.zeros(N, dtype=torch.int64)
+    rng = _rng("cpu", seed=4242, offset=0)
+    new = cb.jump_step(z, xt, torch.full((N,), h), torch.full((N,), lam), torch.zeros(N), None, 1, -1, 1.0,
+                       False, False, rng, None, None, None)
+    p = (1 - 1 / V) * (1 - math.exp(-h * lam))
+    frac = float((new != xt).float().mean())
+    assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / N)
+    from conftest import chi2_pvalue
+    counts = torch.bincount(new[new != 0], minlength=V)
+    assert chi2_pvalue(counts, torch.tensor([0.0] + [1.0] * (V - 1))) > 1e-4
+
+
+# ---------------------------------------------------------------- the public ops, backend="cpu"
+def _sched(t):
+    return SimpleNamespace(alpha_t=t, sigma_t=1 - t, d_alpha_t=torch.ones_like(t), d_sigma_t=-torch.ones_like(t))
+
+
+def test_public_ops_backend_cpu():
+    from fastflow.ops import affine_path as ap, discrete as ds, step_combine as sc
+
+    g = torch.Generator().manual_seed(13)
+    B = 4
+    x1, x0, v = (torch.randn(B, 3, 11, generator=g) for _ in range(3))
+    a, b = torch.rand(B, generator=g), torch.rand(B, generator=g)
+    rng = _rng("cpu")
+    got = ap.affine_path_sample(x1, None, a, b, rng=rng, backend="cpu")
+    ref = ap.affine_path_sample(x1, None, a, b, rng=rng, backend="reference")
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+    vv = v.clone().requires_grad_()
+    vr = v.clone().requires_grad_()
+    lg = ap.affine_path_loss(vv, x1, x0, a, b, reduction="mean", backend="cpu")
+    lr = ap.affine_path_loss(vr, x1, x0, a, b, reduction="mean", backend="reference")
+    torch.testing.assert_close(lg, lr, rtol=1e-5, atol=1e-6)
+    (2 * lg).backward()
+    (2 * lr).backward()
+    torch.testing.assert_close(vv.grad, vr.grad, rtol=1e-5, atol=1e-6)
+
+    got = sc.step_combine(x1, v, 1.0, 0.1, backend="cpu")
+    torch.testing.assert_close(got, x1 + 0.1 * v, rtol=1e-6, atol=1e-6)
+
+    V = 23
+    logits = torch.randn(B, 5, V, generator=g)
+    t1 = torch.randint(0, V, (B, 5), generator=g)
+    tt = torch.randint(0, V, (B, 5), generator=g)
+    zc, zr = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    lc = ds.mixture_cross_entropy(zc, t1, backend="cpu")
+    lr = ds.mixture_cross_entropy(zr, t1, backend="reference")
+    torch.testing.assert_close(lc, lr, rtol=1e-5, atol=1e-6)
+    (3 * lc).backward()
+    (3 * lr).backward()
+    torch.testing.assert_close(zc.grad, zr.grad, rtol=1e-5, atol=1e-6)
+
+    jump = torch.rand(B, generator=g)
+    kc = ds.generalized_kl(logits, t1, tt, jump, reduction="sum", backend="cpu")
+    kr = ds.generalized_kl(logits, t1, tt, jump, reduction="sum", backend="reference")
+    torch.testing.assert_close(kc, kr, rtol=1e-5, atol=1e-5)
+
+    xs = ds.mixture_path_sample(t1, None, torch.rand(B, generator=g), rng, vocab_size=V, backend="cpu")
+    assert xs.shape == t1.shape
+
+    noise = ds.JumpNoise(torch.rand(B, 5, 3, generator=g), torch.rand(B, 5, V, generator=g))
+    t = torch.rand(B, generator=g) * 0.9
+    jc = ds.jump_step(logits, tt, t, 0.2, _sched, noise=noise, backend="cpu")
+    jr = ds.jump_step(logits, tt, t, 0.2, _sched, noise=noise, backend="reference")
+    assert torch.equal(jc, jr)
+
+
+# ---------------------------------------------------------------- torch.library.opcheck
+def _opcheck_cases(device):
+    g = torch.Generator().manual_seed(14)
+    B, V = 3, 17
+    x1, x0 = (torch.randn(B, 2, 5, generator=g).to(device) for _ in range(2))
+    v = torch.randn(B, 2, 5, generator=g).to(device).requires_grad_()
+    a, b = torch.rand(B, generator=g).to(device), torch.rand(B, generator=g).to(device)
+    rng = _rng(device)
+    logits = torch.randn(B * 2, V, generator=g).to(device)
+    t1 = torch.randint(0, V, (B * 2,), generator=g).to(device)
+    tt = torch.randint(0, V, (B * 2,), generator=g).to(device)
+    ones = torch.ones(B * 2, device=device)
+    ops = torch.ops.fastflow
+    return [
+        (ops.affine_path_sample, (x1, None, a, b, None, rng, device)),
+        (ops.affine_path_sample, (x1, x0, a, b, a, rng, device)),
+        (ops.affine_path_loss, (v, x1, None, a, b, None, rng, None, device)),
+        (ops.affine_path_loss_backward, (a, v.detach(), x1, x0, a, b, None, rng, None, device)),
+        (ops.step_combine, (x1, x0, None, a, b, None, a, rng, None, device)),
+        (ops.step_combine_out, (x1, x0, None, a, b, None, None, None, None, x1.clone(), device)),
+        (ops.mixture_path_sample, (t1, None, ones * 0.5, rng, None, V, -1, device)),
+        (ops.cross_entropy, (logits, t1, -100, ones / 6, False, device)),
+        (ops.generalized_kl, (logits, t1, tt, ones, -100, ones, False, device)),
+        (ops.scale_rows, (logits.clone(), ones * 2, device)),
+        (ops.jump_step, (logits, tt, ones * 0.2, ones, ones * 0, None, 1, -1, 1.0, False, False, rng,
+                         None, None, None, device)),
+    ]
+
+
+def _check_opcheck(device):
+    import fastflow.ops.affine_path  # noqa: F401  (registers the custom ops)
+    import fastflow.ops.discrete  # noqa: F401
+    import fastflow.ops.step_combine  # noqa: F401
+
+    for op, args in _opcheck_cases(device):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_opcheck_backend_cpu():
+    _check_opcheck("cpu")
+
+
+def test_errors_raise_runtime_error():
+    with pytest.raises(RuntimeError, match="token id"):
+        cb.cross_entropy(torch.randn(2, 5), torch.tensor([0, 7]), -100, None, None)
+    with pytest.raises(TypeError):
+        cb.step_combine(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64), None,
+                        torch.ones(2), torch.ones(2), None, None, None, None)

@@ -1,0 +1,157 @@
+"""The compiled CUDA backend against the reference on CUDA tensors: the same checks as
+tests/test_cpu_backend.py (tolerance rule, exact tokens with explicit noise, bit-identical
+Philox), plus the launch shapes that only CUDA has (warp / block / split rows). Skipped
+without a GPU or without CUDA compiled into fastflow._C."""
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device", allow_module_level=True)
+cb = pytest.importorskip("fastflow.csrc_backend")
+if cb.unavailable("cuda") is not None:
+    pytest.skip(f"cuda backend unavailable: {cb.unavailable('cuda')}", allow_module_level=True)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_cpu_backend as base  # noqa: E402
+
+import fastflow.reference as R  # noqa: E402
+
+DEV = "cuda"
+DTYPES = base.DTYPES
+SHAPES = base.SHAPES + ((2, 3, 4099),)
+
+
+def test_philox_bit_identical_cuda():
+    base._check_philox(DEV)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_s", [(True, False), (False, False), (False, True)])
+def test_affine_path_sample_cuda(dtype, shape, x0_mode, with_s):
+    base._check_affine_sample(DEV, dtype, shape, x0_mode, with_s, noncontig=shape == (3, 5, 7))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_e,mask_mode", [
+    (True, False, None), (False, True, "full"), (True, True, "broadcast"), (False, False, "inner")])
+def test_affine_path_loss_cuda(dtype, shape, x0_mode, with_e, mask_mode):
+    base._check_affine_loss(DEV, dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3))
+
+
+def test_affine_path_loss_long_samples_cuda():
+    # samples of several chunks: partial sums per chunk, then a fixed-order finishing kernel
+    g = torch.Generator().manual_seed(3)
+    v, x1 = (torch.randn(3, 100_003, generator=g).cuda() for _ in range(2))
+    c, d = torch.ones(3, device=DEV), torch.full((3,), 0.5, device=DEV)
+    rng = base._rng(DEV)
+    a = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
+    b = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, R.affine_path_loss(v, x1, None, c, d, None, rng, None), rtol=1e-5, atol=0)
+    torch.testing.assert_close(a.cpu(), cb.affine_path_loss(v.cpu(), x1.cpu(), None, c.cpu(), d.cpu(), None,
+                                                            rng.cpu(), None), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_q,noise_mode", [(False, None), (True, "drawn"), (True, "given")])
+def test_step_combine_cuda(dtype, shape, with_q, noise_mode):
+    base._check_step_combine(DEV, dtype, shape, with_q, noise_mode, noncontig=shape == (1, 1001))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deterministic_elementwise_ops_are_bit_identical_cuda(dtype):
+    base._check_bit_identical(DEV, dtype)
+
+
+@pytest.mark.parametrize("itype", (torch.int64, torch.int32))
+@pytest.mark.parametrize("x0_mode", ("given", "uniform", "mask"))
+@pytest.mark.parametrize("noise_given", (True, False))
+def test_mixture_path_sample_cuda(itype, x0_mode, noise_given):
+    base._check_mixture(DEV, itype, x0_mode, noise_given)
+
+
+@pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,V", [(37, 1234), (5, 3), (9, 5000), (300, 20_000), (3, 70_001)])
+def test_row_losses_cuda(op, dtype, N, V):
+    base._check_row_loss(DEV, op, dtype, N, V, noncontig=V in (1234, 70_001), with_grad=True)
+
+
+@pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
+@pytest.mark.parametrize("N,V", [(9, 301), (2, 70_001)])
+def test_row_losses_in_place_cuda(op, N, V):
+    g = torch.Generator().manual_seed(9)
+    z, x1, xt, gs, jump = base._row_inputs(DEV, torch.float32, N, V, g)
+    extra = (x1, -100) if op == "cross_entropy" else (x1, xt, jump, -100)
+    ref_grad = torch.empty_like(z)
+    ref = getattr(R, op)(z, *extra, gs, ref_grad)
+    zz = z.clone()
+    loss = getattr(cb, op)(zz, *extra, gs, zz)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(zz, ref_grad, rtol=1e-5, atol=1e-6)
+    base._check_row_loss(DEV, op, torch.float32, N, V, noncontig=False, with_grad=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_rows_cuda(dtype):
+    g = torch.Generator().manual_seed(10)
+    grad = torch.randn(7, 9001, generator=g).to(device=DEV, dtype=dtype)
+    s = torch.tensor([1.0, 2.0, 0.5, 1.0, -3.0, 0.1, 1.0], device=DEV)
+    ref = grad.clone()
+    R.scale_rows(ref, s)
+    got = grad.clone()
+    cb.scale_rows(got, s)
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("case", base.JUMP_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N,V", [(61, 53), (9, 5000), (300, 20_000)])
+def test_jump_step_exact_with_explicit_noise_cuda(case, dtype, N, V):
+    base._check_jump(DEV, dtype, N, V, case, explicit=True)
+
+
+@pytest.mark.parametrize("case", base.JUMP_CASES[:4] + base.JUMP_CASES[6:8])
+def test_jump_step_generated_noise_cuda(case):
+    base._check_jump(DEV, torch.float32, 97, 301, case, explicit=False, min_agree=0.99)
+    base._check_jump(DEV, torch.float32, 300, 20_000, case, explicit=False, min_agree=0.99)
+
+
+@pytest.mark.parametrize("case", [base.JUMP_CASES[3], base.JUMP_CASES[6], base.JUMP_CASES[1]])
+def test_jump_step_split_rows_cuda(case):
+    base._check_jump(DEV, torch.bfloat16, 3, 70_001, case, explicit=True)
+    base._check_jump(DEV, torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
+
+
+def test_jump_step_cpu_and_cuda_agree():
+    g = torch.Generator().manual_seed(15)
+    args = base._jump_args(DEV, torch.float32, 500, 257, base.JUMP_CASES[1], g, explicit=False)
+    on_cuda = cb.jump_step(*args).cpu()
+    on_cpu = cb.jump_step(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
+    assert float((on_cuda == on_cpu).float().mean()) > 0.99
+
+
+def test_opcheck_backend_cuda():
+    base._check_opcheck(DEV)
+
+
+def test_graph_capture_step_combine():
+    # no host sync: the step (noise drawn from the device-side (seed, offset)) captures in a graph
+    x = torch.randn(4, 1000, device=DEV)
+    p = torch.randn(4, 1000, device=DEV)
+    A, B, N = (torch.rand(4, device=DEV) for _ in range(3))
+    rng = base._rng(DEV)
+    ref = cb.step_combine(x, p, None, A, B, None, N, rng, None)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = cb.step_combine(x, p, None, A, B, None, N, rng, None)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, ref)
