@@ -5,8 +5,9 @@
     python -m benchmarks --smoke      # tiny shapes, one call each (CI); saves only with --out
     python -m benchmarks --sweep      # also the size sweeps (PNG + JSON under benchmarks/results/)
 
-The table goes to stdout, progress to stderr; results are written as JSON and CSV under
-benchmarks/results/ (``<device-slug>-<date>`` and ``latest-cpu`` / ``latest-gpu``).
+The table and the goals block (benchmarks/goals.py) go to stdout, progress to stderr;
+results are written as JSON and CSV under benchmarks/results/ (``<device-slug>-<date>`` and
+``latest-cpu`` / ``latest-gpu``).
 Set FASTFLOW_NVTX=1 for NVTX ranges around every timed call and solver step.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import harness
+from . import goals, harness
 from .cases import GROUPS, all_cases
 from .common import Ctx
 
@@ -131,10 +132,13 @@ def main(argv=None) -> int:
     result["meta"]["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     if args.merge:
         merge_previous(result, out_dir, ctx, log)
+    result["goals"] = goals.compute(result)
 
     print("\n".join(harness.header_lines(result)))
     print()
     print("\n".join(harness.table_lines(result, show_skipped=args.show_skipped)))
+    print()
+    print("\n".join(goals.lines(result["goals"])))
     if result["sweeps"]:
         print()
         for name, sw in result["sweeps"].items():

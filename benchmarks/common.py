@@ -1,7 +1,6 @@
-"""What the row groups share: the run context, which fastflow backends to time, optional APIs."""
+"""What the row groups share: the run context and which fastflow backends to time."""
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -41,15 +40,19 @@ class Ctx:
         return torch.tensor([seed, 0], dtype=torch.int64, device=self.device)
 
     # -------------------------------------------------------------- fastflow backends
-    def fastflow_impls(self, op: str, make: Callable[[str], Callable], note: str = "",
+    def fastflow_impls(self, op, make: Callable[[str], Callable], note: str = "",
                        label: str = "") -> tuple:
         """An ``Impl`` per fastflow backend that can run ``op`` here, and the skipped ones.
 
-        ``make(backend)`` returns the timed closure. Triton on CPU tensors runs only in its
-        interpreter and is never timed. ``--quick`` times the reference backend only where
-        no compiled backend runs the op; the ops in ``SLOW_REFERENCE_OPS`` run on the
-        reference backend only when ``--backends`` names it (or in ``--smoke``).
+        ``op`` is a backend op name or a tuple of them (a composite row needs them all).
+        ``make(backend)`` returns the timed closure, which must force that backend
+        (``backend=`` where the public API takes it, else ``fastflow.use_backend``).
+        Triton on CPU tensors runs only in its interpreter and is never timed. ``--quick``
+        times the reference backend only where no compiled backend runs the op; the ops in
+        ``SLOW_REFERENCE_OPS`` run on the reference backend only when ``--backends`` names it
+        (or in ``--smoke``).
         """
+        ops = (op,) if isinstance(op, str) else tuple(op)
         dev = self.device.type
         runnable, skipped = [], {}
         for name in backends.NAMES:
@@ -59,7 +62,7 @@ class Ctx:
             if name == "triton" and dev == "cpu":
                 skipped[key] = "Triton on CPU tensors runs only in the interpreter; not timed"
                 continue
-            reason = backends.why_not(name, op, dev)
+            reason = next((r for r in (backends.why_not(name, o, dev) for o in ops) if r), None)
             if reason is not None:
                 skipped[key] = reason
                 continue
@@ -69,7 +72,7 @@ class Ctx:
             if self.profile.name == "quick" and len(runnable) > 1:
                 runnable.remove("reference")
                 skipped["fastflow/reference"] = "--quick: reference timed only where no compiled backend runs the op"
-            elif op in SLOW_REFERENCE_OPS:
+            elif any(o in SLOW_REFERENCE_OPS for o in ops):
                 runnable.remove("reference")
                 skipped["fastflow/reference"] = ("reference jump step timed only with --backends reference "
                                                  "(3-30 s a call on 2 CPU cores)")
@@ -91,37 +94,6 @@ def peer(name: str, factory: Callable[[], Callable], note: str = "", compiled: b
          label: str = "") -> Impl:
     return Impl(name, lambda: wrap(f"{label} {name}", factory()), kind="peer", note=note,
                 compiled=compiled)
-
-
-def api(module: str, name: str):
-    """``module.name`` when the module imports and defines it, else None (API not written yet)."""
-    try:
-        mod = importlib.import_module(module)
-    except Exception:
-        return None
-    return getattr(mod, name, None)
-
-
-def with_backend(cls, name: str, **kwargs):
-    """``cls(**kwargs)`` plus ``backend=name`` when the constructor takes it."""
-    import inspect
-
-    try:
-        takes = "backend" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return cls(**kwargs, backend=name) if takes else cls(**kwargs)
-
-
-def fastflow_scheduler():
-    """fastflow's CondOTScheduler when it exists, else flow_matching's (accepted as is)."""
-    for module in ("fastflow.path.scheduler", "fastflow"):
-        cls = api(module, "CondOTScheduler")
-        if cls is not None:
-            return cls()
-    from flow_matching.path.scheduler import CondOTScheduler
-
-    return CondOTScheduler()
 
 
 def dtype_tag(dtype: torch.dtype) -> str:

@@ -1,28 +1,35 @@
-"""Continuous rows: path sample, fused path loss forward + backward, Euler step (+ CFG).
+"""Continuous rows: path sample, fused path loss forward + backward, the training step that
+composes them, Euler step (+ CFG).
 
 Pinned configuration: x of shape 128 x 3 x 64 x 64 (1.57 M elements), fp32 and bf16, the
 CondOT path (alpha = t, sigma = 1 - t, velocity target d_alpha x_1 + d_sigma x_0 = x_1 - x_0),
-t ~ U(0, 1) per sample. Byte model (DESIGN.md, N elements of s bytes):
+t ~ U(0, 1) per sample. fastflow is timed through its public API (``ff.CondOTProbPath()``'s
+``sample`` / ``loss``, ``ff.euler_step``), each backend forced with ``backend=``, so
+the dispatch, input checks and torch.library layers are inside the timing.
+Byte model (DESIGN.md, N elements of s bytes):
 
     path sample        2 N s   read x_1, write x_t (x_0 drawn in-kernel)
     loss fwd + bwd     5 N s   forward reads v, x_1; backward reads v, x_1, writes dv
+    train step         7 N s   the two above: sample 2 N s + loss fwd + bwd 5 N s (x_0 is
+                               regenerated from its seed, never stored or read)
     Euler step         3 N s   read x, v, write x
     Euler step + CFG   4 N s   read x, v_cond, v_uncond, write x
 
 Peers: flow_matching's ``AffineProbPath.sample`` (with its ``torch.randn_like`` source, as a
-training loop calls it), ``F.mse_loss`` against its ``dx_t`` + backward (``dx_t`` computed
-outside the timing), the Euler update torchdiffeq performs inside flow_matching's
-``ODESolver`` (``dy = h * v; x + dy``; CFG mixed as ``(1 + w) v_c - w v_u``), and
-``torch.compile`` of fastflow's reference op (same math, same Philox stream).
+training loop calls it); for the loss, flow_matching's ``dx_t = d_sigma x_0 + d_alpha x_1``
+(x_0 given) built inside the timing, then ``((v - dx_t) ** 2).mean()`` and its gradient; for
+the train step, the whole flow_matching step (``randn_like``, ``sample``, loss, ``backward``)
+and ``torch.compile`` of that same function; the Euler update torchdiffeq performs inside
+flow_matching's ``ODESolver`` (``dy = h * v; x + dy``; CFG mixed as ``(1 + w) v_c - w v_u``);
+and ``torch.compile`` of fastflow's reference op (same math, same Philox stream) for the
+single-op rows.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+import fastflow as ff
 from fastflow import reference as R
-from fastflow.ops.affine_path import affine_path_loss, affine_path_sample
-from fastflow.ops.step_combine import step_combine
 
 from .common import Ctx, dtype_tag, peer, shape_tag
 from .harness import Built, Case
@@ -52,27 +59,38 @@ def path_sample(ctx: Ctx, shape, dtype, row=None) -> Case:
         t = torch.rand(shape[0], generator=g, device=ctx.device)
         a, b = t, 1 - t
         rng = ctx.rng()
+        path = ff.CondOTProbPath()
         impls, skipped = ctx.fastflow_impls(
             "affine_path_sample",
-            lambda name: (lambda: affine_path_sample(x1, None, a, b, None, rng, backend=name)),
-            label=row)
+            lambda name: (lambda: path.sample(x_0=None, x_1=x1, t=t, backend=name)),
+            note="path.sample(x_0=None)", label=row)
         fm_path = _fm_path()
 
         def fm():
             return lambda: fm_path.sample(x_0=torch.randn_like(x1), x_1=x1, t=t)
 
-        impls.append(peer("flow_matching", fm, label=row))
+        impls.append(peer("flow_matching", fm, note="randn_like x_0 + sample", label=row))
         if ctx.profile.compile:
             def comp():
                 f = ctx.compiled(R.affine_path_sample)
                 return lambda: f(x1, None, a, b, None, rng)
-            impls.append(peer("torch.compile", comp, compiled=True, label=row))
+            impls.append(peer("torch.compile", comp, compiled=True, note="reference op", label=row))
         return Built(bytes=2 * x1.numel() * x1.element_size(), impls=impls, skipped=skipped)
 
     return Case(row, "continuous", shape_tag(shape), build)
 
 
 # ------------------------------------------------------------------ fused loss
+def _fm_dx_t(fm_path, x0, x1, t):
+    """flow_matching's ``dx_t`` line of ``AffineProbPath.sample``, alone (no ``x_t``)."""
+    from flow_matching.utils import expand_tensor_like
+
+    out = fm_path.scheduler(t)
+    d_alpha = expand_tensor_like(input_tensor=out.d_alpha_t, expand_to=x1)
+    d_sigma = expand_tensor_like(input_tensor=out.d_sigma_t, expand_to=x1)
+    return d_sigma * x0 + d_alpha * x1
+
+
 def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
     row = row or f"path loss fwd+bwd {dtype_tag(dtype)}"
 
@@ -85,21 +103,30 @@ def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
         c = torch.ones(B, device=ctx.device)  # d_alpha_t (CondOT)
         d = -torch.ones(B, device=ctx.device)  # d_sigma_t
         rng = ctx.rng()
+        path = ff.CondOTProbPath()
 
         def make(name):
+            s = path.sample(x_0=None, x_1=x1, t=t, backend=name)  # outside the timing
+
             def fn():
-                loss = affine_path_loss(v, x1, None, c, d, rng=rng, backend=name)
-                return torch.autograd.grad(loss, v)
+                return torch.autograd.grad(path.loss(v, s, backend=name), v)
             return fn
 
-        impls, skipped = ctx.fastflow_impls("affine_path_loss", make, label=row)
+        impls, skipped = ctx.fastflow_impls(
+            "affine_path_loss", make, label=row,
+            note="path.loss(v, s) + grad; x_0 regenerated in-kernel (s = path.sample(x_0=None), untimed)")
 
         def fm():
-            x0 = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype)
-            dx_t = _fm_path().sample(x_0=x0, x_1=x1, t=t).dx_t  # outside the timing
-            return lambda: torch.autograd.grad(F.mse_loss(v, dx_t), v)
+            fm_path = _fm_path()
+            x0 = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype)  # the drawn source
 
-        impls.append(peer("flow_matching", fm, label=row))
+            def fn():
+                dx_t = _fm_dx_t(fm_path, x0, x1, t)
+                return torch.autograd.grad(((v - dx_t) ** 2).mean(), v)
+            return fn
+
+        impls.append(peer("flow_matching", fm, label=row,
+                          note="dx_t = d_sigma x_0 + d_alpha x_1 (x_0 given) + ((v - dx_t)**2).mean() + grad"))
         if ctx.profile.compile:
             def comp():
                 fwd = ctx.compiled(R.affine_path_loss)
@@ -111,8 +138,75 @@ def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
                     loss = fwd(vd, x1, None, c, d, None, rng, None).sum() / n
                     return loss, bwd(scale, vd, x1, None, c, d, None, rng, None)
                 return fn
-            impls.append(peer("torch.compile", comp, compiled=True, label=row))
+            impls.append(peer("torch.compile", comp, compiled=True, label=row,
+                              note="reference loss + backward (x_0 regenerated from Philox)"))
         return Built(bytes=5 * n * x1.element_size(), impls=impls, skipped=skipped)
+
+    return Case(row, "continuous", shape_tag(shape), build)
+
+
+# ------------------------------------------------------------------ train step
+def _fm_train_loss(fm_path, v, x1, t):
+    """flow_matching's training step up to the loss: draw x_0, sample, regress on dx_t."""
+    x0 = torch.randn_like(x1)
+    s = fm_path.sample(x_0=x0, x_1=x1, t=t)
+    return s.x_t, ((v - s.dx_t) ** 2).mean()
+
+
+def train_step(ctx: Ctx, shape, dtype, row=None) -> Case:
+    """sample + loss + backward, the configuration the performance goal is defined on.
+
+    ``v`` stands for the model output: a leaf whose gradient is reset (``v.grad = None``, as
+    ``optimizer.zero_grad()`` does) at the start of each timed call, so each call's backward
+    writes a fresh gradient. Every implementation returns ``x_t`` (the model input)."""
+    row = row or f"train step sample+loss+bwd {dtype_tag(dtype)}"
+
+    def build():
+        g = ctx.gen(10)
+        x1 = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype)
+        v = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype).requires_grad_()
+        t = torch.rand(shape[0], generator=g, device=ctx.device)
+        path = ff.CondOTProbPath()
+
+        def make(name):
+            def fn():
+                v.grad = None
+                s = path.sample(x_0=None, x_1=x1, t=t, backend=name)
+                loss = path.loss(v, s, backend=name)
+                loss.backward()
+                return s.x_t, loss
+            return fn
+
+        impls, skipped = ctx.fastflow_impls(
+            ("affine_path_sample", "affine_path_loss", "affine_path_loss_backward"), make, label=row,
+            note="path.sample(x_0=None) + path.loss + backward")
+
+        def fm():
+            fm_path = _fm_path()
+
+            def fn():
+                v.grad = None
+                x_t, loss = _fm_train_loss(fm_path, v, x1, t)
+                loss.backward()
+                return x_t, loss
+            return fn
+
+        impls.append(peer("flow_matching", fm, label=row,
+                          note="randn_like x_0 + sample + ((v - dx_t)**2).mean() + backward"))
+        if ctx.profile.compile:
+            def comp():
+                fm_path = _fm_path()
+                f = ctx.compiled(lambda v_, x1_, t_: _fm_train_loss(fm_path, v_, x1_, t_))
+
+                def fn():
+                    v.grad = None
+                    x_t, loss = f(v, x1, t)
+                    loss.backward()
+                    return x_t, loss
+                return fn
+            impls.append(peer("torch.compile", comp, compiled=True, label=row,
+                              note="the flow_matching step compiled (+ backward)"))
+        return Built(bytes=7 * x1.numel() * x1.element_size(), impls=impls, skipped=skipped)
 
     return Case(row, "continuous", shape_tag(shape), build)
 
@@ -130,10 +224,12 @@ def euler_step(ctx: Ctx, shape, dtype, cfg: bool, row=None) -> Case:
 
         def make(name):
             if cfg:
-                return lambda: step_combine(x, v, 1.0, h * (1 + w), q=vu, C=-h * w, backend=name)
-            return lambda: step_combine(x, v, 1.0, h, backend=name)
+                return lambda: ff.euler_step(x, v, h, v_uncond=vu, guidance_scale=w, backend=name)
+            return lambda: ff.euler_step(x, v, h, backend=name)
 
-        impls, skipped = ctx.fastflow_impls("step_combine", make, label=row)
+        impls, skipped = ctx.fastflow_impls(
+            "step_combine", make, label=row,
+            note="euler_step(x, v, h, v_uncond, guidance_scale)" if cfg else "euler_step(x, v, h)")
 
         def fm():
             if cfg:
@@ -143,7 +239,7 @@ def euler_step(ctx: Ctx, shape, dtype, cfg: bool, row=None) -> Case:
                 return fn
             return lambda: x + h * v
 
-        impls.append(peer("flow_matching", fm, label=row))
+        impls.append(peer("flow_matching", fm, note="torchdiffeq's Euler update", label=row))
         if ctx.profile.compile:
             def comp():
                 f = ctx.compiled(R.step_combine)
@@ -152,7 +248,7 @@ def euler_step(ctx: Ctx, shape, dtype, cfg: bool, row=None) -> Case:
                 Bp = torch.full((B,), h * (1 + w) if cfg else h, device=ctx.device)
                 C = torch.full((B,), -h * w, device=ctx.device) if cfg else None
                 return lambda: f(x, v, vu, A, Bp, C, None, None, None)
-            impls.append(peer("torch.compile", comp, compiled=True, label=row))
+            impls.append(peer("torch.compile", comp, compiled=True, note="reference op", label=row))
         return Built(bytes=(4 if cfg else 3) * x.numel() * x.element_size(), impls=impls,
                      skipped=skipped)
 
@@ -164,6 +260,7 @@ def cases(ctx: Ctx) -> list:
     dtypes = (torch.float32, torch.bfloat16)
     out = [path_sample(ctx, shape, dt) for dt in dtypes]
     out += [path_loss(ctx, shape, dt) for dt in dtypes]
+    out += [train_step(ctx, shape, dt) for dt in dtypes]
     out += [euler_step(ctx, shape, dt, cfg=False) for dt in dtypes]
     out += [euler_step(ctx, shape, dt, cfg=True) for dt in dtypes]
     return out

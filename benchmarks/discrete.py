@@ -15,6 +15,10 @@ Byte model (N = B L tokens, s = logit bytes):
     jump step                       f N V s + 16 N     f = fraction of rows that may jump
     sampling loop                   sum over steps of the jump step's bytes (f = 1 at the end)
 
+fastflow is timed through its public API, each backend forced with ``backend=``:
+``ff.mixture_cross_entropy``, ``ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(
+ff.CondOTScheduler()))``, ``ff.jump_step`` and ``ff.MixtureDiscreteEulerSolver``.
+
 The jump step reads only the rows whose jump test ``E < h * tmax`` passes (E ~ Exp(1) per
 token, FORMULAS.md section 5); with div_free = 0, ``tmax = d_kappa / (1 - kappa)``, so the
 expected fraction is ``1 - exp(-h tmax)`` (the byte model uses it); the row also records the
@@ -26,12 +30,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastflow import backends
+import fastflow as ff
 from fastflow import reference as R
-from fastflow.ops.discrete import generalized_kl, jump_rates, jump_step, mixture_cross_entropy
+from fastflow.ops.discrete import jump_rates  # the byte model's jump test (not timed)
 
 from ._nvtx import nvtx_range
-from .common import Ctx, api, dtype_tag, fastflow_scheduler, peer, with_backend
+from .common import Ctx, dtype_tag, peer
 from .harness import Built, Case
 
 GRID = torch.linspace(0.0, 0.999, 11)  # the discrete sampling time grid
@@ -89,15 +93,16 @@ def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None) -> Case:
         N = B * L
 
         def make(name):
-            return lambda: torch.autograd.grad(mixture_cross_entropy(logits, x1, backend=name), logits)
+            return lambda: torch.autograd.grad(ff.mixture_cross_entropy(logits, x1, backend=name), logits)
 
-        impls, skipped = ctx.fastflow_impls("cross_entropy", make, label=row)
+        impls, skipped = ctx.fastflow_impls("cross_entropy", make, note="mixture_cross_entropy + grad",
+                                            label=row)
 
         def fm():
             z, y = logits.view(N, V), x1.view(N)
             return lambda: torch.autograd.grad(F.cross_entropy(z, y), logits)
 
-        impls.append(peer("flow_matching", fm, note="torch F.cross_entropy", label=row))
+        impls.append(peer("flow_matching", fm, note="torch F.cross_entropy + grad", label=row))
         if ctx.profile.compile:
             def comp():
                 def ce_ref(rows, y, gs):
@@ -132,12 +137,15 @@ def generalized_kl_case(ctx: Ctx, B, L, V, dtype, row=None) -> Case:
     def build():
         logits, x1, x_t, t = _inputs(ctx, B, L, V, dtype, requires_grad=True)
         N = B * L
-        jump = 1.0 / (1.0 - t)  # d_kappa / (1 - kappa), CondOT
+        jump = 1.0 / (1.0 - t)  # d_kappa / (1 - kappa), CondOT (the compiled peer's input)
 
         def make(name):
-            return lambda: torch.autograd.grad(generalized_kl(logits, x1, x_t, jump, backend=name), logits)
+            loss_fn = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.CondOTScheduler()),
+                                                  backend=name)
+            return lambda: torch.autograd.grad(loss_fn(logits, x1, x_t, t), logits)
 
-        impls, skipped = ctx.fastflow_impls("generalized_kl", make, label=row)
+        impls, skipped = ctx.fastflow_impls("generalized_kl", make, note="MixturePathGeneralizedKL + grad",
+                                            label=row)
 
         def fm():
             from flow_matching.loss import MixturePathGeneralizedKL
@@ -145,7 +153,7 @@ def generalized_kl_case(ctx: Ctx, B, L, V, dtype, row=None) -> Case:
             loss_fn = MixturePathGeneralizedKL(_fm_mixture_path())
             return lambda: torch.autograd.grad(loss_fn(logits, x1, x_t, t), logits)
 
-        impls.append(peer("flow_matching", fm, label=row))
+        impls.append(peer("flow_matching", fm, note="MixturePathGeneralizedKL + grad", label=row))
         if ctx.profile.compile:
             def comp():
                 def gkl_ref(rows, y1, yt, j, gs):
@@ -173,7 +181,7 @@ def expected_fraction(t: float, h: float, final: bool) -> float:
     """Expected fraction of rows read: P(E < h tmax) = 1 - exp(-h tmax), tmax = r1 (div_free 0)."""
     if final:
         return 1.0
-    sched = fastflow_scheduler()(torch.tensor([t]))
+    sched = ff.CondOTScheduler()(torch.tensor([t]))
     r1, _ = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), torch.zeros(1))
     return float(1.0 - torch.exp(-h * r1)[0])
 
@@ -184,7 +192,7 @@ def counted_fraction(t: float, h: float, final: bool, n_rows: int, seed: int = 7
         return 1.0
     u = torch.rand(n_rows, generator=torch.Generator().manual_seed(seed))
     e = -torch.log1p(-u)
-    sched = fastflow_scheduler()(torch.tensor([t]))
+    sched = ff.CondOTScheduler()(torch.tensor([t]))
     r1, _ = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), torch.zeros(1))
     return float((e < h * r1).float().mean())
 
@@ -228,13 +236,13 @@ def jump_step_case(ctx: Ctx, B, L, V, dtype, step: int) -> Case:
 
     def build():
         logits, _, x_t, _ = _inputs(ctx, B, L, V, dtype)
-        sched = fastflow_scheduler()
+        sched = ff.CondOTScheduler()
         g = ctx.gen(6)
 
         def make(name):
-            return lambda: jump_step(logits, x_t, t, h, sched, final=final, generator=g, backend=name)
+            return lambda: ff.jump_step(logits, x_t, t, h, sched, final=final, generator=g, backend=name)
 
-        impls, skipped = ctx.fastflow_impls("jump_step", make, label=row)
+        impls, skipped = ctx.fastflow_impls("jump_step", make, note="jump_step(logits)", label=row)
 
         def fm():
             p = _softmax_rows(logits)  # outside the timing
@@ -276,33 +284,15 @@ def sampling_loop(ctx: Ctx, B, L, V, dtype) -> Case:
         x_init = torch.randint(0, V, (B, L), generator=ctx.gen(8), device=ctx.device)
         g = ctx.gen(9)
         grid = GRID.to(ctx.device)
-        Solver = api("fastflow.solver", "MixtureDiscreteEulerSolver")
-        Path = api("fastflow.path", "MixtureDiscreteProbPath")
-        use_api = Solver is not None and Path is not None
-        note = "" if use_api else "ops loop (fastflow.solver.MixtureDiscreteEulerSolver missing)"
-        sched = fastflow_scheduler()
+        path = ff.MixtureDiscreteProbPath(ff.CondOTScheduler())
 
         def make(name):
-            if use_api:
-                solver = with_backend(Solver, name, model=_Stub(logits), path=Path(sched),
-                                      vocabulary_size=V, model_output="logits")
+            solver = ff.MixtureDiscreteEulerSolver(model=_Stub(logits), path=path, vocabulary_size=V,
+                                                   model_output="logits", backend=name)
+            return lambda: solver.sample(x_init=x_init, step_size=None, time_grid=grid, generator=g)
 
-                def fn():
-                    with backends.use_backend(name):
-                        return solver.sample(x_init=x_init, step_size=None, time_grid=grid,
-                                             generator=g)
-                return fn
-
-            def loop():
-                x = x_init
-                for i in range(steps):
-                    ti, hi, fin = _grid_step(i)
-                    with nvtx_range(f"step {i}"):
-                        x = jump_step(logits, x, ti, hi, sched, final=fin, generator=g, backend=name)
-                return x
-            return loop
-
-        impls, skipped = ctx.fastflow_impls("jump_step", make, note=note, label=row)
+        impls, skipped = ctx.fastflow_impls("jump_step", make, note='MixtureDiscreteEulerSolver(model_output="logits")',
+                                            label=row)
 
         def fm():
             from flow_matching.solver import MixtureDiscreteEulerSolver
@@ -314,9 +304,7 @@ def sampling_loop(ctx: Ctx, B, L, V, dtype) -> Case:
 
         impls.append(peer("flow_matching", fm, note="probs given", label=row))
         nbytes = sum(f * N * V * logits.element_size() + 16 * N for f in fracs)
-        return Built(bytes=nbytes, impls=impls, skipped=skipped,
-                     extras={"fastflow_api": "fastflow.solver.MixtureDiscreteEulerSolver"
-                             if use_api else "ops loop"})
+        return Built(bytes=nbytes, impls=impls, skipped=skipped)
 
     return Case(row, "discrete", _config(B, L, V, dtype), build, extras=extras)
 

@@ -3,22 +3,20 @@
 The field is ``v(x, t) = -x`` (one read and one write of x, so the loop measures the solver,
 not a network). Byte model per step: field 2 N s + Euler step 3 N s = 5 N s.
 
-fastflow: ``fastflow.solver.ODESolver(field).sample(x, step_size=1/steps, method="euler")``
-under ``fastflow.use_backend(name)``; while ``fastflow.solver`` does not exist yet, a Python
-loop over ``fastflow.ops.step_combine`` (the row's note says so). Peers: flow_matching's
-``ODESolver`` (torchdiffeq Euler) with the same arguments, and a Python loop calling
-``torch.compile`` of the reference ``step_combine``.
+fastflow: ``ff.ODESolver(field, backend=name).sample(x, step_size=1/steps, method="euler")``
+(the public solver: its time grid, per-step dispatch and checks are inside the timing).
+Peers: flow_matching's ``ODESolver`` (torchdiffeq Euler) with the same arguments, and a
+Python loop calling ``torch.compile`` of the reference ``step_combine``.
 """
 from __future__ import annotations
 
 import torch
 
-from fastflow import backends
+import fastflow as ff
 from fastflow import reference as R
-from fastflow.ops.step_combine import step_combine
 
 from ._nvtx import nvtx_range
-from .common import Ctx, api, dtype_tag, peer, shape_tag, with_backend
+from .common import Ctx, dtype_tag, peer, shape_tag
 from .continuous import shape_for
 from .harness import Built, Case
 
@@ -54,28 +52,12 @@ def ode_loop(ctx: Ctx, shape, dtype, steps: int, row=None) -> Case:
         x0 = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype)
         field = Field()
         h = 1.0 / steps
-        ff_solver = api("fastflow.solver", "ODESolver")
-        note = "" if ff_solver is not None else "ops loop (fastflow.solver.ODESolver missing)"
 
         def make(name):
-            if ff_solver is not None:
-                solver = with_backend(ff_solver, name, velocity_model=field)
+            solver = ff.ODESolver(velocity_model=field, backend=name)
+            return lambda: solver.sample(x_init=x0, step_size=h, method="euler")
 
-                def fn():
-                    with backends.use_backend(name):
-                        return solver.sample(x_init=x0, step_size=h, method="euler")
-                return fn
-
-            def loop():
-                x = x0
-                for i in range(steps):
-                    with nvtx_range(f"step {i}"):
-                        v = field(x=x, t=i * h)
-                        x = step_combine(x, v, 1.0, h, backend=name)
-                return x
-            return loop
-
-        impls, skipped = ctx.fastflow_impls("step_combine", make, note=note, label=row)
+        impls, skipped = ctx.fastflow_impls("step_combine", make, note="ff.ODESolver euler", label=row)
 
         def fm():
             from flow_matching.solver import ODESolver
@@ -85,7 +67,7 @@ def ode_loop(ctx: Ctx, shape, dtype, steps: int, row=None) -> Case:
 
         nfe = _count_fm_steps(steps)
         impls.append(peer("flow_matching", fm, label=row,
-                          note="" if nfe == steps else f"torchdiffeq took {nfe} steps"))
+                          note="ODESolver euler" + ("" if nfe == steps else f"; torchdiffeq took {nfe} steps")))
         if ctx.profile.compile:
             def comp():
                 f = ctx.compiled(R.step_combine)
@@ -101,11 +83,11 @@ def ode_loop(ctx: Ctx, shape, dtype, steps: int, row=None) -> Case:
                             x = f(x, v, None, A, Bh, None, None, None, None)
                     return x
                 return loop
-            impls.append(peer("torch.compile", comp, compiled=True, label=row))
+            impls.append(peer("torch.compile", comp, compiled=True, note="loop over the compiled reference step",
+                              label=row))
         n = x0.numel() * x0.element_size()
         return Built(bytes=steps * 5 * n, impls=impls, skipped=skipped,
-                     extras={"steps": steps, "flow_matching_nfe": nfe,
-                             "fastflow_api": "fastflow.solver.ODESolver" if ff_solver else "ops loop"})
+                     extras={"steps": steps, "flow_matching_nfe": nfe})
 
     return Case(row, "ode", shape_tag(shape), build)
 

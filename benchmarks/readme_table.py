@@ -6,7 +6,8 @@
 Reads ``benchmarks/results/latest-cpu.json`` and, when it exists, ``latest-gpu.json``. With
 ``--update-readme`` the text between ``<!-- bench:cpu -->`` and ``<!-- /bench:cpu -->``
 (and the ``bench:gpu`` pair) in README.md is replaced by the rendered table; a pair of
-markers that is missing is reported and left alone. Nothing here measures anything: the
+markers that is missing is reported and left alone. Each block ends with the run's goals
+block (benchmarks/goals.py), as saved in the result file. Nothing here measures anything: the
 numbers are exactly those of the result files.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from . import goals
 from .harness import REPO_ROOT, RESULTS_DIR, header_lines, load, table_lines
 
 KINDS = ("cpu", "gpu")
@@ -29,6 +31,9 @@ def render(result: dict, show_skipped: bool = False) -> str:
     lines += [h + "  " for h in header_lines(result)]
     lines.append("")
     lines += table_lines(result, show_skipped=show_skipped)
+    lines.append("")
+    # the goals block saved with the run (computed from its rows when the file predates it)
+    lines += goals.lines(result.get("goals") or goals.compute(result))
     sweeps = result.get("sweeps") or {}
     pngs = [(n, s.get("png")) for n, s in sweeps.items() if s.get("png") and not s["png"].startswith("(")]
     if pngs:

@@ -50,6 +50,18 @@ def test_every_row_is_printed(smoke_run):
         assert f"| {name} |" in proc.stdout, name
     for col in ("median ms", "p20 ms", "p80 ms", "GB/s", "% copy", "peak MB", "vs fm"):
         assert col in proc.stdout
+    assert any(n.startswith("train step sample+loss+bwd") for n in names)
+
+
+def test_goals_block_is_printed(smoke_run):
+    from benchmarks import goals
+
+    proc, _ = smoke_run
+    out = proc.stdout
+    table_end = out.index("| discrete sampling")
+    assert out.index("Goals (CPU, smoke run") > table_end  # after the table
+    for goal in goals.CPU_GOALS:
+        assert f"| {goal.label} |" in out, goal.label
 
 
 def test_results_files(smoke_run):
@@ -72,6 +84,19 @@ def test_results_files(smoke_run):
     assert (out / "latest-cpu.csv").exists()
     stamped = [p for p in out.glob("cpu-*.json")]
     assert stamped, list(out.iterdir())
+    saved = data["goals"]
+    assert saved["device_type"] == "cpu" and saved["mode"] == "smoke"
+    from benchmarks import goals
+
+    assert [i["id"] for i in saved["items"]] == [g.id for g in goals.CPU_GOALS]
+    by_id = {i["id"]: i for i in saved["items"]}
+    # smoke runs no torch.compile peer; every other goal has its rows measured
+    assert by_id["train_step_vs_compile"]["met"] is None
+    for item in saved["items"]:
+        if item["id"] != "train_step_vs_compile":
+            assert item["value"] is not None and isinstance(item["met"], bool), item
+            assert item["off_config"], item  # smoke shapes are not the goal configuration
+    assert saved == goals.compute(data)  # computed from the saved rows, nothing typed
     jumps = [r for r in rows if r["row"].startswith("jump step")]
     assert jumps and all("rows_read_expected" in r["extras"] and "rows_read_counted" in r["extras"]
                          for r in jumps)
@@ -95,6 +120,7 @@ def test_readme_table(smoke_run, tmp_path):
          str(readme)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| row | config | impl |" in proc.stdout
+    assert "Goals (CPU, smoke run" in proc.stdout and "| goal | measured | target | status | rows |" in proc.stdout
     text = readme.read_text()
     assert "old table" not in text and "| row | config | impl |" in text
     assert text.startswith("intro\n<!-- bench:cpu -->\n") and text.endswith("<!-- /bench:cpu -->\nend\n")
@@ -121,3 +147,65 @@ def test_percentiles():
     assert _percentile(vals, 0.2) == pytest.approx(1.8)
     assert _percentile(vals, 0.8) == pytest.approx(4.2)
     assert _percentile([7.0], 0.2) == 7.0
+
+
+def _rec(row, impl, config, median_ms, bytes_=1e9, kind=None, status="ok"):
+    return {"row": row, "group": "g", "config": config, "impl": impl, "status": status,
+            "kind": kind or ("fastflow" if impl.startswith("fastflow/") else "peer"),
+            "median_ms": median_ms, "bytes": bytes_, "note": "", "extras": {}}
+
+
+def test_goals_compute_gpu():
+    """Worst row of a family, best backend of a row, the final jump draw left out of the
+    jump-step speedup goal, missing peers and rows reported as not measured."""
+    from benchmarks import goals, harness
+
+    cont, disc = goals.CONTINUOUS, goals.GPU_DISCRETE
+    rows = [
+        # copy: 2 GB in 1 ms = 2000 GB/s; 1e9 bytes in 0.5 ms = 2000 GB/s = 100 %
+        _rec("path sample fp32", "fastflow/triton", cont, 0.6),   # 83 %
+        _rec("path sample fp32", "fastflow/cuda", cont, 0.52),    # 96 %: the best backend counts
+        _rec("path sample bf16", "fastflow/cuda", cont, 0.54),    # 93 %
+        _rec("path loss fwd+bwd fp32", "fastflow/cuda", cont, 0.5),
+        _rec("path loss fwd+bwd bf16", "fastflow/cuda", cont, 1.0),  # 50 %: worst row, not met
+        _rec("jump step t=0.0000 h=0.0999 reads 9.5%", "fastflow/cuda", disc, 0.6),
+        _rec("jump step t=0.0000 h=0.0999 reads 9.5%", "flow_matching", disc, 60.0),  # 100x
+        _rec("jump step t=0.7992 h=0.0999 reads 39.2%", "fastflow/cuda", disc, 0.6),
+        _rec("jump step t=0.7992 h=0.0999 reads 39.2%", "flow_matching", disc, 36.0),  # 60x
+        _rec("jump step t=0.8991 final reads 100%", "fastflow/cuda", disc, 0.6),
+        _rec("jump step t=0.8991 final reads 100%", "flow_matching", disc, 3.0),  # 5x, not a regular step
+        _rec("cross-entropy fwd+bwd bf16", "fastflow/cuda", disc, 0.55, status="error"),
+    ]
+    copy = {"gbps": 2000.0}
+    harness.finalize(rows, copy, None)
+    result = {"meta": {"device_type": "cuda", "mode": "full"}, "copy": copy, "rows": rows}
+    out = {i["id"]: i for i in goals.compute(result)["items"]}
+    assert [g.id for g in goals.GPU_GOALS] == list(out)
+    ps = out["path_sample_pct_copy"]
+    assert ps["met"] is True and ps["value"] == pytest.approx(100 * 0.5 / 0.54)
+    assert [d["impl"] for d in ps["rows"]] == ["fastflow/cuda", "fastflow/cuda"]
+    pl = out["path_loss_pct_copy"]
+    assert pl["met"] is False and pl["value"] == pytest.approx(50.0)
+    js = out["jump_step_vs_fm"]
+    assert js["met"] is True and js["value"] == pytest.approx(60.0)
+    assert len(js["rows"]) == 2 and not any("final" in d["row"] for d in js["rows"])
+    assert out["jump_step_pct_copy"]["met"] is True and len(out["jump_step_pct_copy"]["rows"]) == 3
+    assert out["cross_entropy_pct_copy"]["met"] is None
+    assert out["cross_entropy_pct_copy"]["note"] == "no fastflow backend measured"
+    assert out["generalized_kl_pct_copy"]["met"] is None
+    assert out["generalized_kl_pct_copy"]["note"] == "row not run"
+    assert not any(i["off_config"] for i in out.values())
+    text = "\n".join(goals.lines(goals.compute(result)))
+    assert "Goals (GPU, full run" in text and "| jump step (regular steps) vs flow_matching | 60x | >= 50x | met |" in text
+    assert "| path loss fwd+bwd % copy | 50% | >= 90% | NOT MET |" in text
+
+
+def test_goal_configs_are_the_pinned_ones():
+    from benchmarks import continuous, discrete, goals
+    from benchmarks.common import Ctx, shape_tag
+    from benchmarks.harness import profile_for
+
+    for dev, disc in (("cpu", goals.CPU_DISCRETE), ("cuda", goals.GPU_DISCRETE)):
+        ctx = Ctx(device=torch.device(dev), profile=profile_for("quick", torch.device(dev)))
+        assert shape_tag(continuous.shape_for(ctx)) == goals.CONTINUOUS
+        assert discrete._config(*discrete.dims_for(ctx)) == disc
