@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Prepare a Python environment for fastflow, idempotently:
+#   - a virtual environment in .venv that sees the system's packages, so an installed torch is kept;
+#   - torch only if none is importable: pinned 2.13.0 (CPU build) on machines without an NVIDIA GPU;
+#   - triton, the build tools, the test and benchmark extras, and fastflow itself in editable mode
+#     (which compiles the csrc CPU backend, and the CUDA one where nvcc and a CUDA torch are found).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv --system-site-packages .venv
+fi
+. .venv/bin/activate
+pip() { python -m pip --disable-pip-version-check -q "$@"; }
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then pip install torch; else pip install "torch==2.13.0"; fi
+fi
+python -c "import triton" 2>/dev/null || pip install "triton==3.9.0" || echo "warning: triton not installed; the triton backend will be unavailable" >&2
+pip install setuptools wheel pybind11 ninja numpy pytest scipy tqdm matplotlib nvtx torchdiffeq "flow-matching==1.0.10"
+pip install --no-build-isolation --no-deps -e .
+python -c "import fastflow as ff; print('fastflow backends:', ff.available_backends())"
