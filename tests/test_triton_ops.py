@@ -5,11 +5,9 @@ availability rules.
 Runs under the Triton interpreter on CPU (TRITON_INTERPRET=1, set before Triton is imported);
 FASTFLOW_TEST_GPU=1 runs the compiled kernels on CUDA tensors instead.
 """
-import os
+from triton_env import DEVICE, GPU, require_triton
 
-GPU = os.environ.get("FASTFLOW_TEST_GPU") == "1"
-if not GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+require_triton()
 
 
 import pytest  # noqa: E402
@@ -23,28 +21,6 @@ from fastflow.ops import affine_path as ops_affine  # noqa: E402,F401  (register
 from fastflow.ops import discrete as ops_discrete  # noqa: E402,F401
 from fastflow.ops import step_combine as ops_step  # noqa: E402,F401
 
-DEVICE = "cuda" if GPU else "cpu"
-_why = tk.unavailable(DEVICE)
-if _why is not None:
-    pytest.skip(_why, allow_module_level=True)
-
-
-def _interpreter_not_ready():
-    """Triton's own jit helpers (tl.max, tl.interleave, ...) are interpreted only when
-    TRITON_INTERPRET=1 was set before Triton was first imported in this process."""
-    if GPU:
-        return None
-    import triton.language.standard as std
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if isinstance(std.interleave, InterpretedFunction):
-        return None
-    return ("Triton was imported before TRITON_INTERPRET=1 was set; set it at the top of "
-            "tests/conftest.py (or in the environment) to run the Triton tests on CPU")
-
-
-if _interpreter_not_ready():
-    pytest.skip(_interpreter_not_ready(), allow_module_level=True)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 OPS = torch.ops.fastflow

@@ -6,11 +6,9 @@ imported); with FASTFLOW_TEST_GPU=1 it runs compiled kernels on CUDA tensors ins
 Tolerance: |fused - ref_fp32| <= |ref_lowdtype - ref_fp32| + floor, where ref_fp32 runs the
 reference on the (rounded) inputs upcast to fp32 and ref_lowdtype on the inputs as they are.
 """
-import os
+from triton_env import DEVICE, GPU, require_triton
 
-GPU = os.environ.get("FASTFLOW_TEST_GPU") == "1"
-if not GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+require_triton()
 
 import importlib  # noqa: E402
 import math  # noqa: E402
@@ -27,28 +25,6 @@ from fastflow.ops import discrete as ops_discrete  # noqa: E402
 from fastflow.ops import step_combine as ops_step  # noqa: E402
 from fastflow.ops.discrete import JumpNoise  # noqa: E402
 
-DEVICE = "cuda" if GPU else "cpu"
-_why = tk.unavailable(DEVICE)
-if _why is not None:
-    pytest.skip(_why, allow_module_level=True)
-
-
-def _interpreter_not_ready():
-    """Triton's own jit helpers (tl.max, tl.interleave, ...) are interpreted only when
-    TRITON_INTERPRET=1 was set before Triton was first imported in this process."""
-    if GPU:
-        return None
-    import triton.language.standard as std
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if isinstance(std.interleave, InterpretedFunction):
-        return None
-    return ("Triton was imported before TRITON_INTERPRET=1 was set; set it at the top of "
-            "tests/conftest.py (or in the environment) to run the Triton tests on CPU")
-
-
-if _interpreter_not_ready():
-    pytest.skip(_interpreter_not_ready(), allow_module_level=True)
 # the package's attributes are the op functions: reach the modules through importlib
 tk_common = importlib.import_module("fastflow.triton_kernels._common")
 tk_ce = importlib.import_module("fastflow.triton_kernels.cross_entropy")

@@ -5,11 +5,9 @@ in-kernel draws (Gaussian moments, mixture frequencies, jump-step chi-square).
 Runs under the Triton interpreter on CPU (TRITON_INTERPRET=1, set before Triton is imported);
 FASTFLOW_TEST_GPU=1 runs the compiled kernels on CUDA tensors instead.
 """
-import os
+from triton_env import DEVICE, GPU, require_triton
 
-GPU = os.environ.get("FASTFLOW_TEST_GPU") == "1"
-if not GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+require_triton()
 
 import importlib  # noqa: E402
 import math  # noqa: E402
@@ -29,28 +27,6 @@ from fastflow.reference import philox as rphilox  # noqa: E402
 from conftest import chi2_pvalue  # noqa: E402
 from jump_law import next_token_law  # noqa: E402
 
-DEVICE = "cuda" if GPU else "cpu"
-_why = tk.unavailable(DEVICE)
-if _why is not None:
-    pytest.skip(_why, allow_module_level=True)
-
-
-def _interpreter_not_ready():
-    """Triton's own jit helpers (tl.max, tl.interleave, ...) are interpreted only when
-    TRITON_INTERPRET=1 was set before Triton was first imported in this process."""
-    if GPU:
-        return None
-    import triton.language.standard as std
-    from triton.runtime.interpreter import InterpretedFunction
-
-    if isinstance(std.interleave, InterpretedFunction):
-        return None
-    return ("Triton was imported before TRITON_INTERPRET=1 was set; set it at the top of "
-            "tests/conftest.py (or in the environment) to run the Triton tests on CPU")
-
-
-if _interpreter_not_ready():
-    pytest.skip(_interpreter_not_ready(), allow_module_level=True)
 P = importlib.import_module("fastflow.triton_kernels._philox")
 tk_jump = importlib.import_module("fastflow.triton_kernels.jump_step")
 
