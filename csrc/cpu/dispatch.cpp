@@ -1,5 +1,5 @@
-// fastflow CPU backend: the entry points. Each op exists in an AVX2+FMA build and a baseline
-// build (same source, compiled twice); the AVX2 one runs where the processor has it.
+// fastflow CPU backend: the entry points. Each op exists in AVX-512, AVX2+FMA and baseline
+// builds (same source, compiled three times); the widest the processor has runs.
 #include <cstdint>
 
 #include "fastflow/ops.h"
@@ -17,6 +17,11 @@ namespace avx2 {
 FASTFLOW_OPS(FF_DECLARE_VARIANT)
 }
 #endif
+#if defined(FASTFLOW_CPU_AVX512)
+namespace avx512 {
+FASTFLOW_OPS(FF_DECLARE_VARIANT)
+}
+#endif
 #undef FF_DECLARE_VARIANT
 
 namespace {
@@ -31,11 +36,28 @@ bool use_avx2() {
   return false;
 #endif
 }
+bool use_avx512() {
+#if defined(FASTFLOW_CPU_AVX512)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return use_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
 }  // namespace
 
-const char* isa() { return use_avx2() ? "avx2" : "baseline"; }
+const char* isa() { return use_avx512() ? "avx512" : use_avx2() ? "avx2" : "baseline"; }
 
-#if defined(FASTFLOW_CPU_AVX2)
+#if defined(FASTFLOW_CPU_AVX512)
+#define FF_DEFINE_ENTRY(name, Args)                                               \
+  int name(const Args& args) {                                                    \
+    return use_avx512() ? avx512::name(args) : use_avx2() ? avx2::name(args) : baseline::name(args); \
+  }
+#elif defined(FASTFLOW_CPU_AVX2)
 #define FF_DEFINE_ENTRY(name, Args) \
   int name(const Args& args) { return use_avx2() ? avx2::name(args) : baseline::name(args); }
 #else
