@@ -19,28 +19,16 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _philox
 from ._common import cast_out, flat, row_coef, sample_tile, sample_tiling
+from .affine_path_sample import affine_combination
 
 
 @triton.jit
 def _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, rows, idx, mask, ctr,
               B, stream1, HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr):
-    c = row_coef(c_ptr, rows, B, True)
-    d = row_coef(d_ptr, rows, B, True)
     v = tl.load(v_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-    x1 = tl.load(x1_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-    if not HAS_X0 or HAS_E:
-        seed = tl.load(rng_ptr)
-        offset = tl.load(rng_ptr + 1)
-    if HAS_X0:
-        x0 = tl.load(x0_ptr + idx, mask=mask, other=0.0).to(tl.float32)
-    else:
-        x0 = _philox.gaussian_block(seed, offset + ctr)
-    target = c * x1 + d * x0
-    if HAS_E:
-        e = row_coef(e_ptr, rows, B, True)
-        target = target + e * _philox.gaussian_block(seed, offset + stream1 + ctr)
+    target = affine_combination(x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, rows, idx, mask, ctr, B,
+                                stream1, HAS_X0, HAS_E)
     r = v - target
     if HAS_MASK:
         m = tl.load(mask_ptr + idx, mask=mask, other=0).to(tl.float32)

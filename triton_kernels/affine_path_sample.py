@@ -20,12 +20,10 @@ from ._common import cast_out, flat, row_coef, sample_tile, sample_tiling
 
 
 @triton.jit
-def _affine_path_sample_kernel(
-    x1_ptr, x0_ptr, a_ptr, b_ptr, s_ptr, rng_ptr, out_ptr, B, D, n_win, stream1,
-    HAS_X0: tl.constexpr, HAS_S: tl.constexpr,
-    R: tl.constexpr, BLOCK: tl.constexpr,
-):
-    rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
+def affine_combination(x1_ptr, x0_ptr, a_ptr, b_ptr, s_ptr, rng_ptr, rows, idx, mask, ctr, B, stream1,
+                       HAS_X0: tl.constexpr, HAS_S: tl.constexpr):
+    """``a x_1 + b x_0 + s eps`` of one tile in fp32, ``x_0`` loaded or regenerated (stream 0),
+    ``eps`` from stream 1: the path sample, and the loss's target (with c, d, e)."""
     a = row_coef(a_ptr, rows, B, True)
     b = row_coef(b_ptr, rows, B, True)
     x1 = tl.load(x1_ptr + idx, mask=mask, other=0.0).to(tl.float32)
@@ -40,6 +38,18 @@ def _affine_path_sample_kernel(
     if HAS_S:
         s = row_coef(s_ptr, rows, B, True)
         y = y + s * _philox.gaussian_block(seed, offset + stream1 + ctr)
+    return y
+
+
+@triton.jit
+def _affine_path_sample_kernel(
+    x1_ptr, x0_ptr, a_ptr, b_ptr, s_ptr, rng_ptr, out_ptr, B, D, n_win, stream1,
+    HAS_X0: tl.constexpr, HAS_S: tl.constexpr,
+    R: tl.constexpr, BLOCK: tl.constexpr,
+):
+    rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
+    y = affine_combination(x1_ptr, x0_ptr, a_ptr, b_ptr, s_ptr, rng_ptr, rows, idx, mask, ctr, B,
+                           stream1, HAS_X0, HAS_S)
     tl.store(out_ptr + idx, cast_out(y, out_ptr), mask=mask)
 
 
