@@ -24,6 +24,8 @@
 #define FF_CPU_NS baseline
 #endif
 
+#include "philox_simd.h"
+
 namespace fastflow {
 namespace cpu {
 namespace FF_CPU_NS {
@@ -41,24 +43,35 @@ inline int max_threads() {
 #endif
 }
 
-// Words of philox(seed, c0 + k) for k < count into w[4 k .. 4 k + 3].
+// Counter-major scratch of philox_soa: room for a sub-block's counters (kSub + 8 elements,
+// any alignment) rounded up to whole SIMD groups.
+constexpr int64_t kSoaCap =
+    ((kSub + 8) / 4 + simd::kPhiloxGroup - 1) / simd::kPhiloxGroup * simd::kPhiloxGroup;
+struct alignas(64) SoaWords {
+  uint32_t w[4][kSoaCap];
+};
+
+// Words of philox(seed, c0 + k) for k < count <= kSoaCap into w[4 k .. 4 k + 3].
 inline void philox_words(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w) {
+  SoaWords t;
+  simd::philox_soa(seed, c0, count, &t.w[0][0], kSoaCap);
   for (int64_t k = 0; k < count; ++k) {
-    Words4 r = philox4x32(seed, c0 + static_cast<uint64_t>(k));
-    w[4 * k + 0] = r.w0;
-    w[4 * k + 1] = r.w1;
-    w[4 * k + 2] = r.w2;
-    w[4 * k + 3] = r.w3;
+    w[4 * k + 0] = t.w[0][k];
+    w[4 * k + 1] = t.w[1][k];
+    w[4 * k + 2] = t.w[2][k];
+    w[4 * k + 3] = t.w[3][k];
   }
 }
 
-// Gaussians of counters c0 .. c0 + count - 1 into out[4 count].
+// Gaussians of counters c0 .. c0 + count - 1 (count <= kSoaCap) into out[4 count]: Box-Muller
+// of words (0, 1) and (2, 3) of each counter, computed counter-major so the loop vectorises.
 inline void normals_block(uint64_t seed, uint64_t c0, int64_t count, float* out) {
+  SoaWords t;
+  simd::philox_soa(seed, c0, count, &t.w[0][0], kSoaCap);
   for (int64_t k = 0; k < count; ++k) {
-    Words4 r = philox4x32(seed, c0 + static_cast<uint64_t>(k));
     float n0, n1, n2, n3;
-    uniform_pair_to_normal(uint_to_uniform(r.w0), uint_to_uniform(r.w1), &n0, &n1);
-    uniform_pair_to_normal(uint_to_uniform(r.w2), uint_to_uniform(r.w3), &n2, &n3);
+    uniform_pair_to_normal(uint_to_uniform(t.w[0][k]), uint_to_uniform(t.w[1][k]), &n0, &n1);
+    uniform_pair_to_normal(uint_to_uniform(t.w[2][k]), uint_to_uniform(t.w[3][k]), &n2, &n3);
     out[4 * k + 0] = n0;
     out[4 * k + 1] = n1;
     out[4 * k + 2] = n2;

@@ -100,6 +100,9 @@ def _setup(ctx, inputs, output):
     ctx.backend = inputs[-1]
     ctx.shape = inputs[0].shape
     ctx.consumed = False
+    # the second output (the gradient buffer) never receives a gradient: without this,
+    # autograd would hand backward a zero-filled [N, V] tensor for it on every call
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
@@ -108,6 +111,8 @@ def _backward(ctx, grad_loss, _grad_of_grad):
                            "backward through them runs once (retain_graph is not supported)")
     ctx.consumed = True
     (grad,) = ctx.saved_tensors
+    if grad_loss is None:  # the loss did not reach the output being differentiated
+        return (None,) * ctx.n_inputs
     g = grad_loss.float().contiguous()
     if torch.compiler.is_compiling() or _tracing(grad):
         # a traced graph may not mutate a saved forward output: scale out of place
