@@ -9,8 +9,9 @@ the dispatch, input checks and torch.library layers are inside the timing.
 Byte model (DESIGN.md, N elements of s bytes):
 
     path sample        2 N s   read x_1, write x_t (x_0 drawn in-kernel)
-    loss fwd + bwd     5 N s   forward reads v, x_1; backward reads v, x_1, writes dv
-    train step         7 N s   the two above: sample 2 N s + loss fwd + bwd 5 N s (x_0 is
+    loss fwd + bwd     3 N s   the forward reads v, x_1 and writes dv in the same pass; the
+                               backward of a mean has nothing left to do
+    train step         5 N s   the two above: sample 2 N s + loss fwd + bwd 3 N s (x_0 is
                                regenerated from its seed, never stored or read)
     Euler step         3 N s   read x, v, write x
     Euler step + CFG   4 N s   read x, v_cond, v_uncond, write x
@@ -129,18 +130,18 @@ def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
                           note="dx_t = d_sigma x_0 + d_alpha x_1 (x_0 given) + ((v - dx_t)**2).mean() + grad"))
         if ctx.profile.compile:
             def comp():
-                fwd = ctx.compiled(R.affine_path_loss)
-                bwd = ctx.compiled(R.affine_path_loss_backward)
+                fused = ctx.compiled(R.affine_path_loss)
                 scale = torch.full((B,), 1.0 / n, device=ctx.device)
                 vd = v.detach()
+                dv = torch.empty_like(vd)
 
                 def fn():
-                    loss = fwd(vd, x1, None, c, d, None, rng, None).sum() / n
-                    return loss, bwd(scale, vd, x1, None, c, d, None, rng, None)
+                    loss = fused(vd, x1, None, c, d, None, rng, None, scale, dv).sum() / n
+                    return loss, dv
                 return fn
             impls.append(peer("torch.compile", comp, compiled=True, label=row,
-                              note="reference loss + backward (x_0 regenerated from Philox)"))
-        return Built(bytes=5 * n * x1.element_size(), impls=impls, skipped=skipped)
+                              note="reference loss with its gradient (x_0 regenerated from Philox)"))
+        return Built(bytes=3 * n * x1.element_size(), impls=impls, skipped=skipped)
 
     return Case(row, "continuous", shape_tag(shape), build)
 
@@ -178,7 +179,7 @@ def train_step(ctx: Ctx, shape, dtype, row=None) -> Case:
             return fn
 
         impls, skipped = ctx.fastflow_impls(
-            ("affine_path_sample", "affine_path_loss", "affine_path_loss_backward"), make, label=row,
+            ("affine_path_sample", "affine_path_loss"), make, label=row,
             note="path.sample(x_0=None) + path.loss + backward")
 
         def fm():
@@ -206,7 +207,7 @@ def train_step(ctx: Ctx, shape, dtype, row=None) -> Case:
                 return fn
             impls.append(peer("torch.compile", comp, compiled=True, label=row,
                               note="the flow_matching step compiled (+ backward)"))
-        return Built(bytes=7 * x1.numel() * x1.element_size(), impls=impls, skipped=skipped)
+        return Built(bytes=5 * x1.numel() * x1.element_size(), impls=impls, skipped=skipped)
 
     return Case(row, "continuous", shape_tag(shape), build)
 

@@ -114,29 +114,19 @@ PYBIND11_MODULE(_C, m) {
       "affine_path_loss",
       [loss_args](bool cuda, uintptr_t stream, uintptr_t v, uintptr_t x1, uintptr_t x0, uintptr_t c, uintptr_t d,
                   uintptr_t e, uintptr_t rng, uintptr_t mask, int64_t mask_inner, int64_t mask_period,
-                  uintptr_t loss, uintptr_t workspace, int64_t batch, int64_t per_sample, int dtype) {
+                  uintptr_t grad_scale, uintptr_t dv, uintptr_t loss, uintptr_t workspace, int64_t batch,
+                  int64_t per_sample, int dtype) {
         AffineLossArgs g = loss_args(v, x1, x0, c, d, e, rng, mask, mask_inner, mask_period, batch, per_sample, dtype);
+        g.grad_scale = ptr<const float*>(grad_scale);
+        g.dv = ptr<void*>(dv);
         g.loss = ptr<float*>(loss);
         g.workspace = ptr<float*>(workspace);
         return launch(cuda, stream, g, cpu::affine_path_loss, cuda::affine_path_loss);
       },
       py::arg("cuda"), py::arg("stream"), py::arg("v"), py::arg("x1"), py::arg("x0"), py::arg("c"), py::arg("d"),
-      py::arg("e"), py::arg("rng"), py::arg("mask"), py::arg("mask_inner"), py::arg("mask_period"), py::arg("loss"),
-      py::arg("workspace"), py::arg("batch"), py::arg("per_sample"), py::arg("dtype"), rel);
-
-  m.def(
-      "affine_path_loss_backward",
-      [loss_args](bool cuda, uintptr_t stream, uintptr_t grad_scale, uintptr_t v, uintptr_t x1, uintptr_t x0,
-                  uintptr_t c, uintptr_t d, uintptr_t e, uintptr_t rng, uintptr_t mask, int64_t mask_inner,
-                  int64_t mask_period, uintptr_t dv, int64_t batch, int64_t per_sample, int dtype) {
-        AffineLossArgs g = loss_args(v, x1, x0, c, d, e, rng, mask, mask_inner, mask_period, batch, per_sample, dtype);
-        g.grad_scale = ptr<const float*>(grad_scale);
-        g.dv = ptr<void*>(dv);
-        return launch(cuda, stream, g, cpu::affine_path_loss_backward, cuda::affine_path_loss_backward);
-      },
-      py::arg("cuda"), py::arg("stream"), py::arg("grad_scale"), py::arg("v"), py::arg("x1"), py::arg("x0"),
-      py::arg("c"), py::arg("d"), py::arg("e"), py::arg("rng"), py::arg("mask"), py::arg("mask_inner"),
-      py::arg("mask_period"), py::arg("dv"), py::arg("batch"), py::arg("per_sample"), py::arg("dtype"), rel);
+      py::arg("e"), py::arg("rng"), py::arg("mask"), py::arg("mask_inner"), py::arg("mask_period"),
+      py::arg("grad_scale"), py::arg("dv"), py::arg("loss"), py::arg("workspace"), py::arg("batch"),
+      py::arg("per_sample"), py::arg("dtype"), rel);
 
   m.def(
       "step_combine",

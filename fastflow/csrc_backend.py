@@ -228,27 +228,27 @@ def _loss_kwargs(k):
                 dtype=_float_code(k["dtype"]))
 
 
-def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
-    """Per-sample sums ``sum mask (v - (c x_1 + d x_0 + e eps))^2``, fp32 ``[B]``."""
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None):
+    """Per-sample sums ``sum mask (v - (c x_1 + d x_0 + e eps))^2``, fp32 ``[B]``; with ``grad``,
+    ``2 grad_scale mask (v - target)`` is written into it in the same pass."""
     k = _loss_inputs(v, x_1, x_0, c, d, e, rng, mask)
-    loss = torch.zeros(k["batch"], dtype=torch.float32, device=k["v"].device)
+    dev = k["v"].device
+    loss = torch.zeros(k["batch"], dtype=torch.float32, device=dev)
+    gs = _coef(grad_scale, k["batch"], dev) if grad is not None else None
+    dv = None
+    if grad is not None:  # written directly when it is a contiguous buffer of the compute dtype
+        dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else torch.empty(
+            k["v"].shape, dtype=k["dtype"], device=dev)
     if k["v"].numel():
         ws = None
         if k["v"].is_cuda:
             n = _C.affine_path_loss_workspace(k["batch"], k["per"])
-            ws = torch.empty(n, dtype=torch.float32, device=k["v"].device) if n else None
-        _run(_C.affine_path_loss, k["v"], loss=_ptr(loss), workspace=_ptr(ws), **_loss_kwargs(k))
+            ws = torch.empty(n, dtype=torch.float32, device=dev) if n else None
+        _run(_C.affine_path_loss, k["v"], grad_scale=_ptr(gs), dv=_ptr(dv), loss=_ptr(loss), workspace=_ptr(ws),
+             **_loss_kwargs(k))
+    if dv is not None and dv is not grad:
+        grad.copy_(dv)
     return loss
-
-
-def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
-    """``dv = 2 grad_scale mask (v - target)`` in v's dtype."""
-    k = _loss_inputs(v, x_1, x_0, c, d, e, rng, mask)
-    gs = _coef(grad_scale, k["batch"], k["v"].device)
-    dv = torch.empty(k["v"].shape, dtype=k["dtype"], device=k["v"].device)
-    if k["v"].numel():
-        _run(_C.affine_path_loss_backward, k["v"], grad_scale=_ptr(gs), dv=_ptr(dv), **_loss_kwargs(k))
-    return dv.to(v.dtype)
 
 
 def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):

@@ -147,12 +147,15 @@ def _check_affine_loss(device, dtype, shape, x0_mode, with_e, mask_mode, noncont
     ref = R.affine_path_loss(v, x1, x0, c, d, e, rng, mask)  # fp32 sums of upcast inputs
     assert fused.dtype == torch.float32 and fused.shape == (shape[0],)
     torch.testing.assert_close(fused.cpu(), ref.cpu(), rtol=2e-5, atol=1e-5)
+    # the gradient written in the same pass; the sums must not change when it is asked for
     gs = torch.rand(shape[0], generator=g).to(device)
-    dv = cb.affine_path_loss_backward(gs, v, x1, x0, c, d, e, rng, mask)
-    assert dv.dtype == dtype and dv.shape == v.shape
-    ref_lp = R.affine_path_loss_backward(gs, v, x1, x0, c, d, e, rng, mask)
-    ref32 = R.affine_path_loss_backward(gs, *_f32(v, x1, x0), c, d, e, rng, mask)
-    assert_rule(dv, ref_lp, ref32, what="affine_path_loss_backward")
+    dv = torch.full(v.shape, float("nan"), dtype=dtype, device=device)
+    with_grad = cb.affine_path_loss(v, x1, x0, c, d, e, rng, mask, gs, dv)
+    assert torch.equal(with_grad, fused)
+    ref_lp, ref32 = torch.empty_like(dv), torch.empty(v.shape, device=device)
+    R.affine_path_loss(v, x1, x0, c, d, e, rng, mask, gs, ref_lp)
+    R.affine_path_loss(*_f32(v, x1, x0), c, d, e, rng, mask, gs, ref32)
+    assert_rule(dv, ref_lp, ref32, what="affine_path_loss grad")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -213,8 +216,10 @@ def _check_bit_identical(device, dtype):
     assert torch.equal(cb.affine_path_sample(x1, x0, a, b, None, rng), R.affine_path_sample(x1, x0, a, b, None, rng))
     assert torch.equal(cb.step_combine(x1, p, q, a, b, c, None, None, None),
                        R.step_combine(x1, p, q, a, b, c, None, None, None))
-    assert torch.equal(cb.affine_path_loss_backward(c, p, x1, x0, a, b, None, rng, None),
-                       R.affine_path_loss_backward(c, p, x1, x0, a, b, None, rng, None))
+    got, want = torch.empty_like(p), torch.empty_like(p)
+    cb.affine_path_loss(p, x1, x0, a, b, None, rng, None, c, got)
+    R.affine_path_loss(p, x1, x0, a, b, None, rng, None, c, want)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -517,8 +522,8 @@ def _opcheck_cases(device):
     return [
         (ops.affine_path_sample, (x1, None, a, b, None, rng, device)),
         (ops.affine_path_sample, (x1, x0, a, b, a, rng, device)),
-        (ops.affine_path_loss, (v, x1, None, a, b, None, rng, None, device)),
-        (ops.affine_path_loss_backward, (a, v.detach(), x1, x0, a, b, None, rng, None, device)),
+        (ops.affine_path_loss, (v, x1, None, a, b, None, rng, None, a, True, device)),
+        (ops.affine_path_loss, (v.detach(), x1, x0, a, b, None, rng, None, a, False, device)),
         (ops.step_combine, (x1, x0, None, a, b, None, a, rng, None, device)),
         (ops.step_combine_out, (x1, x0, None, a, b, None, None, None, None, x1.clone(), device)),
         (ops.mixture_path_sample, (t1, None, ones * 0.5, rng, None, V, -1, device)),
@@ -549,3 +554,34 @@ def test_errors_raise_runtime_error():
     with pytest.raises(TypeError):
         cb.step_combine(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64), None,
                         torch.ones(2), torch.ones(2), None, None, None, None)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "per_sample"])
+def test_affine_path_loss_gradient_written_in_forward(backend, dtype, reduction):
+    """The public loss's gradients (v, x_1, x_0), with a weight, a mask and an upstream gradient
+    that is not 1, against autograd through the plain torch formula in fp32. fp16 keeps the
+    reduction's divisor out of the forward-written gradient (see ops/_fused_grad.py)."""
+    from fastflow.ops import affine_path as ap
+
+    g = torch.Generator().manual_seed(21)
+    B, shape = 3, (3, 4, 9)
+    x1, x0, v = (torch.randn(shape, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    c, d, w = torch.rand(B, generator=g) + 0.5, -torch.rand(B, generator=g), torch.rand(B, generator=g) + 0.5
+    mask = torch.rand(shape[0], shape[1], 1, generator=g) > 0.3
+    loss = ap.affine_path_loss(v, x1, x0, c, d, mask=mask, weight=w, reduction=reduction, backend=backend)
+    up = torch.rand(loss.shape, generator=g) + 0.5
+    (loss * up).sum().backward()
+
+    f = [t.detach().float().requires_grad_() for t in (v, x1, x0)]
+    sq = (f[0] - (c[:, None, None] * f[1] + d[:, None, None] * f[2])).square() * mask
+    per = sq.reshape(B, -1).sum(1) * w
+    m = mask.expand(shape).reshape(B, -1)
+    want = {"mean": per.sum() / m.sum(), "sum": per.sum(), "per_sample": per / m.sum(1)}[reduction]
+    (want * up).sum().backward()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(loss.float(), want.detach(), **tol)
+    for got, ref in zip((v, x1, x0), f):
+        assert got.grad.dtype == dtype
+        torch.testing.assert_close(got.grad.float(), ref.grad, **tol)

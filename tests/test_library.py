@@ -20,8 +20,8 @@ def _cases():
     ops = torch.ops.fastflow
     yield ops.affine_path_sample, (x1, None, coef, coef, coef, rng, B)
     yield ops.affine_path_sample, (x1, x0, coef, coef, None, rng, B)
-    yield ops.affine_path_loss, (v, x1, None, coef, coef, coef, rng, mask, B)
-    yield ops.affine_path_loss_backward, (coef, v.detach(), x1, x0, coef, coef, None, rng, None, B)
+    yield ops.affine_path_loss, (v, x1, None, coef, coef, coef, rng, mask, coef, True, B)
+    yield ops.affine_path_loss, (v.detach(), x1, x0, coef, coef, None, rng, None, coef, False, B)
     yield ops.step_combine, (x1, x0, v.detach(), coef, coef, coef, coef, rng, None, B)
     yield ops.step_combine_out, (x1, x0, None, coef, coef, None, None, None, None, torch.empty(3, 5), B)
     yield ops.mixture_path_sample, (tok.view(2, 3), None, torch.rand(2), rng, None, 7, -1, B)

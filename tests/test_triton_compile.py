@@ -42,11 +42,11 @@ build(M("affine_path_sample")._affine_path_sample_kernel, dict(
     x1_ptr=P, x0_ptr=P, a_ptr="*fp32", b_ptr="*fp32", s_ptr="*fp32", rng_ptr="*i64", out_ptr=P, B="i32", D="i64",
     n_win="i32", stream1="i64", HAS_X0=False, HAS_S=True, R=1, BLOCK=4096), 8)
 m = M("affine_path_loss")
-loss = dict(gs_ptr="*fp32", v_ptr=P, x1_ptr=P, x0_ptr=P, c_ptr="*fp32", d_ptr="*fp32", e_ptr="*fp32",
-            rng_ptr="*i64", mask_ptr="*i1", partial_ptr="*fp32", dv_ptr=P, B="i32", D="i32", n_win="i32",
-            stream1="i64", HAS_X0=False, HAS_E=True, HAS_MASK=True, R=32, BLOCK=128)
+loss = dict(v_ptr=P, x1_ptr=P, x0_ptr=P, c_ptr="*fp32", d_ptr="*fp32", e_ptr="*fp32", rng_ptr="*i64",
+            mask_ptr="*i1", gs_ptr="*fp32", grad_ptr=P, partial_ptr="*fp32", B="i32", D="i32", n_win="i32",
+            stream1="i64", HAS_X0=False, HAS_E=True, HAS_MASK=True, HAS_GRAD=True, R=32, BLOCK=128)
 build(m._affine_path_loss_kernel, loss, 8)
-build(m._affine_path_loss_backward_kernel, loss, 8)
+build(m._affine_path_loss_kernel, dict(loss, HAS_GRAD=False), 8)
 build(M("step_combine")._step_combine_kernel, dict(
     x_ptr=P, p_ptr=P, q_ptr=P, A_ptr="*fp32", B_ptr="*fp32", C_ptr="*fp32", N_ptr="*fp32", rng_ptr="*i64",
     noise_ptr=P, out_ptr=P, n_batch="i32", D="i32", n_win="i32", HAS_A=True, HAS_B=True, HAS_Q=True, HAS_N=True,

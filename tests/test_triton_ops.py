@@ -47,9 +47,8 @@ def _opcheck_cases():
     tok2 = torch.randint(0, V, (N,), device=DEVICE)
     return {
         "affine_path_sample": [(x1, None, vec(B), vec(B), vec(B), rng(), TB), (x1, x0, vec(B), vec(B), None, rng(), TB)],
-        "affine_path_loss": [(v, x1, None, vec(B), vec(B), vec(B), rng(), mask, TB),
-                             (v, x1, x0, vec(B), vec(B), None, rng(), None, TB)],
-        "affine_path_loss_backward": [(vec(B), v.detach(), x1, None, vec(B), vec(B), None, rng(), mask, TB)],
+        "affine_path_loss": [(v, x1, None, vec(B), vec(B), vec(B), rng(), mask, vec(B), True, TB),
+                             (v.detach(), x1, x0, vec(B), vec(B), None, rng(), None, vec(B), False, TB)],
         "step_combine": [(x1, x0, None, vec(B), vec(B), None, vec(B), rng(), None, TB),
                          (x1, x0, x1, vec(B), vec(B), vec(B), None, None, None, TB)],
         "step_combine_out": [(x1, x0, None, vec(B), vec(B), None, None, None, None, torch.empty_like(x1), TB)],

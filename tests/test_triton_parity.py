@@ -111,7 +111,7 @@ def test_affine_path_sample_out_argument():
 # ---------------------------------------------------------------- affine path loss
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(3, 37), (5, 2)], ids=str)
-def test_affine_path_loss_and_backward(dtype, shape):
+def test_affine_path_loss_and_grad(dtype, shape):
     B = shape[0]
     v = randn(*shape, dtype=dtype, noncontig=True)
     x1, x0 = randn(*shape, dtype=dtype), randn(*shape, dtype=dtype)
@@ -127,10 +127,12 @@ def test_affine_path_loss_and_backward(dtype, shape):
                 assert got.dtype == torch.float32 and got.shape == (B,)
                 r = ref.affine_path_loss(*args32)
                 torch.testing.assert_close(got, r, rtol=1e-5 if not GPU else 1e-4, atol=1e-5)
-                dv = tk.affine_path_loss_backward(gs, *args)
-                assert dv.dtype == dtype and dv.shape == v.shape
-                assert_rule(dv, ref.affine_path_loss_backward(gs, *args32),
-                            ref.affine_path_loss_backward(gs, *args))
+                dv = torch.full(v.shape, float("nan"), dtype=dtype, device=DEVICE)
+                assert torch.equal(tk.affine_path_loss(*args, gs, dv), got)  # same sums with the gradient
+                want32, want_lp = torch.empty(v.shape, device=DEVICE), torch.empty_like(dv)
+                ref.affine_path_loss(*args32, gs, want32)
+                ref.affine_path_loss(*args, gs, want_lp)
+                assert_rule(dv, want32, want_lp)
 
 
 def test_affine_path_loss_public_autograd():
@@ -210,7 +212,10 @@ def test_continuous_ops_multi_window_samples(small_tiles):
                                ref.affine_path_sample(x1, None, a, b, s, rng), **tol)
     args = (v, x1, None, a, b, s, rng, mask)
     torch.testing.assert_close(tk.affine_path_loss(*args), ref.affine_path_loss(*args), **tol)
-    torch.testing.assert_close(tk.affine_path_loss_backward(gs, *args), ref.affine_path_loss_backward(gs, *args), **tol)
+    got, want = torch.empty_like(v), torch.empty_like(v)
+    tk.affine_path_loss(*args, gs, got)
+    ref.affine_path_loss(*args, gs, want)
+    torch.testing.assert_close(got, want, **tol)
     args = (x1, v, x0, a, b, s, gs, rng, None)
     torch.testing.assert_close(tk.step_combine(*args), ref.step_combine(*args), **tol)
     t1 = torch.randint(0, 1000, (B, D), device=DEVICE)

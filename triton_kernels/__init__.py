@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 
-OPS = ("affine_path_sample", "affine_path_loss", "affine_path_loss_backward", "step_combine",
+OPS = ("affine_path_sample", "affine_path_loss", "step_combine",
        "mixture_path_sample", "cross_entropy", "generalized_kl", "jump_step", "scale_rows")
 
 try:
     import triton  # noqa: F401
 
     from .affine_path_sample import affine_path_sample
-    from .affine_path_loss import affine_path_loss, affine_path_loss_backward
+    from .affine_path_loss import affine_path_loss
     from .step_combine import step_combine
     from .mixture_path_sample import mixture_path_sample
     from .cross_entropy import cross_entropy

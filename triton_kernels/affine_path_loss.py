@@ -1,16 +1,16 @@
-"""Fused affine path loss, forward and backward, the target never stored (FORMULAS.md §2):
+"""Fused affine path loss and its gradient in one pass, the target never stored (FORMULAS.md §2):
 
     target   = c_b * x_1 + d_b * x_0 + e_b * eps     (x_0 / eps regenerated from rng)
-    sq_sum_b = sum_i mask_i * (v_i - target_i)^2     -> fp32 [B]            (forward)
-    dv       = 2 * grad_scale_b * mask * (v - target) -> v's dtype           (backward)
+    sq_sum_b = sum_i mask_i * (v_i - target_i)^2     -> fp32 [B]
+    grad     = 2 * grad_scale_b * mask * (v - target) -> v's dtype (only when grad is given)
 
 ``x_0 = None``: Gaussian stream 0 of ``rng``; ``e`` given: ``eps`` is stream 1 (counters from
 ``offset + ceil(numel / 4)``), exactly the noise ``affine_path_sample`` drew. ``mask`` is a
 bool tensor of ``v``'s shape (a broadcast mask is materialised by ``.contiguous()``).
 
-Forward: each program reduces its tile to one fp32 partial per (sample, window); a
-``[B, n_windows]`` buffer is summed by torch (deterministic, no atomics). Backward: one pass,
-reads ``v``, ``x_1`` (``x_0``, mask), writes ``dv``. fp32 arithmetic; non-contiguous inputs
+Each program reduces its tile to one fp32 partial per (sample, window); a ``[B, n_windows]``
+buffer is summed by torch (deterministic, no atomics). With ``grad`` the same pass writes the
+gradient, so a training step reads ``v`` and ``x_1`` once. fp32 arithmetic; non-contiguous inputs
 are copied to contiguous memory by the launcher.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ def _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, row
 
 @triton.jit
 def _affine_path_loss_kernel(
-    v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, partial_ptr,
+    v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, gs_ptr, grad_ptr, partial_ptr,
     B, D, n_win, stream1,
-    HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr,
+    HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr, HAS_GRAD: tl.constexpr,
     R: tl.constexpr, BLOCK: tl.constexpr,
 ):
     rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
@@ -48,20 +48,9 @@ def _affine_path_loss_kernel(
                   ctr, B, stream1, HAS_X0, HAS_E, HAS_MASK)
     part = tl.sum(r * r, axis=1)
     tl.store(partial_ptr + rows * n_win + w, part, mask=rows < B)
-
-
-@triton.jit
-def _affine_path_loss_backward_kernel(
-    gs_ptr, v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, dv_ptr,
-    B, D, n_win, stream1,
-    HAS_X0: tl.constexpr, HAS_E: tl.constexpr, HAS_MASK: tl.constexpr,
-    R: tl.constexpr, BLOCK: tl.constexpr,
-):
-    rows, idx, mask, w, ctr = sample_tile(tl.program_id(0), B, D, n_win, R, BLOCK)
-    r = _residual(v_ptr, x1_ptr, x0_ptr, c_ptr, d_ptr, e_ptr, rng_ptr, mask_ptr, rows, idx, mask,
-                  ctr, B, stream1, HAS_X0, HAS_E, HAS_MASK)
-    gs = row_coef(gs_ptr, rows, B, True)
-    tl.store(dv_ptr + idx, cast_out(2.0 * gs * r, dv_ptr), mask=mask)
+    if HAS_GRAD:
+        gs = row_coef(gs_ptr, rows, B, True)
+        tl.store(grad_ptr + idx, cast_out(2.0 * gs * r, grad_ptr), mask=mask)
 
 
 def _args(v, x_1, x_0, c, d, e, rng, mask):
@@ -78,19 +67,17 @@ def _args(v, x_1, x_0, c, d, e, rng, mask):
     return ptrs, flags, B, D, (vv.numel() + 3) // 4
 
 
-def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None):
     ptrs, flags, B, D, stream1 = _args(v, x_1, x_0, c, d, e, rng, mask)
     BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)
     partial = torch.empty((B, n_win), dtype=torch.float32, device=v.device)
-    _affine_path_loss_kernel[grid](*ptrs, partial, B, D, n_win, stream1, **flags, R=R, BLOCK=BLOCK,
+    # the kernel writes a contiguous buffer of v's dtype; grad is filled from it if it is not one
+    dst = grad if grad is None or (grad.is_contiguous() and grad.dtype == v.dtype) else torch.empty_like(
+        v, memory_format=torch.contiguous_format)
+    gs = flat(grad_scale) if grad is not None else ptrs[3]
+    _affine_path_loss_kernel[grid](*ptrs, gs, dst if dst is not None else ptrs[0], partial, B, D, n_win,
+                                   stream1, **flags, HAS_GRAD=grad is not None, R=R, BLOCK=BLOCK,
                                    num_warps=num_warps)
+    if dst is not None and dst is not grad:
+        grad.copy_(dst)
     return partial.view(B) if n_win == 1 else partial.sum(dim=1)
-
-
-def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
-    ptrs, flags, B, D, stream1 = _args(v, x_1, x_0, c, d, e, rng, mask)
-    BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    _affine_path_loss_backward_kernel[grid](flat(grad_scale), *ptrs, dv, B, D, n_win, stream1, **flags,
-                                            R=R, BLOCK=BLOCK, num_warps=num_warps)
-    return dv

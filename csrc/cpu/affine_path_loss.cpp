@@ -1,10 +1,9 @@
-// affine_path_loss / affine_path_loss_backward (CPU): the target c x_1 + d x_0 + e eps is
-// recomputed on the fly (x_0 == nullptr: Gaussian stream 0, eps: stream 1), never stored.
-//   forward:  loss[b] = sum_i mask_i (v_i - target_i)^2              (fp32 [B])
-//   backward: dv = 2 grad_scale[b] mask (v - target)                 (v's dtype)
-// The forward is deterministic: each sample is cut into fixed kChunk-element chunks whose
-// partial sums (kLanes fp32 lanes, then double) are added in chunk order, whatever the
-// number of threads.
+// affine_path_loss (CPU): the target c x_1 + d x_0 + e eps is recomputed on the fly
+// (x_0 == nullptr: Gaussian stream 0, eps: stream 1), never stored. One pass:
+//   loss[b] = sum_i mask_i (v_i - target_i)^2              (fp32 [B])
+//   dv      = 2 grad_scale[b] mask (v - target)            (v's dtype, only when dv is given)
+// Deterministic: each sample is cut into fixed kChunk-element chunks whose partial sums
+// (kLanes fp32 lanes, then double) are added in chunk order, whatever the number of threads.
 #include "cpu_common.h"
 
 namespace fastflow {
@@ -28,31 +27,28 @@ inline float residual(const T* v, const T* x1, const T* x0, const float* z0, con
   return M ? r * m[j] : r;
 }
 
-template <typename T, bool X0, bool E, bool M>
-double sq_sum(const T* v, const T* x1, const T* x0, const float* z0, const float* eps, const float* m,
-              int64_t len, const Coefs& k) {
+// sum of r^2 over one segment; with G, also dv_j = g2 r_j
+template <typename T, bool X0, bool E, bool M, bool G>
+double segment(const T* v, const T* x1, const T* x0, const float* z0, const float* eps, const float* m, T* dv,
+               int64_t len, const Coefs& k) {
+  const float g2 = 2.0f * k.g;
   float acc[kLanes] = {0.0f};
   int64_t j0 = 0;
   for (; j0 + kLanes <= len; j0 += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       float r = residual<T, X0, E, M>(v, x1, x0, z0, eps, m, j0 + l, k);
       acc[l] += r * r;
+      if (G) st(dv, j0 + l, g2 * r);
     }
   }
   for (int64_t j = j0; j < len; ++j) {
     float r = residual<T, X0, E, M>(v, x1, x0, z0, eps, m, j, k);
     acc[j - j0] += r * r;
+    if (G) st(dv, j, g2 * r);
   }
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += acc[l];
   return s;
-}
-
-template <typename T, bool X0, bool E, bool M>
-void grad_segment(const T* v, const T* x1, const T* x0, const float* z0, const float* eps, const float* m,
-                  T* dv, int64_t len, const Coefs& k) {
-  const float g2 = 2.0f * k.g;
-  for (int64_t j = 0; j < len; ++j) st(dv, j, g2 * residual<T, X0, E, M>(v, x1, x0, z0, eps, m, j, k));
 }
 
 struct Streams {
@@ -69,12 +65,13 @@ inline void with_buffers(const AffineLossArgs& a, const Streams& st_, int64_t s,
   f(z0, ep, M ? tm.f : nullptr);
 }
 
-template <typename T, bool X0, bool E, bool M>
-int forward(const AffineLossArgs& a) {
+template <typename T, bool X0, bool E, bool M, bool G>
+int run(const AffineLossArgs& a) {
   const int64_t B = a.batch, D = a.per_sample;
   const T* v = static_cast<const T*>(a.v);
   const T* x1 = static_cast<const T*>(a.x1);
   const T* x0 = static_cast<const T*>(a.x0);
+  T* dv = static_cast<T*>(a.dv);
   Streams sr;
   if (!X0 || E) {
     sr.seed = static_cast<uint64_t>(a.rng[0]);
@@ -88,11 +85,12 @@ int forward(const AffineLossArgs& a) {
   for (int64_t it = 0; it < items; ++it) {
     const int64_t b = it / nch, c = it - b * nch;
     const int64_t lo = b * D + c * kChunk, hi = std::min(b * D + D, lo + kChunk);
-    const Coefs k{coef(a.c, b), coef(a.d, b), coef(a.e, b), 0.0f};
+    const Coefs k{coef(a.c, b), coef(a.d, b), coef(a.e, b), G ? a.grad_scale[b] : 0.0f};
     double sum = 0.0;
     for_subblocks(lo, hi, [&](int64_t s, int64_t e) {
       with_buffers<X0, E, M>(a, sr, s, e, [&](const float* z0, const float* ep, const float* m) {
-        sum += sq_sum<T, X0, E, M>(v + s, x1 + s, X0 ? x0 + s : nullptr, z0, ep, m, e - s, k);
+        sum += segment<T, X0, E, M, G>(v + s, x1 + s, X0 ? x0 + s : nullptr, z0, ep, m, G ? dv + s : nullptr,
+                                       e - s, k);
       });
     });
     part[static_cast<size_t>(it)] = sum;
@@ -105,37 +103,11 @@ int forward(const AffineLossArgs& a) {
   return kOk;
 }
 
-template <typename T, bool X0, bool E, bool M>
-int backward(const AffineLossArgs& a) {
-  const int64_t n = a.batch * a.per_sample, D = a.per_sample;
-  const T* v = static_cast<const T*>(a.v);
-  const T* x1 = static_cast<const T*>(a.x1);
-  const T* x0 = static_cast<const T*>(a.x0);
-  T* dv = static_cast<T*>(a.dv);
-  Streams sr;
-  if (!X0 || E) {
-    sr.seed = static_cast<uint64_t>(a.rng[0]);
-    sr.off = static_cast<uint64_t>(a.rng[1]);
-    sr.nctr = static_cast<uint64_t>((n + 3) / 4);
-  }
-  parallel_subblocks(n, [&](int64_t s, int64_t e) {
-    with_buffers<X0, E, M>(a, sr, s, e, [&](const float* z0, const float* ep, const float* m) {
-      for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
-        const Coefs k{coef(a.c, b), coef(a.d, b), coef(a.e, b), a.grad_scale[b]};
-        const int64_t r = i - s;
-        grad_segment<T, X0, E, M>(v + i, x1 + i, X0 ? x0 + i : nullptr, z0 ? z0 + r : nullptr,
-                                  ep ? ep + r : nullptr, m ? m + r : nullptr, dv + i, j - i, k);
-      });
-    });
-  });
-  return kOk;
-}
-
-template <bool BWD, typename T>
+template <typename T>
 int pick(const AffineLossArgs& a) {
-  const bool x0 = a.x0 != nullptr, e = a.e != nullptr, m = a.mask.ptr != nullptr;
-#define FF_CASE(X, E_, M_) \
-  if (x0 == X && e == E_ && m == M_) return BWD ? backward<T, X, E_, M_>(a) : forward<T, X, E_, M_>(a);
+  const bool x0 = a.x0 != nullptr, e = a.e != nullptr, m = a.mask.ptr != nullptr, g = a.dv != nullptr;
+#define FF_CASE(X, E_, M_)                                                              \
+  if (x0 == X && e == E_ && m == M_) return g ? run<T, X, E_, M_, true>(a) : run<T, X, E_, M_, false>(a);
   FF_CASE(true, false, false)
   FF_CASE(true, false, true)
   FF_CASE(true, true, false)
@@ -159,20 +131,13 @@ int check(const AffineLossArgs& a) {
 
 int affine_path_loss(const AffineLossArgs& a) {
   if (int st = check(a)) return st;
-  if (!a.loss) return kErrArgument;
+  if (!a.loss || (a.dv && !a.grad_scale)) return kErrArgument;
   if (a.batch == 0) return kOk;
   if (a.per_sample == 0) {
     for (int64_t b = 0; b < a.batch; ++b) a.loss[b] = 0.0f;
     return kOk;
   }
-  return dispatch_float(a.dtype, [&](auto tag) { return pick<false, decltype(tag)>(a); });
-}
-
-int affine_path_loss_backward(const AffineLossArgs& a) {
-  if (int st = check(a)) return st;
-  if (!a.dv || !a.grad_scale) return kErrArgument;
-  if (a.batch * a.per_sample == 0) return kOk;
-  return dispatch_float(a.dtype, [&](auto tag) { return pick<true, decltype(tag)>(a); });
+  return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a); });
 }
 
 }  // namespace FF_CPU_NS

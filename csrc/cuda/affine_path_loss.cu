@@ -1,8 +1,8 @@
-// affine_path_loss / affine_path_loss_backward (CUDA): the target c x_1 + d x_0 + e eps is
-// recomputed in registers (x_0 == nullptr: Gaussian stream 0, eps: stream 1), never stored.
-//   forward:  loss[b] = sum_i mask_i (v_i - target_i)^2      (fp32 [B])
-//   backward: dv = 2 grad_scale[b] mask (v - target)         (v's dtype, one pass)
-// Deterministic forward: each sample is cut into kChunk-element chunks; a group of G threads
+// affine_path_loss (CUDA): the target c x_1 + d x_0 + e eps is recomputed in registers
+// (x_0 == nullptr: Gaussian stream 0, eps: stream 1), never stored. One pass:
+//   loss[b] = sum_i mask_i (v_i - target_i)^2      (fp32 [B])
+//   dv      = 2 grad_scale[b] mask (v - target)    (v's dtype, only when dv is given)
+// Deterministic: each sample is cut into kChunk-element chunks; a group of G threads
 // reduces a chunk in a fixed order, and a second small kernel adds the chunk partials of a
 // sample in chunk order (skipped when every sample is one chunk). No atomics.
 #include "cuda_common.cuh"
@@ -34,7 +34,7 @@ __device__ __forceinline__ void residual_group(const AffineLossArgs& a, int64_t 
   }
 }
 
-template <typename T, bool X0, bool E, bool M, int G>
+template <typename T, bool X0, bool E, bool M, bool GRAD, int G>
 __global__ void __launch_bounds__(kThreads) loss_kernel(AffineLossArgs a, int64_t nch, bool aligned) {
   constexpr int VEC = VecOf<T>::n;
   __shared__ float smem[32];
@@ -51,12 +51,19 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(AffineLossArgs a, int64_
   const int64_t b = item / nch, ch = item - b * nch;
   const int64_t lo = b * D + ch * kChunk, hi = min(b * D + D, lo + kChunk);
   const float c = coef_at(a.c, b), d = coef_at(a.d, b), e = coef_at(a.e, b);
+  const float g2 = GRAD ? 2.0f * __ldg(a.grad_scale + b) : 0.0f;
   float acc = 0.0f;
   for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) {
     float r[VEC];
     residual_group<T, X0, E, M, VEC>(a, g * VEC, lo, hi, aligned, seed, off, nctr, c, d, e, r);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) acc += r[k] * r[k];
+    if (GRAD) {
+      float o[VEC];
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) o[k] = g2 * r[k];
+      store_group<T, VEC>(static_cast<T*>(a.dv), g * VEC, lo, hi, aligned, o);
+    }
   }
   const float sum = group_sum<G>(acc, smem);
   if (t == 0) {
@@ -73,59 +80,21 @@ __global__ void finish_kernel(const float* part, float* loss, int64_t batch, int
   loss[b] = static_cast<float>(s);
 }
 
-template <typename T, bool X0, bool E, bool M>
-__global__ void __launch_bounds__(kThreads) grad_kernel(AffineLossArgs a, bool aligned) {
-  constexpr int VEC = VecOf<T>::n;
-  const int64_t D = a.per_sample, n = a.batch * D;
-  uint64_t seed = 0, off = 0;
-  if (!X0 || E) {
-    seed = static_cast<uint64_t>(a.rng[0]);
-    off = static_cast<uint64_t>(a.rng[1]);
-  }
-  const uint64_t nctr = static_cast<uint64_t>((n + 3) / 4);
-  const int64_t groups = (n + VEC - 1) / VEC;
-  for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
-       g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i0 = g * VEC;
-    int64_t b = i0 / D;
-    float o[VEC];
-    if ((b + 1) * D >= i0 + VEC || b + 1 >= a.batch) {  // the group lies in one sample
-      float r[VEC];
-      residual_group<T, X0, E, M, VEC>(a, i0, 0, n, aligned, seed, off, nctr, coef_at(a.c, b), coef_at(a.d, b),
-                                       coef_at(a.e, b), r);
-      const float g2 = 2.0f * __ldg(a.grad_scale + b);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) o[k] = g2 * r[k];
-    } else {  // a sample boundary inside the group: per element
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const int64_t i = i0 + k;
-        const int64_t bi = i < n ? i / D : a.batch - 1;
-        float r[VEC];
-        residual_group<T, X0, E, M, VEC>(a, i0, i, i + 1, false, seed, off, nctr, coef_at(a.c, bi),
-                                         coef_at(a.d, bi), coef_at(a.e, bi), r);
-        o[k] = 2.0f * __ldg(a.grad_scale + bi) * r[k];
-      }
-    }
-    store_group<T, VEC>(static_cast<T*>(a.dv), i0, 0, n, aligned, o);
-  }
+bool all_aligned(const AffineLossArgs& a) {
+  return aligned16(a.v) && aligned16(a.x1) && (!a.x0 || aligned16(a.x0)) && (!a.dv || aligned16(a.dv));
 }
 
-bool all_aligned(const AffineLossArgs& a, bool with_dv) {
-  return aligned16(a.v) && aligned16(a.x1) && (!a.x0 || aligned16(a.x0)) && (!with_dv || aligned16(a.dv));
-}
-
-template <typename T, bool X0, bool E, bool M>
-int forward(const AffineLossArgs& a, cudaStream_t s) {
+template <typename T, bool X0, bool E, bool M, bool GRAD>
+int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t nch = (a.per_sample + kChunk - 1) / kChunk;
   const int64_t items = a.batch * nch;
   if (nch > 1 && !a.workspace) return kErrArgument;
-  const bool aligned = all_aligned(a, false);
+  const bool aligned = all_aligned(a);
   if (a.per_sample <= 2048) {
     const int64_t blocks = (items + (kThreads / 32) - 1) / (kThreads / 32);
-    loss_kernel<T, X0, E, M, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
+    loss_kernel<T, X0, E, M, GRAD, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
   } else {
-    loss_kernel<T, X0, E, M, kThreads><<<static_cast<unsigned>(items), kThreads, 0, s>>>(a, nch, aligned);
+    loss_kernel<T, X0, E, M, GRAD, kThreads><<<static_cast<unsigned>(items), kThreads, 0, s>>>(a, nch, aligned);
   }
   if (nch > 1)
     finish_kernel<<<static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, s>>>(a.workspace, a.loss,
@@ -133,18 +102,12 @@ int forward(const AffineLossArgs& a, cudaStream_t s) {
   return launch_status();
 }
 
-template <typename T, bool X0, bool E, bool M>
-int backward(const AffineLossArgs& a, cudaStream_t s) {
-  const int64_t n = a.batch * a.per_sample;
-  grad_kernel<T, X0, E, M><<<grid_for((n + VecOf<T>::n - 1) / VecOf<T>::n), kThreads, 0, s>>>(a, all_aligned(a, true));
-  return launch_status();
-}
-
-template <bool BWD, typename T>
+template <typename T>
 int pick(const AffineLossArgs& a, cudaStream_t s) {
-  const bool x0 = a.x0 != nullptr, e = a.e != nullptr, m = a.mask.ptr != nullptr;
-#define FF_CASE(X, E_, M_) \
-  if (x0 == X && e == E_ && m == M_) return BWD ? backward<T, X, E_, M_>(a, s) : forward<T, X, E_, M_>(a, s);
+  const bool x0 = a.x0 != nullptr, e = a.e != nullptr, m = a.mask.ptr != nullptr, g = a.dv != nullptr;
+#define FF_CASE(X, E_, M_)                 \
+  if (x0 == X && e == E_ && m == M_)       \
+    return g ? run<T, X, E_, M_, true>(a, s) : run<T, X, E_, M_, false>(a, s);
   FF_CASE(true, false, false)
   FF_CASE(true, false, true)
   FF_CASE(true, true, false)
@@ -173,21 +136,14 @@ __global__ void zero_kernel(float* p, int64_t n) {
 
 int affine_path_loss(const AffineLossArgs& a, uintptr_t stream) {
   if (int st = check(a)) return st;
-  if (!a.loss) return kErrArgument;
+  if (!a.loss || (a.dv && !a.grad_scale)) return kErrArgument;
   if (a.batch == 0) return kOk;
   if (a.per_sample == 0) {
     zero_kernel<<<static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, as_stream(stream)>>>(
         a.loss, a.batch);
     return launch_status();
   }
-  return dispatch_float(a.dtype, [&](auto tag) { return pick<false, decltype(tag)>(a, as_stream(stream)); });
-}
-
-int affine_path_loss_backward(const AffineLossArgs& a, uintptr_t stream) {
-  if (int st = check(a)) return st;
-  if (!a.dv || !a.grad_scale) return kErrArgument;
-  if (a.batch * a.per_sample == 0) return kOk;
-  return dispatch_float(a.dtype, [&](auto tag) { return pick<true, decltype(tag)>(a, as_stream(stream)); });
+  return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a, as_stream(stream)); });
 }
 
 }  // namespace cuda

@@ -3,8 +3,10 @@
     x_t  = a x_1 + b x_0 + s eps                         (x_0 = None: Gaussian drawn in-kernel)
     loss = reduce_b( w_b * sum_i mask (v - (c x_1 + d x_0 + e eps))^2 )
 
-The loss kernel returns the per-sample sums; weights and reductions are ``[B]`` torch ops,
-and the backward recomputes the target in one pass (it is never stored).
+The loss kernel returns the per-sample sums and, when a gradient is needed, writes it in the
+same pass (the target is never stored, the noise is regenerated once); weights and the
+reduction's divisor are folded into its per-sample scale, so ``loss.backward()`` of a mean
+costs no further pass (see ``_fused_grad``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
+from . import _fused_grad
 from ._registry import pick, run
 
 REDUCTIONS = ("mean", "sum", "per_sample", "none")
@@ -32,43 +35,39 @@ def _(x_1, x_0, a, b, s, rng, backend):
 
 @torch.library.custom_op("fastflow::affine_path_loss", mutates_args=())
 def _loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor, e: Optional[Tensor],
-          rng: Tensor, mask: Optional[Tensor], backend: str) -> Tensor:
-    return run("affine_path_loss", backend, v, x_1, x_0, c, d, e, rng, mask)
+          rng: Tensor, mask: Optional[Tensor], grad_scale: Tensor, need_grad: bool,
+          backend: str) -> tuple[Tensor, Tensor]:
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if need_grad else None
+    sq_sum = run("affine_path_loss", backend, v, x_1, x_0, c, d, e, rng, mask,
+                 grad_scale if need_grad else None, dv)
+    return sq_sum * grad_scale, dv if dv is not None else v.new_empty(0)
 
 
 @_loss.register_fake
-def _(v, x_1, x_0, c, d, e, rng, mask, backend):
-    return v.new_empty((v.shape[0],), dtype=torch.float32)
-
-
-@torch.library.custom_op("fastflow::affine_path_loss_backward", mutates_args=())
-def _loss_backward(grad_scale: Tensor, v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor,
-                   d: Tensor, e: Optional[Tensor], rng: Tensor, mask: Optional[Tensor],
-                   backend: str) -> Tensor:
-    return run("affine_path_loss_backward", backend, grad_scale, v, x_1, x_0, c, d, e, rng, mask)
-
-
-@_loss_backward.register_fake
-def _(grad_scale, v, x_1, x_0, c, d, e, rng, mask, backend):
-    return torch.empty_like(v, memory_format=torch.contiguous_format)
+def _(v, x_1, x_0, c, d, e, rng, mask, grad_scale, need_grad, backend):
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if need_grad else v.new_empty(0)
+    return v.new_empty((v.shape[0],), dtype=torch.float32), dv
 
 
 def _loss_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:-1])
-    ctx.backend = inputs[-1]
+    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, len(inputs))
+    ctx.c, ctx.d = inputs[3], inputs[4]
+    ctx.dtypes = (inputs[1].dtype, None if inputs[2] is None else inputs[2].dtype)
 
 
 def _per_sample(coef, like):
     return coef.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _loss_bwd(ctx, grad):
-    v, x_1, x_0, c, d, e, rng, mask = ctx.saved_tensors
-    dv = _loss_backward(grad.float().contiguous(), v, x_1, x_0, c, d, e, rng, mask, ctx.backend)
+def _loss_bwd(ctx, grad_weighted, _grad_of_grad):
+    none = [None] * (ctx.n_inputs - 3)
+    if grad_weighted is None:
+        return None, None, None, *none
+    dv = _fused_grad.scaled_grad(ctx, grad_weighted)
     need = ctx.needs_input_grad
-    dx_1 = (-_per_sample(c, dv) * dv).to(x_1.dtype) if need[1] else None
-    dx_0 = (-_per_sample(d, dv) * dv).to(x_0.dtype) if x_0 is not None and need[2] else None
-    return dv if need[0] else None, dx_1, dx_0, None, None, None, None, None, None
+    dx_1 = (-_per_sample(ctx.c, dv) * dv).to(ctx.dtypes[0]) if need[1] else None
+    dx_0 = (-_per_sample(ctx.d, dv) * dv).to(ctx.dtypes[1]) if ctx.dtypes[1] is not None and need[2] else None
+    return dv if need[0] else None, dx_1, dx_0, *none
 
 
 _loss.register_autograd(_loss_bwd, setup_context=_loss_setup)
@@ -125,13 +124,19 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         if mask is not None:
             loss = loss * mask
         return loss if w is None else loss * _per_sample(w, loss)
-    sq_sum = _loss(v, x_1, x_0, c, d, e, rng, mask, backend)
-    weighted = sq_sum if w is None else sq_sum * w
-    per_elem = v[0].numel()
-    if reduction == "sum":
-        return weighted.sum()
-    if reduction == "per_sample":
-        count = mask.reshape(batch, -1).sum(1) if mask is not None else per_elem
-        return weighted / (count.clamp_min(1) if mask is not None else count)
-    count = mask.sum().clamp_min(1) if mask is not None else v.numel()
-    return weighted.sum() / count
+    if reduction == "mean":
+        divisor = mask.sum().clamp_min(1) if mask is not None else v.numel()
+    elif reduction == "per_sample":
+        divisor = mask.reshape(batch, -1).sum(1).clamp_min(1) if mask is not None else v[0].numel()
+    else:
+        divisor = 1
+    scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
+    fold = _fused_grad.fold_divisor(v.dtype)
+    if fold:
+        scale = scale / divisor
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (v, x_1, x_0))
+    weighted, _ = _loss(v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
+    if not fold and reduction != "sum":
+        weighted = weighted / divisor
+    return weighted if reduction == "per_sample" else weighted.sum()

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .. import _checks
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
+from . import _fused_grad
 from ._registry import pick, run
 
 LOSS_REDUCTIONS = ("mean", "sum", "none")
@@ -85,57 +86,18 @@ _ce.register_fake(lambda logits, x_1, ii, gs, ng, b: _fake(logits, gs, ng))
 _gkl.register_fake(lambda logits, x_1, x_t, j, ii, gs, ng, b: _fake(logits, gs, ng))
 
 
-@torch.library.custom_op("fastflow::scale_rows", mutates_args=("grad",))
-def _scale_rows(grad: Tensor, g: Tensor, backend: str) -> None:
-    run("scale_rows", backend, grad, g)
-
-
-@_scale_rows.register_fake
-def _(grad, g, backend):
-    return None
-
-
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-    ctx.backend = inputs[-1]
-    ctx.shape = inputs[0].shape
-    ctx.consumed = False
-    # the second output (the gradient buffer) never receives a gradient: without this,
-    # autograd would hand backward a zero-filled [N, V] tensor for it on every call
-    ctx.set_materialize_grads(False)
-
-
 def _backward(ctx, grad_loss, _grad_of_grad):
-    if ctx.consumed:
-        raise RuntimeError("fastflow's fused losses write their gradient in the forward pass; "
-                           "backward through them runs once (retain_graph is not supported)")
-    ctx.consumed = True
-    (grad,) = ctx.saved_tensors
     if grad_loss is None:  # the loss did not reach the output being differentiated
         return (None,) * ctx.n_inputs
-    g = grad_loss.float().contiguous()
-    if torch.compiler.is_compiling() or _tracing(grad):
-        # a traced graph may not mutate a saved forward output: scale out of place
-        grad = grad * g.to(grad.dtype)[:, None]
-    else:  # eager: in place, and rows whose upstream gradient is 1 are not touched
-        _scale_rows(grad, g, ctx.backend)
-    return grad.view(ctx.shape), *([None] * (ctx.n_inputs - 1))
-
-
-def _tracing(t: Tensor) -> bool:
-    from torch._subclasses.fake_tensor import is_fake
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-    return is_fake(t) or is_traceable_wrapper_subclass(t) or torch._is_functional_tensor(t)
+    return _fused_grad.scaled_grad(ctx, grad_loss), *([None] * (ctx.n_inputs - 1))
 
 
 def _ce_setup(ctx, inputs, output):
-    _setup(ctx, inputs, output)
-    ctx.n_inputs = 6
+    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, 6)
 
 
 def _gkl_setup(ctx, inputs, output):
-    _setup(ctx, inputs, output)
-    ctx.n_inputs = 8
+    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, 8)
 
 
 _ce.register_autograd(_backward, setup_context=_ce_setup)
@@ -153,15 +115,19 @@ def _check_logits(logits, x_1, name_1="x_1"):
         raise ValueError(f"logits: expected at least one token and V >= 1, got {tuple(logits.shape)}")
 
 
-def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str) -> Tensor:
+def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str, dtype: torch.dtype):
+    """(per-row scale of the fused op, divisor applied after it or None); see _fused_grad."""
     valid = (x_1 != ignore_index).reshape(-1).float()
-    if reduction == "mean":
-        return valid / valid.sum().clamp_min(1.0)
-    return valid
+    if reduction != "mean":
+        return valid, None
+    count = valid.sum().clamp_min(1.0)
+    return (valid / count, None) if _fused_grad.fold_divisor(dtype) else (valid, count)
 
 
-def _reduce(weighted: Tensor, x_1: Tensor, reduction: str) -> Tensor:
-    return weighted.view(x_1.shape) if reduction == "none" else weighted.sum()
+def _reduce(weighted: Tensor, x_1: Tensor, reduction: str, divisor) -> Tensor:
+    if reduction == "none":
+        return weighted.view(x_1.shape)
+    return weighted.sum() if divisor is None else weighted.sum() / divisor
 
 
 def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
@@ -177,9 +143,10 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     _check_logits(logits, x_1)
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
-    weighted, _ = _ce(logits, x_1.reshape(-1), int(ignore_index), _grad_scale(x_1, ignore_index, reduction),
-                      need_grad, pick("cross_entropy", logits, backend))
-    return _reduce(weighted, x_1, reduction)
+    scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
+    weighted, _ = _ce(logits, x_1.reshape(-1), int(ignore_index), scale, need_grad,
+                      pick("cross_entropy", logits, backend))
+    return _reduce(weighted, x_1, reduction, divisor)
 
 
 def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
@@ -200,9 +167,10 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     _checks.tokens("x_t", x_t, V)
     per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
+    scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
     weighted, _ = _gkl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii,
-                       _grad_scale(x_1, ii, reduction), need_grad, pick("generalized_kl", logits, backend))
-    return _reduce(weighted, x_1, reduction)
+                       scale, need_grad, pick("generalized_kl", logits, backend))
+    return _reduce(weighted, x_1, reduction, divisor)
 
 
 # ---------------------------------------------------------------- jump step

@@ -12,14 +12,14 @@ the same signatures; ``fastflow/ops`` validates, builds coefficients and owns au
 - all arithmetic is fp32; outputs take the input dtype, losses are fp32.
 """
 from .affine_path_sample import affine_path_sample
-from .affine_path_loss import affine_path_loss, affine_path_loss_backward
+from .affine_path_loss import affine_path_loss
 from .step_combine import step_combine
 from .mixture_path_sample import mixture_path_sample
 from .cross_entropy import cross_entropy
 from .generalized_kl import generalized_kl
 from .jump_step import jump_step
 
-OPS = ("affine_path_sample", "affine_path_loss", "affine_path_loss_backward", "step_combine",
+OPS = ("affine_path_sample", "affine_path_loss", "step_combine",
        "mixture_path_sample", "cross_entropy", "generalized_kl", "jump_step", "scale_rows")
 
 

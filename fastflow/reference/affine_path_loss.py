@@ -1,11 +1,13 @@
-"""Fused affine path loss: per-sample sums of squared error against a target never stored.
+"""Fused affine path loss: per-sample sums of squared error against a target never stored,
+and the gradient in the same pass.
 
     target   = c * x_1 + d * x_0 + e * eps            (x_0 / eps regenerated from rng)
     sq_sum_b = sum_i mask_i * (v_i - target_i)^2      -> fp32 [B]
-    dv       = 2 * grad_scale_b * mask * (v - target) (the backward, one pass)
+    grad     = 2 * grad_scale_b * mask * (v - target) (written only when grad is given)
 
-Weights, the reduction (mean / sum / per_sample) and its divisor are ``[B]``-sized torch
-ops in ``fastflow.ops.affine_path_loss``; the kernels see only the per-sample sums.
+``grad`` is a buffer of ``v``'s shape and dtype. Weights, the reduction (mean / sum /
+per_sample) and its divisor are ``[B]``-sized torch ops in ``fastflow.ops.affine_path``,
+folded into ``grad_scale`` so the backward only scales by the upstream gradient.
 """
 from __future__ import annotations
 
@@ -24,11 +26,8 @@ def _residual(v, x_1, x_0, c, d, e, rng, mask):
     return r if mask is None else r * mask.to(torch.float32)
 
 
-def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask):
+def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None):
     r = _residual(v, x_1, x_0, c, d, e, rng, mask)
+    if grad is not None:
+        grad.copy_(2.0 * per_sample(grad_scale, r) * r)
     return r.square().reshape(v.shape[0], -1).sum(dim=1)
-
-
-def affine_path_loss_backward(grad_scale, v, x_1, x_0, c, d, e, rng, mask):
-    r = _residual(v, x_1, x_0, c, d, e, rng, mask)
-    return (2.0 * per_sample(grad_scale, r) * r).to(v.dtype)

@@ -36,8 +36,8 @@ struct AffineSampleArgs {
   int dtype = kF32;  // of x1, x0 and out
 };
 
-// target = c x_1 + d x_0 + e eps; forward: loss[b] = sum mask (v - target)^2 (fp32 [B]);
-// backward: dv = 2 grad_scale[b] mask (v - target) in v's dtype.
+// target = c x_1 + d x_0 + e eps: loss[b] = sum mask (v - target)^2 (fp32 [B]) and, when dv
+// is given, in the same pass dv = 2 grad_scale[b] mask (v - target) in v's dtype.
 struct AffineLossArgs {
   const void* v = nullptr;
   const void* x1 = nullptr;
@@ -47,9 +47,9 @@ struct AffineLossArgs {
   const float* e = nullptr;
   const int64_t* rng = nullptr;
   MaskDesc mask;
-  const float* grad_scale = nullptr;  // backward only
-  float* loss = nullptr;              // forward output, fp32 [batch]
-  void* dv = nullptr;                 // backward output
+  const float* grad_scale = nullptr;  // with dv
+  float* loss = nullptr;              // output, fp32 [batch]
+  void* dv = nullptr;                 // optional output: the gradient, written in the forward
   float* workspace = nullptr;         // CUDA forward: affine_path_loss_workspace() floats
   int64_t batch = 0, per_sample = 0;
   int dtype = kF32;  // of v, x1, x0, dv
@@ -141,7 +141,6 @@ struct ScaleRowsArgs {
 #define FASTFLOW_OPS(X)                       \
   X(affine_path_sample, AffineSampleArgs)     \
   X(affine_path_loss, AffineLossArgs)         \
-  X(affine_path_loss_backward, AffineLossArgs) \
   X(step_combine, StepCombineArgs)            \
   X(mixture_path_sample, MixtureSampleArgs)   \
   X(cross_entropy, RowLossArgs)               \

@@ -1,0 +1,69 @@
+"""Autograd of the fused losses that write their gradient in the forward pass.
+
+A fused loss op returns ``(weighted, grad)``: per-row (or per-sample) losses already
+multiplied by ``grad_scale``, and the gradient of ``weighted.sum()`` with respect to its
+first input, computed in the same pass over memory. The backward then only scales the rows
+of that buffer by the upstream gradient ``g``: in place in eager mode (rows with ``g == 1``,
+the usual ``loss.backward()`` of a mean, are not touched at all), out of place while
+tracing (a compiled graph may not mutate a saved forward output).
+
+fp16 note: the callers fold the reduction's divisor into ``grad_scale`` only for fp32 / bf16
+inputs. An fp16 gradient pre-divided by a large element count would fall into fp16's
+subnormal range before a loss scaler could lift it, so for fp16 the divisor is a torch op
+after the fused op and reaches the buffer through ``g`` (one scaling pass).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._registry import run
+
+
+@torch.library.custom_op("fastflow::scale_rows", mutates_args=("grad",))
+def _scale_rows(grad: Tensor, g: Tensor, backend: str) -> None:
+    run("scale_rows", backend, grad, g)
+
+
+@_scale_rows.register_fake
+def _(grad, g, backend):
+    return None
+
+
+def fold_divisor(dtype: torch.dtype) -> bool:
+    """Whether the reduction's divisor may be folded into the forward-written gradient."""
+    return dtype != torch.float16
+
+
+def setup(ctx, grad: Tensor, backend: str, shape, n_inputs: int) -> None:
+    """``setup_context`` body: keep the gradient buffer for the backward."""
+    ctx.save_for_backward(grad)
+    ctx.backend = backend
+    ctx.shape = shape
+    ctx.n_inputs = n_inputs
+    ctx.consumed = False
+    # the gradient output never receives a gradient itself: without this, autograd would
+    # hand the backward a zero-filled tensor of the buffer's size on every call
+    ctx.set_materialize_grads(False)
+
+
+def scaled_grad(ctx, grad_weighted: Tensor):
+    """The saved gradient with row ``i`` scaled by ``grad_weighted[i]``, in ``ctx.shape``."""
+    if ctx.consumed:
+        raise RuntimeError("fastflow's fused losses write their gradient in the forward pass; "
+                           "backward through them runs once (retain_graph is not supported)")
+    ctx.consumed = True
+    (grad,) = ctx.saved_tensors
+    rows = grad.view(grad_weighted.numel(), -1)
+    g = grad_weighted.float().contiguous().view(-1)
+    if torch.compiler.is_compiling() or _tracing(grad):
+        rows = rows * g.to(rows.dtype)[:, None]
+    else:
+        _scale_rows(rows, g, ctx.backend)
+    return rows.view(ctx.shape)
+
+
+def _tracing(t: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+    return is_fake(t) or is_traceable_wrapper_subclass(t) or torch._is_functional_tensor(t)
