@@ -25,6 +25,8 @@ import contextlib
 
 import torch
 
+from . import _memory
+
 try:
     from . import _C
     _IMPORT_ERROR = None
@@ -151,7 +153,7 @@ def _target(out, like: torch.Tensor, dtype):
     if (out is not None and out.dtype == dtype and out.device == like.device and out.shape == like.shape
             and out.is_contiguous()):
         return out, True
-    return torch.empty(like.shape, dtype=dtype, device=like.device), False
+    return _memory.empty(like.shape, dtype, like.device), False
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -237,8 +239,8 @@ def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None
     gs = _coef(grad_scale, k["batch"], dev) if grad is not None else None
     dv = None
     if grad is not None:  # written directly when it is a contiguous buffer of the compute dtype
-        dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else torch.empty(
-            k["v"].shape, dtype=k["dtype"], device=dev)
+        dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else _memory.empty(
+            k["v"].shape, k["dtype"], dev)
     if k["v"].numel():
         ws = None
         if k["v"].is_cuda:
@@ -295,7 +297,7 @@ def _grad_buffer(grad, z):
         return None, True
     if grad.dtype == z.dtype and grad.shape == z.shape and (grad.stride(-1) == 1 or grad.shape[-1] == 1):
         return grad, True
-    return torch.empty(z.shape, dtype=z.dtype, device=z.device), False
+    return _memory.empty(z.shape, z.dtype, z.device), False
 
 
 def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):

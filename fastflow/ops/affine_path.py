@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _memory
 from . import _fused_grad
 from ._registry import pick, run
 
@@ -37,7 +37,7 @@ def _(x_1, x_0, a, b, s, rng, backend):
 def _loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor, e: Optional[Tensor],
           rng: Tensor, mask: Optional[Tensor], grad_scale: Tensor, need_grad: bool,
           backend: str) -> tuple[Tensor, Tensor]:
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if need_grad else None
+    dv = _memory.empty_like(v) if need_grad else None
     sq_sum = run("affine_path_loss", backend, v, x_1, x_0, c, d, e, rng, mask,
                  grad_scale if need_grad else None, dv)
     return sq_sum * grad_scale, dv if dv is not None else v.new_empty(0)

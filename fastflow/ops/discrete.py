@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _memory
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
 from ._registry import pick, run
@@ -58,7 +58,7 @@ def _rows(logits: Tensor, name="logits") -> Tensor:
 
 def _loss_fwd(op, backend, logits, args, grad_scale, need_grad):
     rows = _rows(logits)
-    grad = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_grad else None
+    grad = _memory.empty_like(rows) if need_grad else None
     loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
     return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
 
