@@ -27,6 +27,15 @@ FF_DEVICE float floor(float x) { return floorf(x); }
 
 #else
 
+// a * b + c: one fused instruction where the target has FMA (the AVX2 and AVX-512 builds),
+// two roundings otherwise. Only the polynomials and argument reductions below use it (the
+// element-wise ops keep torch's separate roundings: the build turns off FP contraction).
+#if defined(__FMA__)
+FF_HD float fmadd(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+#else
+FF_HD float fmadd(float a, float b, float c) { return a * b + c; }
+#endif
+
 constexpr float kLn2Hi = 0.693145751953125f;       // 16 significant bits: k * kLn2Hi is exact
 constexpr float kLn2Lo = 1.428606765330187e-06f;
 constexpr float kInf = __builtin_huge_valf();
@@ -42,9 +51,9 @@ FF_HD float floor(float x) { return __builtin_floorf(x); }
 FF_HD float log1p_reduced(float f) {
   float s = f / (2.0f + f);
   float z = s * s;
-  float R = z * (0.6666666666666666f + z * (0.4f + z * (0.2857142857142857f + z * 0.2222222222222222f)));
+  float R = z * fmadd(z, fmadd(z, fmadd(z, 0.2222222222222222f, 0.2857142857142857f), 0.4f), 0.6666666666666666f);
   float hfsq = 0.5f * f * f;
-  return f - (hfsq - s * (hfsq + R));
+  return f - fmadd(-s, hfsq + R, hfsq);
 }
 
 FF_HD float log(float x) {
@@ -57,7 +66,7 @@ FF_HD float log(float x) {
   int32_t k = static_cast<int32_t>(t) >> 23;
   float m = u2f((t & 0x007FFFFFu) + 0x3F3504F3u);
   float kf = static_cast<float>(k - (sub ? 23 : 0));
-  float r = kf * kLn2Hi + (log1p_reduced(m - 1.0f) + kf * kLn2Lo);
+  float r = fmadd(kf, kLn2Hi, fmadd(kf, kLn2Lo, log1p_reduced(m - 1.0f)));
   r = x == 0.0f ? -kInf : r;
   r = x == kInf ? kInf : r;
   r = (x < 0.0f || isnan(x)) ? kNaN : r;
@@ -77,9 +86,14 @@ FF_HD float log1p(float x) {
 FF_HD float exp(float x) {
   float xc = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : x);
   float n = __builtin_rintf(xc * 1.4426950408889634f);
-  float r = (xc - n * kLn2Hi) - n * kLn2Lo;  // |r| <= ln2 / 2
-  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666666666666666f + r * (0.041666666666666664f +
-            r * (0.008333333333333333f + r * (0.001388888888888889f + r * 0.0001984126984126984f))))));
+  float r = fmadd(-n, kLn2Lo, fmadd(-n, kLn2Hi, xc));  // |r| <= ln2 / 2
+  float p = fmadd(0.0001984126984126984f, r, 0.001388888888888889f);
+  p = fmadd(p, r, 0.008333333333333333f);
+  p = fmadd(p, r, 0.041666666666666664f);
+  p = fmadd(p, r, 0.16666666666666666f);
+  p = fmadd(p, r, 0.5f);
+  p = fmadd(p, r, 1.0f);
+  p = fmadd(p, r, 1.0f);
   int32_t ni = static_cast<int32_t>(n);
   int32_t n1 = ni / 2, n2 = ni - n1;  // two scalings reach the subnormal range without overflow
   float s1 = u2f(static_cast<uint32_t>(n1 + 127) << 23);
@@ -94,12 +108,14 @@ FF_HD float exp(float x) {
 // sin and cos of x in [0, 2 pi] (the Box-Muller angle; quadrant reduction for |x| < 8).
 FF_HD void sincos(float x, float* sp, float* cp) {
   float q = __builtin_rintf(x * 0.6366197723675814f);
-  float r = ((x - q * 1.570770263671875f) - q * 2.6063062250614166e-05f) - q * 6.077094383272197e-11f;
+  float r = fmadd(-q, 6.077094383272197e-11f, fmadd(-q, 2.6063062250614166e-05f, fmadd(-q, 1.570770263671875f, x)));
   float z = r * r;
-  float s = r + r * z * (-0.16666666666666666f + z * (0.008333333333333333f + z * (-0.0001984126984126984f +
-            z * 2.755731922398589e-06f)));
-  float c = 1.0f + z * (-0.5f + z * (0.041666666666666664f + z * (-0.001388888888888889f + z * (2.48015873015873e-05f +
-            z * -2.755731922398589e-07f))));
+  float ps = fmadd(z, fmadd(z, fmadd(z, 2.755731922398589e-06f, -0.0001984126984126984f), 0.008333333333333333f),
+                   -0.16666666666666666f);
+  float s = fmadd(r * z, ps, r);
+  float pc = fmadd(z, fmadd(z, fmadd(z, fmadd(z, -2.755731922398589e-07f, 2.48015873015873e-05f),
+                                     -0.001388888888888889f), 0.041666666666666664f), -0.5f);
+  float c = fmadd(z, pc, 1.0f);
   int32_t qi = static_cast<int32_t>(q) & 3;
   float sv = (qi & 1) ? c : s;
   float cv = (qi & 1) ? s : c;
