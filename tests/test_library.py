@@ -23,6 +23,7 @@ def _cases():
     yield ops.affine_path_loss, (v, x1, None, coef, coef, coef, rng, mask, coef, True, B)
     yield ops.affine_path_loss, (v.detach(), x1, x0, coef, coef, None, rng, None, coef, False, B)
     yield ops.step_combine, (x1, x0, v.detach(), coef, coef, coef, coef, rng, None, B)
+    yield ops.step_combine, (v, x0, None, coef.clone().requires_grad_(), coef, None, coef, None, x1, B)
     yield ops.step_combine_out, (x1, x0, None, coef, coef, None, None, None, None, torch.empty(3, 5), B)
     yield ops.mixture_path_sample, (tok.view(2, 3), None, torch.rand(2), rng, None, 7, -1, B)
     yield ops.cross_entropy, (logits, tok, -100, torch.full((6,), 1 / 6), True, B)
@@ -61,3 +62,29 @@ def test_compile_sampling_step_fullgraph():
     compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
     new, y = compiled(torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3)), torch.randn(2, 4), torch.randn(2, 4))
     assert new.shape == (2, 3) and y.shape == (2, 4)
+
+
+def test_direct_calls_only_where_the_custom_op_would_change_nothing():
+    from fastflow.ops._registry import direct
+
+    x = torch.randn(3)
+    assert direct(x, None, x)
+    assert not direct(x, torch.randn(3, requires_grad=True))  # autograd must record the op
+    with torch.no_grad():
+        assert direct(torch.randn(3, requires_grad=True))
+    with torch.device("cpu"):  # a TorchFunctionMode sees the op
+        assert not direct(x)
+    with torch.profiler.profile():  # the profiler names the op
+        assert not direct(x)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        assert not direct(mode.from_tensor(x))
+
+
+def test_step_combine_in_a_profile_and_a_compiled_graph_is_the_custom_op():
+    x, v = torch.randn(2, 5), torch.randn(2, 5)
+    with torch.profiler.profile() as prof:
+        out = ff.euler_step(x, v, 0.1, backend=B)
+    assert any("fastflow::step_combine" in e.name for e in prof.events())
+    compiled = torch.compile(lambda a, b: ff.euler_step(a, b, 0.1, backend=B), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, v), out)

@@ -131,3 +131,26 @@ def test_ddpm_epsilon_loss_is_affine_path_over_the_table():
     torch.testing.assert_close(s.x_t, ab.sqrt() * x1 + (1 - ab).sqrt() * s.x_0)
     eps_hat = torch.randn(4, 10)
     torch.testing.assert_close(path.loss(eps_hat, s, target="epsilon"), torch.nn.functional.mse_loss(eps_hat, s.x_0))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("drawn", [False, True])
+def test_sample_is_differentiable_like_flow_matching(backend, drawn):
+    """d x_t / d (x_1, x_0, t) through the path, as flow_matching's plain torch sample."""
+    from flow_matching.path import AffineProbPath as FMPath
+    from flow_matching.path.scheduler import CosineScheduler as FMCos
+
+    if backend not in ff.available_backends():
+        pytest.skip(f"backend {backend} not built")
+    g = torch.Generator().manual_seed(8)
+    x1 = torch.randn(3, 2, 4, generator=g).requires_grad_()
+    x0 = None if drawn else torch.randn(3, 2, 4, generator=g).requires_grad_()
+    t = torch.rand(3, generator=g).requires_grad_()
+    s = ff.AffineProbPath(ff.CosineScheduler()).sample(x_0=x0, x_1=x1, t=t, backend=backend)
+    w = torch.randn(s.x_t.shape, generator=g)
+    got = torch.autograd.grad((s.x_t * w).sum(), [x1, t] + ([] if drawn else [x0]))
+    noise = s.x_0.detach() if drawn else x0
+    ref = FMPath(FMCos()).sample(x_0=noise, x_1=x1, t=t)
+    want = torch.autograd.grad((ref.x_t * w).sum(), [x1, t] + ([] if drawn else [x0]))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

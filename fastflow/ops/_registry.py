@@ -3,6 +3,12 @@
 Each ``fastflow::<op>`` takes the resolved backend name as its last argument, so the op is
 opaque to torch.compile (it traces the call, not the kernel) and the same graph runs on any
 backend.
+
+The custom-op layers (schema checks, autograd and ADInplaceOrView keys, redispatch) cost
+tens of microseconds a call, more than a small ODE step's kernel. ``direct`` says when
+calling the backend function itself is indistinguishable from calling the op, and the
+public ops then skip those layers: no autograd to record, nothing tracing (torch.compile,
+fake or functional tensors, dispatch or function modes) and no profiler to name the op.
 """
 from __future__ import annotations
 
@@ -17,3 +23,15 @@ def run(op: str, backend: str, *args):
 
 def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
     return backends.resolve_name(op, like.device.type, backend)
+
+
+def direct(*tensors) -> bool:
+    """Whether the op may run as a plain call to its backend function (see the module doc)."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
+            or torch._C._is_torch_function_mode_enabled() or torch.autograd._profiler_enabled()):
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return False
+    return True

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from .. import _checks, _memory
 from . import _fused_grad
-from ._registry import pick, run
+from ._registry import direct, pick, run
+from .step_combine import dot, generated, scaled
 
 REDUCTIONS = ("mean", "sum", "per_sample", "none")
 
@@ -31,6 +32,29 @@ def _sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor, s: Optiona
 @_sample.register_fake
 def _(x_1, x_0, a, b, s, rng, backend):
     return torch.empty_like(x_1, memory_format=torch.contiguous_format)
+
+
+def _sample_setup(ctx, inputs, output):
+    x_1, x_0, a, b, s, rng, _ = inputs
+    ctx.save_for_backward(x_1, x_0, a, b, s, rng)
+
+
+def _sample_bwd(ctx, g):
+    """x_t is linear in (x_1, x_0) with per-sample (a, b), and in (a, b, s) with the data."""
+    x_1, x_0, a, b, s, rng = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    db = ds = None
+    if need[3]:
+        db = dot(g, x_0 if x_0 is not None else generated(rng, 0, x_1))
+    if s is not None and need[4]:
+        ds = dot(g, generated(rng, 1, x_1))
+    return (scaled(g, a, x_1.dtype) if need[0] else None,
+            scaled(g, b, x_0.dtype) if x_0 is not None and need[1] else None,
+            dot(g, x_1) if need[2] else None, db, ds, None, None)
+
+
+# flow_matching's sample is differentiable in x_1 (an encoder's output, say) and x_0
+_sample.register_autograd(_sample_bwd, setup_context=_sample_setup)
 
 
 @torch.library.custom_op("fastflow::affine_path_loss", mutates_args=())
@@ -89,7 +113,10 @@ def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor,
     _check_pair(x_1, x_0)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
-    return _sample(x_1, x_0, a, b, s, rng, pick("affine_path_sample", x_1, backend))
+    name = pick("affine_path_sample", x_1, backend)
+    if direct(x_1, x_0, a, b, s, rng):
+        return run("affine_path_sample", name, x_1, x_0, a, b, s, rng)
+    return _sample(x_1, x_0, a, b, s, rng, name)
 
 
 def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor,

@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import _checks, _memory
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
-from ._registry import pick, run
+from ._registry import direct, pick, run
 
 LOSS_REDUCTIONS = ("mean", "sum", "none")
 
@@ -46,9 +46,12 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: 
         _checks.same_shape("noise", noise, x_1, "x_1")
     if noise is None and rng is None:
         raise ValueError("rng: required when noise is not given")
+    name = pick("mixture_path_sample", x_1, backend)
+    if direct(x_1, x_0, kappa, rng, noise):
+        return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size),
+                   None if mask_id is None else int(mask_id))
     return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size),
-                           -1 if mask_id is None else int(mask_id),
-                           pick("mixture_path_sample", x_1, backend))
+                           -1 if mask_id is None else int(mask_id), name)
 
 
 # ---------------------------------------------------------------- fused losses
@@ -269,9 +272,13 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     if noise is None:
         from .._rng import new_rng
         rng = new_rng(logits.device, generator)
-    new = _jump(_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
-                float(temperature), final, probs, rng, nt, nr, nr0,
-                pick("jump_step", logits, backend)).view(x_t.shape)
+    args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
+            float(temperature), final, probs, rng, nt, nr, nr0)
+    name = pick("jump_step", logits, backend)
+    if direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
+        new = run("jump_step", name, *args).view(x_t.shape)
+    else:
+        new = _jump(*args, name).view(x_t.shape)
     if out is not None:
         _checks.same_shape("out", out, x_t, "x_t")
         return out.copy_(new)

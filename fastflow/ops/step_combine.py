@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ._registry import pick, run
+from ._registry import direct, pick, run
 
 
 @torch.library.custom_op("fastflow::step_combine", mutates_args=())
@@ -19,6 +19,45 @@ def _step(x: Tensor, p: Tensor, q: Optional[Tensor], A: Tensor, B: Tensor, C: Op
 @_step.register_fake
 def _(x, p, q, A, B, C, N, rng, noise, backend):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _step_setup(ctx, inputs, output):
+    x, p, q, A, B, C, N, rng, noise, _ = inputs
+    ctx.save_for_backward(x, p, q, A, B, C, N, rng, noise)
+
+
+def scaled(g: Tensor, c: Tensor, dtype) -> Tensor:
+    """``c_b * g`` (the gradient of ``c_b * t`` with respect to ``t``) in ``dtype``."""
+    return (g * c.view(-1, *([1] * (g.dim() - 1)))).to(dtype)
+
+
+def dot(g: Tensor, t: Tensor) -> Tensor:
+    """Per-sample ``sum(g * t)`` (the gradient of ``c_b * t`` with respect to ``c``), fp32 ``[B]``."""
+    return (g.float() * t.float()).reshape(g.shape[0], -1).sum(1)
+
+
+def generated(rng: Tensor, stream: int, like: Tensor) -> Tensor:
+    """Gaussian stream ``stream`` of ``rng`` as the kernels drew it (for a backward only)."""
+    from ..reference._common import gaussian_like
+    return gaussian_like(rng, stream, like)
+
+
+def _step_bwd(ctx, g):
+    """d out / d (x, p, q) are per-sample scales of g; d out / d (A, B, C, N) per-sample dots."""
+    x, p, q, A, B, C, N, rng, noise = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dN = None
+    if N is not None and need[6]:
+        dN = dot(g, noise if noise is not None else generated(rng, 0, x))
+    return (scaled(g, A, x.dtype) if need[0] else None, scaled(g, B, p.dtype) if need[1] else None,
+            scaled(g, C, q.dtype) if q is not None and need[2] else None,
+            dot(g, x) if need[3] else None, dot(g, p) if need[4] else None,
+            dot(g, q) if q is not None and need[5] else None, dN, None,
+            scaled(g, N, noise.dtype) if noise is not None and N is not None and need[8] else None, None)
+
+
+# gradients through a sampler (ODESolver.sample(enable_grad=True), as flow_matching allows)
+_step.register_autograd(_step_bwd, setup_context=_step_setup)
 
 
 @torch.library.custom_op("fastflow::step_combine_out", mutates_args=("out",))
@@ -57,9 +96,12 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
     name = pick("step_combine", x, backend)
+    if out is not None:
+        _checks.tensor("out", out, (x.dtype,))
+        _checks.same_shape("out", out, x, "x")
+    if direct(x, p, q, *coef, rng, noise, out):
+        return run("step_combine", name, x, p, q, *coef, rng, noise, out)
     if out is None:
         return _step(x, p, q, *coef, rng, noise, name)
-    _checks.tensor("out", out, (x.dtype,))
-    _checks.same_shape("out", out, x, "x")
     _step_out(x, p, q, *coef, rng, noise, out, name)
     return out
