@@ -33,6 +33,9 @@ namespace FF_CPU_NS {
 
 constexpr int64_t kSub = 2048;       // elements per sub-block (a multiple of 4)
 constexpr int kLanes = 16;           // explicit partial sums of reductions
+// Lanes of max / argmax reductions: GCC 12 turns a 16-lane select-max into code 8x slower
+// than the 32-lane one (0.40 vs 0.05 ns an element, AVX-512 and AVX2 alike).
+constexpr int kMaxLanes = 32;
 constexpr int64_t kParallelMin = 1 << 14;  // below this many elements, stay on one thread
 
 inline int max_threads() {

@@ -40,12 +40,11 @@ inline void merge(Stats& acc, double m, double s) {
 template <typename T>
 inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
   const float ninf = -std::numeric_limits<float>::infinity();
-  float mx[kLanes];
-  for (int l = 0; l < kLanes; ++l) mx[l] = ninf;
-  bool nan = false;
+  float mx[kMaxLanes];
+  for (int l = 0; l < kMaxLanes; ++l) mx[l] = ninf;
   int64_t j0 = 0;
-  for (; j0 + kLanes <= len; j0 += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
+  for (; j0 + kMaxLanes <= len; j0 += kMaxLanes)
+    for (int l = 0; l < kMaxLanes; ++l) {
       float v = ld(z, j0 + l);
       mx[l] = v > mx[l] ? v : mx[l];
     }
@@ -54,7 +53,7 @@ inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
     mx[j - j0] = v > mx[j - j0] ? v : mx[j - j0];
   }
   float m = ninf;
-  for (int l = 0; l < kLanes; ++l) m = mx[l] > m ? mx[l] : m;
+  for (int l = 0; l < kMaxLanes; ++l) m = mx[l] > m ? mx[l] : m;
   const float shift = m == ninf ? 0.0f : m;
   float sm[kLanes] = {0.0f};
   for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
@@ -62,7 +61,6 @@ inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
   for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp(ld(z, j) - shift);
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += sm[l];
-  (void)nan;
   if (std::isnan(s)) {  // a NaN logit: the row's statistics are NaN
     acc.m = s;
     acc.s = s;
