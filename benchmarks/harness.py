@@ -431,7 +431,8 @@ def environment(device: torch.device, profile: Profile) -> dict:
     except Exception:
         triton_version = None
     commit = _git("rev-parse", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    # results written by an earlier run of the same commit (a --merge run) do not make it dirty
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results")
     from fastflow import backends
 
     now = _dt.datetime.now(_dt.timezone.utc)

@@ -73,25 +73,26 @@ def _cross_entropy_kernel(
             tl.store(grow[:, None] + cols[None, :], cast_out(g, g_ptr), mask=cm)
 
 
-def prepare_rows(logits, grad):
-    """Logits with a unit last stride and the buffer the kernel writes the gradient into."""
-    z = logits if logits.stride(-1) == 1 else logits.contiguous()
-    dst = grad
-    if grad is not None and grad.stride(-1) != 1:
-        dst = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
-    return z, dst
-
-
-def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
+def launch_row_loss(kernel, logits, row_inputs, ignore_index: int, grad_scale, grad, max_block_v: int):
+    """Runs a row-loss kernel ``(z, stride_z, *row_inputs, gs, g, stride_g, loss, N, V,
+    ignore_index)``: logits get a unit last stride (a copy if needed), the gradient goes to
+    ``grad`` (through a buffer when its last stride is not 1). Returns the fp32 ``[N]`` losses."""
     N, V = logits.shape
-    z, dst = prepare_rows(logits, grad)
+    z = logits if logits.stride(-1) == 1 else logits.contiguous()
     write = grad is not None and grad_scale is not None
+    dst = grad
+    if write and grad.stride(-1) != 1:
+        dst = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
     loss = torch.empty(N, dtype=torch.float32, device=logits.device)
-    BLOCK_V, R, grid, num_warps = row_tiling(N, V, MAX_BLOCK_V)
-    gs = grad_scale.contiguous() if write else loss
-    _cross_entropy_kernel[grid](
-        z, z.stride(0), x_1.contiguous(), gs, dst if write else z, dst.stride(0) if write else 0,
-        loss, N, V, int(ignore_index), WRITE_GRAD=write, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
+    BLOCK_V, R, grid, num_warps = row_tiling(N, V, max_block_v)
+    kernel[grid](z, z.stride(0), *(t.contiguous() for t in row_inputs),
+                 grad_scale.contiguous() if write else loss, dst if write else z,
+                 dst.stride(0) if write else 0, loss, N, V, int(ignore_index),
+                 WRITE_GRAD=write, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
     if write and dst is not grad:
         grad.copy_(dst)
     return loss
+
+
+def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
+    return launch_row_loss(_cross_entropy_kernel, logits, (x_1,), ignore_index, grad_scale, grad, MAX_BLOCK_V)

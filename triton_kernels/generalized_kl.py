@@ -15,12 +15,11 @@ logits whose last dimension is not contiguous are copied.
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from ._common import cast_out
-from .cross_entropy import _row_stats, prepare_rows, row_tiling
+from .cross_entropy import _row_stats, launch_row_loss
 
 MAX_BLOCK_V = 4096
 
@@ -65,16 +64,5 @@ def _generalized_kl_kernel(
 
 
 def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
-    N, V = logits.shape
-    z, dst = prepare_rows(logits, grad)
-    write = grad is not None and grad_scale is not None
-    loss = torch.empty(N, dtype=torch.float32, device=logits.device)
-    BLOCK_V, R, grid, num_warps = row_tiling(N, V, MAX_BLOCK_V)
-    gs = grad_scale.contiguous() if write else loss
-    _generalized_kl_kernel[grid](
-        z, z.stride(0), x_1.contiguous(), x_t.contiguous(), jump.contiguous(), gs,
-        dst if write else z, dst.stride(0) if write else 0, loss, N, V, int(ignore_index),
-        WRITE_GRAD=write, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
-    if write and dst is not grad:
-        grad.copy_(dst)
-    return loss
+    return launch_row_loss(_generalized_kl_kernel, logits, (x_1, x_t, jump), ignore_index, grad_scale, grad,
+                           MAX_BLOCK_V)

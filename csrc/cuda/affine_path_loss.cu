@@ -102,31 +102,6 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   return launch_status();
 }
 
-template <typename T>
-int pick(const AffineLossArgs& a, cudaStream_t s) {
-  const bool x0 = a.x0 != nullptr, e = a.e != nullptr, m = a.mask.ptr != nullptr, g = a.dv != nullptr;
-#define FF_CASE(X, E_, M_)                 \
-  if (x0 == X && e == E_ && m == M_)       \
-    return g ? run<T, X, E_, M_, true>(a, s) : run<T, X, E_, M_, false>(a, s);
-  FF_CASE(true, false, false)
-  FF_CASE(true, false, true)
-  FF_CASE(true, true, false)
-  FF_CASE(true, true, true)
-  FF_CASE(false, false, false)
-  FF_CASE(false, false, true)
-  FF_CASE(false, true, false)
-  FF_CASE(false, true, true)
-#undef FF_CASE
-  return kErrArgument;
-}
-
-int check(const AffineLossArgs& a) {
-  if (a.batch < 0 || a.per_sample < 0 || !a.v || !a.x1) return kErrArgument;
-  if ((!a.x0 || a.e) && !a.rng) return kErrArgument;
-  if (a.mask.ptr && (a.mask.inner < 1 || a.mask.period < 1)) return kErrArgument;
-  return kOk;
-}
-
 __global__ void zero_kernel(float* p, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) p[i] = 0.0f;
@@ -135,15 +110,19 @@ __global__ void zero_kernel(float* p, int64_t n) {
 }  // namespace
 
 int affine_path_loss(const AffineLossArgs& a, uintptr_t stream) {
-  if (int st = check(a)) return st;
-  if (!a.loss || (a.dv && !a.grad_scale)) return kErrArgument;
+  if (int st = check_args(a)) return st;
   if (a.batch == 0) return kOk;
   if (a.per_sample == 0) {
     zero_kernel<<<static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, as_stream(stream)>>>(
         a.loss, a.batch);
     return launch_status();
   }
-  return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a, as_stream(stream)); });
+  return dispatch_float(a.dtype, [&](auto tag) {
+    return dispatch_flags([&](auto x0, auto e, auto m, auto g) {
+      return run<decltype(tag), decltype(x0)::value, decltype(e)::value, decltype(m)::value, decltype(g)::value>(
+          a, as_stream(stream));
+    }, a.x0 != nullptr, a.e != nullptr, a.mask.ptr != nullptr, a.dv != nullptr);
+  });
 }
 
 }  // namespace cuda

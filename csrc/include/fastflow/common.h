@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define FF_HD __host__ __device__ __forceinline__
@@ -147,6 +148,14 @@ template <class F> inline int dispatch_float(int dtype, F&& f) {
     case kF16: return f(f16{});
     default: return kErrDtype;
   }
+}
+
+// Calls f(std::integral_constant<bool, b>{}...) with each runtime flag as a compile-time one,
+// so a kernel template is instantiated for every combination (2^k cases, no macro table).
+template <class F> inline int dispatch_flags(F&& f) { return f(); }
+template <class F, class... Rest> inline int dispatch_flags(F&& f, bool b, Rest... rest) {
+  if (b) return dispatch_flags([&](auto... c) { return f(std::true_type{}, c...); }, rest...);
+  return dispatch_flags([&](auto... c) { return f(std::false_type{}, c...); }, rest...);
 }
 
 template <class F> inline int dispatch_index(int itype, F&& f) {

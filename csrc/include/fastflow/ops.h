@@ -55,6 +55,15 @@ struct AffineLossArgs {
   int dtype = kF32;  // of v, x1, x0, dv
 };
 
+// kOk when the affine_path_loss arguments are complete (both backends check the same way).
+inline int check_args(const AffineLossArgs& a) {
+  if (a.batch < 0 || a.per_sample < 0 || !a.v || !a.x1 || !a.loss) return kErrArgument;
+  if ((!a.x0 || a.e) && !a.rng) return kErrArgument;
+  if (a.mask.ptr && (a.mask.inner < 1 || a.mask.period < 1)) return kErrArgument;
+  if (a.dv && !a.grad_scale) return kErrArgument;
+  return kOk;
+}
+
 // out = A x + B p + C q + N z (z = noise, or Gaussian stream 0). out may alias x.
 struct StepCombineArgs {
   const void* x = nullptr;
