@@ -53,7 +53,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
       },
       py::arg("n"), "threads of the CPU kernels (fastflow follows torch.get_num_threads())");
-  m.def("cpu_isa", &cpu::isa, "the CPU kernel variant in use ('avx2' or 'baseline')");
+  m.def("cpu_isa", &cpu::isa, "the CPU kernel variant in use ('avx512', 'avx2' or 'baseline')");
   m.def("status_message", &status_message, py::arg("code"));
   m.def("affine_path_loss_workspace", &cuda::affine_path_loss_workspace, py::arg("batch"), py::arg("per_sample"),
         "fp32 workspace elements the CUDA affine_path_loss needs (0: none)");

@@ -154,3 +154,16 @@ def test_sample_is_differentiable_like_flow_matching(backend, drawn):
     want = torch.autograd.grad((ref.x_t * w).sum(), [x1, t] + ([] if drawn else [x0]))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_loss_refuses_double_backward_and_a_second_backward():
+    """The gradient is a buffer written in the forward: no create_graph, one backward."""
+    v = torch.randn(2, 3, requires_grad=True)
+    path = ff.CondOTProbPath()
+    s = path.sample(x_0=torch.randn(2, 3), x_1=torch.randn(2, 3), t=torch.rand(2))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(path.loss(v, s), v, create_graph=True)
+    loss = path.loss(v, s)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()

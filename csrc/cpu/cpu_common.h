@@ -1,6 +1,6 @@
 // fastflow CPU backend: helpers shared by csrc/cpu/<op>.cpp.
 //
-// Each op file is compiled once per instruction-set variant (FF_CPU_NS = baseline, avx2);
+// Each op file is compiled once per instruction-set variant (FF_CPU_NS = baseline, avx2, avx512);
 // dispatch.cpp picks one at run time. Inner loops are written to auto-vectorise: the
 // transcendental functions are fastflow::fm's branch-free versions, reductions keep
 // kLanes explicit partial sums (so results do not depend on the vector width or thread

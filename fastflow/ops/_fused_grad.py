@@ -58,6 +58,9 @@ def scaled_grad(ctx, grad_weighted: Tensor):
     g = grad_weighted.float().contiguous().view(-1)
     if torch.compiler.is_compiling() or _tracing(grad):
         rows = rows * g.to(rows.dtype)[:, None]
+    elif torch.is_grad_enabled():  # create_graph=True: the stored gradient is not differentiable
+        raise RuntimeError("fastflow's fused losses do not support double backward (create_graph=True): "
+                           "the gradient is a buffer written in the forward pass")
     else:
         _scale_rows(rows, g, ctx.backend)
     return rows.view(ctx.shape)

@@ -163,7 +163,7 @@ FASTFLOW_OPS(FF_DECLARE_CPU)
 #undef FF_DECLARE_CPU
 // The uint32 / uniform / normal element-wise streams, for tests: out[i] for i < n.
 int philox_stream(int64_t seed, int64_t offset, int64_t n, int kind, void* out);
-const char* isa();  // which compiled variant runs ("avx2" or "baseline")
+const char* isa();  // which compiled variant runs ("avx512", "avx2" or "baseline")
 }  // namespace cpu
 
 namespace cuda {
