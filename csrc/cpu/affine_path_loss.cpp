@@ -81,7 +81,7 @@ int run(const AffineLossArgs& a) {
   const int64_t nch = (D + kChunk - 1) / kChunk;
   const int64_t items = B * nch;
   std::vector<double> part(static_cast<size_t>(items));
-#pragma omp parallel for schedule(dynamic, 1) if (B * D >= kParallelMin && items > 1)
+#pragma omp parallel for schedule(static) if (B * D >= kParallelMin && items > 1)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t b = it / nch, c = it - b * nch;
     const int64_t lo = b * D + c * kChunk, hi = std::min(b * D + D, lo + kChunk);

@@ -166,7 +166,7 @@ int run(const RowLossArgs& a) {
   auto differs = [&](int64_t i) { return GKL ? a.xt[i] != a.x1[i] : false; };
 
   if (!(N < kSplitRows && V >= kSplitVocab)) {
-#pragma omp parallel for schedule(dynamic, 4) if (N * V >= kParallelMin && N > 1)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMin && N > 1)
     for (int64_t i = 0; i < N; ++i) {
       auto [r, ok] = info(i);
       if (!ok) {
