@@ -7,7 +7,10 @@ pages. ``madvise(MADV_HUGEPAGE)`` on the buffer before the kernel writes it asks
 pages where the system's THP mode is ``madvise`` or ``always`` (it changes nothing
 otherwise); PyTorch offers the same for every allocation behind ``THP_MEM_ALLOC_ENABLE=1``.
 fastflow applies it only to the big outputs it allocates itself (gradients written in the
-forward, sampled states). ``FASTFLOW_HUGEPAGES=0`` turns it off.
+forward, sampled states) of at least 32 MiB: glibc's malloc maps blocks that large afresh on
+every allocation (its largest mmap threshold), while smaller ones come back from its heap
+already faulted in, where the advice would only cost a system call. ``FASTFLOW_HUGEPAGES=0``
+turns it off.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import sys
 
 import torch
 
-_MIN_BYTES = 4 << 20  # at least one whole 2 MiB page inside the buffer
+_MIN_BYTES = 32 << 20  # glibc serves smaller blocks from its heap, reused without faults
 _HUGE = 2 << 20
 _MADV_HUGEPAGE = 14
 

@@ -24,7 +24,7 @@ def _vm_flags(addr: int) -> list[str]:
 @pytest.mark.skipif(not sys.platform.startswith("linux") or _memory._MADVISE is None,
                     reason="madvise is Linux-only (or FASTFLOW_HUGEPAGES=0)")
 def test_big_buffer_is_advised_and_usable():
-    t = _memory.empty((3, 1 << 21), torch.float32, "cpu")  # 24 MiB
+    t = _memory.empty((5, 1 << 21), torch.float32, "cpu")  # 40 MiB
     p = t.data_ptr()
     probe = (p + (4 << 20)) // (2 << 20) * (2 << 20)  # an address inside the advised interior
     assert "hg" in _vm_flags(probe)
@@ -35,7 +35,7 @@ def test_big_buffer_is_advised_and_usable():
 def test_small_and_strided_buffers_are_left_alone():
     small = torch.empty(100)
     assert _memory.advise_huge_pages(small) is small
-    big = torch.zeros(1 << 22)[::2]  # a strided view: the storage is advised, values kept
+    big = torch.zeros(1 << 24)[::2]  # a strided view of 64 MiB: the storage is advised, values kept
     assert _memory.advise_huge_pages(big) is big and float(big.abs().sum()) == 0.0
     like = _memory.empty_like(torch.ones(4, 5).t(), dtype=torch.bfloat16)
     assert like.is_contiguous() and like.dtype == torch.bfloat16 and like.shape == (5, 4)
