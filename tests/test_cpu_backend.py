@@ -585,3 +585,33 @@ def test_affine_path_loss_gradient_written_in_forward(backend, dtype, reduction)
     for got, ref in zip((v, x1, x0), f):
         assert got.grad.dtype == dtype
         torch.testing.assert_close(got.grad.float(), ref.grad, **tol)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_affine_path_loss_gradients_of_weight_and_coefficients(backend, dtype):
+    """A learnable per-sample weight and schedule coefficients (c, d, e) get their gradients,
+    with or without v requiring one, as autograd through the plain formula gives them."""
+    from fastflow.ops import affine_path as ap
+
+    g = torch.Generator().manual_seed(31)
+    B, shape = 3, (3, 2, 7)
+    x1, v = (torch.randn(shape, generator=g).to(dtype) for _ in range(2))
+    rng = _rng("cpu", seed=5)
+    for v_grad in (True, False):
+        vv = v.clone().requires_grad_(v_grad)
+        c, d, e, w = (torch.rand(B, generator=g).add(0.5).requires_grad_() for _ in range(4))
+        loss = ap.affine_path_loss(vv, x1, None, c, d, e, rng=rng, weight=w, backend=backend)
+        got = torch.autograd.grad(3 * loss, [c, d, e, w] + ([vv] if v_grad else []))
+
+        z0 = R._common.gaussian_like(rng, 0, v)
+        eps = R._common.gaussian_like(rng, 1, v)
+        f = [t.detach().clone().requires_grad_() for t in (c, d, e, w)]
+        ps = [k[:, None, None] for k in f]
+        vf = vv.detach().float().requires_grad_()
+        r = vf - (ps[0] * x1.float() + ps[1] * z0 + ps[2] * eps)
+        want_loss = (r.square().reshape(B, -1).sum(1) * f[3]).sum() / v.numel()
+        want = torch.autograd.grad(3 * want_loss, f + ([vf] if v_grad else []))
+        tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=1e-3)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.float(), b, **tol)

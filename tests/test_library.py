@@ -88,3 +88,27 @@ def test_step_combine_in_a_profile_and_a_compiled_graph_is_the_custom_op():
     assert any("fastflow::step_combine" in e.name for e in prof.events())
     compiled = torch.compile(lambda a, b: ff.euler_step(a, b, 0.1, backend=B), backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x, v), out)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_direct_out_bumps_the_version_and_jit_trace_sees_the_op():
+    from fastflow.ops.step_combine import step_combine
+
+    w = torch.randn(4, requires_grad=True)
+    h = torch.randn(4)
+    y = (w * h).sum()  # saves h for the backward
+    with torch.no_grad():
+        step_combine(h, h, 1.0, 0.5, out=h, backend=B)  # overwrites the saved h
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+    traced = torch.jit.trace(lambda a, b: ff.euler_step(a, b, 0.1, backend=B), (torch.randn(2, 3), torch.randn(2, 3)))
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(traced(a, b), a + 0.1 * b)  # not a constant baked in at trace time
+
+
+def test_mixture_path_sample_rejects_a_negative_mask_id():
+    from fastflow.ops.discrete import mixture_path_sample
+    x1 = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="mask_id"):
+        mixture_path_sample(x1, None, torch.rand(2), new_rng(torch.device("cpu")), 5, -1, backend=B)

@@ -35,9 +35,9 @@ def fold_divisor(dtype: torch.dtype) -> bool:
     return dtype != torch.float16
 
 
-def setup(ctx, grad: Tensor, backend: str, shape, n_inputs: int) -> None:
-    """``setup_context`` body: keep the gradient buffer for the backward."""
-    ctx.save_for_backward(grad)
+def setup(ctx, grad: Tensor, backend: str, shape, n_inputs: int, *extra) -> None:
+    """``setup_context`` body: keep the gradient buffer (first saved tensor) and ``extra``."""
+    ctx.save_for_backward(grad, *extra)
     ctx.backend = backend
     ctx.shape = shape
     ctx.n_inputs = n_inputs
@@ -47,17 +47,21 @@ def setup(ctx, grad: Tensor, backend: str, shape, n_inputs: int) -> None:
     ctx.set_materialize_grads(False)
 
 
-def scaled_grad(ctx, grad_weighted: Tensor):
-    """The saved gradient with row ``i`` scaled by ``grad_weighted[i]``, in ``ctx.shape``."""
+def claim(ctx) -> None:
+    """Marks the saved gradient as used; call before ``ctx.saved_tensors`` in a backward."""
     if ctx.consumed:
         raise RuntimeError("fastflow's fused losses write their gradient in the forward pass; "
                            "backward through them runs once (retain_graph is not supported)")
     ctx.consumed = True
-    (grad,) = ctx.saved_tensors
+
+
+def scaled_grad(ctx, grad_weighted: Tensor, grad: Tensor) -> Tensor:
+    """The saved gradient buffer ``grad`` with row ``i`` scaled by ``grad_weighted[i]``, in
+    ``ctx.shape`` (after ``claim``; unpack every saved tensor first: the scaling is in place)."""
     rows = grad.view(grad_weighted.numel(), -1)
     g = grad_weighted.float().contiguous().view(-1)
     if torch.compiler.is_compiling() or _tracing(grad):
-        rows = rows * g.to(rows.dtype)[:, None]
+        rows = (rows.float() * g[:, None]).to(rows.dtype)  # fp32: 1 / divisor is subnormal in fp16
     elif torch.is_grad_enabled():  # create_graph=True: the stored gradient is not differentiable
         raise RuntimeError("fastflow's fused losses do not support double backward (create_graph=True): "
                            "the gradient is a buffer written in the forward pass")

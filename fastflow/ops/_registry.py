@@ -8,7 +8,9 @@ The custom-op layers (schema checks, autograd and ADInplaceOrView keys, redispat
 tens of microseconds a call, more than a small ODE step's kernel. ``direct`` says when
 calling the backend function itself is indistinguishable from calling the op, and the
 public ops then skip those layers: no autograd to record, nothing tracing (torch.compile,
-fake or functional tensors, dispatch or function modes) and no profiler to name the op.
+fake or functional tensors, dispatch or function modes, jit tracing) and no profiler to name
+the op. A direct call that writes into an ``out=`` tensor bumps its version counter as the
+mutating custom op would, so autograd still catches a saved tensor overwritten later.
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
 def direct(*tensors) -> bool:
     """Whether the op may run as a plain call to its backend function (see the module doc)."""
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
-            or torch._C._is_torch_function_mode_enabled() or torch.autograd._profiler_enabled()):
+            or torch._C._is_torch_function_mode_enabled() or torch.autograd._profiler_enabled()
+            or torch._C._get_tracing_state() is not None):  # torch.jit.trace / ONNX export
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:

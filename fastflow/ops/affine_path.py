@@ -60,38 +60,49 @@ _sample.register_autograd(_sample_bwd, setup_context=_sample_setup)
 @torch.library.custom_op("fastflow::affine_path_loss", mutates_args=())
 def _loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor, e: Optional[Tensor],
           rng: Tensor, mask: Optional[Tensor], grad_scale: Tensor, need_grad: bool,
-          backend: str) -> tuple[Tensor, Tensor]:
+          backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(sq_sum * grad_scale, the gradient buffer (empty unless need_grad), sq_sum)."""
     dv = _memory.empty_like(v) if need_grad else None
     sq_sum = run("affine_path_loss", backend, v, x_1, x_0, c, d, e, rng, mask,
                  grad_scale if need_grad else None, dv)
-    return sq_sum * grad_scale, dv if dv is not None else v.new_empty(0)
+    return sq_sum * grad_scale, dv if dv is not None else v.new_empty(0), sq_sum
 
 
 @_loss.register_fake
 def _(v, x_1, x_0, c, d, e, rng, mask, grad_scale, need_grad, backend):
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if need_grad else v.new_empty(0)
-    return v.new_empty((v.shape[0],), dtype=torch.float32), dv
+    sums = v.new_empty((v.shape[0],), dtype=torch.float32)
+    return sums, dv, torch.empty_like(sums)
 
 
 def _loss_setup(ctx, inputs, output):
-    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, len(inputs))
-    ctx.c, ctx.d = inputs[3], inputs[4]
-    ctx.dtypes = (inputs[1].dtype, None if inputs[2] is None else inputs[2].dtype)
+    v, x_1, x_0, c, d, e, rng = inputs[:7]
+    _fused_grad.setup(ctx, output[1], inputs[-1], v.shape, len(inputs), x_1, x_0, c, d, rng, output[2])
+    ctx.has_e = e is not None
 
 
-def _per_sample(coef, like):
-    return coef.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _loss_bwd(ctx, grad_weighted, _grad_of_grad):
-    none = [None] * (ctx.n_inputs - 3)
+def _loss_bwd(ctx, grad_weighted, _grad_of_buffer, _grad_of_sums):
+    """target = c x_1 + d x_0 + e eps, so with dv = d loss / d v: d loss / d x_1 = -c dv,
+    d loss / d c = -<dv, x_1> (per sample), likewise for x_0 / d and eps / e; and the weighted
+    sums are linear in grad_scale (which carries a learnable weight, if any)."""
+    grads = [None] * ctx.n_inputs
     if grad_weighted is None:
-        return None, None, None, *none
-    dv = _fused_grad.scaled_grad(ctx, grad_weighted)
+        return tuple(grads)
     need = ctx.needs_input_grad
-    dx_1 = (-_per_sample(ctx.c, dv) * dv).to(ctx.dtypes[0]) if need[1] else None
-    dx_0 = (-_per_sample(ctx.d, dv) * dv).to(ctx.dtypes[1]) if ctx.dtypes[1] is not None and need[2] else None
-    return dv if need[0] else None, dx_1, dx_0, *none
+    if any(need[:6]):  # the forward wrote the buffer
+        _fused_grad.claim(ctx)
+    buffer, x_1, x_0, c, d, rng, sq_sum = ctx.saved_tensors
+    if need[8]:
+        grads[8] = grad_weighted * sq_sum
+    if any(need[:6]):
+        dv = _fused_grad.scaled_grad(ctx, grad_weighted, buffer)
+        grads[0] = dv if need[0] else None
+        grads[1] = scaled(dv, -c, x_1.dtype) if need[1] else None
+        grads[2] = scaled(dv, -d, x_0.dtype) if x_0 is not None and need[2] else None
+        grads[3] = -dot(dv, x_1) if need[3] else None
+        grads[4] = -dot(dv, x_0 if x_0 is not None else generated(rng, 0, x_1)) if need[4] else None
+        grads[5] = -dot(dv, generated(rng, 1, x_1)) if ctx.has_e and need[5] else None
+    return tuple(grads)
 
 
 _loss.register_autograd(_loss_bwd, setup_context=_loss_setup)
@@ -150,7 +161,7 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         loss = (v.float() - target.float()).square()
         if mask is not None:
             loss = loss * mask
-        return loss if w is None else loss * _per_sample(w, loss)
+        return loss if w is None else loss * w.view(-1, *([1] * (loss.dim() - 1)))
     if reduction == "mean":
         divisor = mask.sum().clamp_min(1) if mask is not None else v.numel()
     elif reduction == "per_sample":
@@ -162,8 +173,8 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
     if fold:
         scale = scale / divisor
     need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (v, x_1, x_0))
-    weighted, _ = _loss(v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
+        t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
+    weighted, _, _ = _loss(v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
     if not fold and reduction != "sum":
         weighted = weighted / divisor
     return weighted if reduction == "per_sample" else weighted.sum()

@@ -46,6 +46,12 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: 
         _checks.same_shape("noise", noise, x_1, "x_1")
     if noise is None and rng is None:
         raise ValueError("rng: required when noise is not given")
+    if mask_id is not None:
+        if isinstance(mask_id, bool) or not hasattr(mask_id, "__index__"):
+            raise TypeError(f"mask_id: expected an int token id or None, got {type(mask_id).__name__}")
+        mask_id = mask_id.__index__()
+        if mask_id < 0:
+            raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
     name = pick("mixture_path_sample", x_1, backend)
     if direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size),
@@ -90,9 +96,13 @@ _gkl.register_fake(lambda logits, x_1, x_t, j, ii, gs, ng, b: _fake(logits, gs, 
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
-    if grad_loss is None:  # the loss did not reach the output being differentiated
+    # no gradient reached the loss, or only inputs other than the logits want one (the row
+    # scales and jumps come from token counts and schedules; they get none)
+    if grad_loss is None or not ctx.needs_input_grad[0]:
         return (None,) * ctx.n_inputs
-    return _fused_grad.scaled_grad(ctx, grad_loss), *([None] * (ctx.n_inputs - 1))
+    _fused_grad.claim(ctx)
+    (grad,) = ctx.saved_tensors
+    return _fused_grad.scaled_grad(ctx, grad_loss, grad), *([None] * (ctx.n_inputs - 1))
 
 
 def _ce_setup(ctx, inputs, output):

@@ -100,7 +100,10 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         _checks.tensor("out", out, (x.dtype,))
         _checks.same_shape("out", out, x, "x")
     if direct(x, p, q, *coef, rng, noise, out):
-        return run("step_combine", name, x, p, q, *coef, rng, noise, out)
+        result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
+        if out is not None:
+            torch.autograd.graph.increment_version(out)
+        return result
     if out is None:
         return _step(x, p, q, *coef, rng, noise, name)
     _step_out(x, p, q, *coef, rng, noise, out, name)

@@ -78,16 +78,14 @@ class ODESolver:
         a, b = self._conversion(t)
         return cond, uncond, a, b
 
-    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
+    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict) -> Tensor:
         """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
         cond, uncond, a, b = self._eval(x, t, extras)
         if a != 0 and x is not y:
-            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, out=out,
-                                backend=self.backend)
+            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, backend=self.backend)
         w = self._w
         C = -scale * b * w if uncond is not None else None
-        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out,
-                            backend=self.backend)
+        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, backend=self.backend)
 
     def _velocity(self, x, cond, uncond, a, b):
         w = self._w
@@ -103,19 +101,17 @@ class ODESolver:
     def _u(self, x, t, extras):
         return self._velocity(x, *self._eval(x, t, extras))
 
-    def _step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict,
-              out=None) -> Tensor:
-        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it);
-        ``out`` (may be ``y0``) receives the new state."""
+    def _step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict) -> Tensor:
+        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it)."""
         if method == "euler":
-            return self._advance(y0, y0, t0, dt, extras, out)
+            return self._advance(y0, y0, t0, dt, extras)
         if method == "midpoint":
             y_mid = self._advance(y0, y0, t0, 0.5 * dt, extras)
-            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras, out)
+            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras)
         if method in ("heun", "heun2"):
             k1 = self._u(y0, t0, extras)
             k2 = self._u(step_combine(y0, k1, 1.0, dt, backend=self.backend), t0 + dt, extras)
-            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out, backend=self.backend)
+            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, backend=self.backend)
         # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
         third = 1.0 / 3.0
         k1 = self._u(y0, t0, extras)
@@ -125,7 +121,7 @@ class ODESolver:
         y4 = step_combine(y0, k1, 1.0, dt, q=k2, C=-dt, backend=self.backend)
         k4 = self._u(step_combine(y4, k3, 1.0, dt, backend=self.backend), t1, extras)
         s = step_combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt, backend=self.backend)
-        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out, backend=self.backend)
+        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, backend=self.backend)
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
@@ -159,12 +155,8 @@ class ODESolver:
         with torch.set_grad_enabled(enable_grad), bar:
             grid_t = torch.tensor(grid, dtype=self._t_dtype)
             for t0, t1, dt in zip(grid[:-1], grid[1:], (grid_t[1:] - grid_t[:-1]).tolist()):
-                # the state is updated in place once it is the solver's own buffer (not x_init,
-                # not an output already returned, no output to interpolate inside this step, no
-                # autograd): one allocation less per step
-                inside = j < len(outputs) and outputs[j] != t1 and (t1 > outputs[j] if forward else t1 < outputs[j])
-                own = not (enable_grad or inside or y0 is x_init or any(y0 is o for o in sol))
-                y1 = self._step(method, y0, t0, t1, dt, model_extras, out=y0 if own else None)
+                # a new state each step, never written in place: the model may keep the x it saw
+                y1 = self._step(method, y0, t0, t1, dt, model_extras)
                 while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
                     sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
                     j += 1

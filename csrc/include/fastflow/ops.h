@@ -56,7 +56,7 @@ struct AffineLossArgs {
 };
 
 // kOk when the affine_path_loss arguments are complete (both backends check the same way).
-inline int check_args(const AffineLossArgs& a) {
+FF_HD int check_args(const AffineLossArgs& a) {  // always inlined: the ISA variants never share a copy
   if (a.batch < 0 || a.per_sample < 0 || !a.v || !a.x1 || !a.loss) return kErrArgument;
   if ((!a.x0 || a.e) && !a.rng) return kErrArgument;
   if (a.mask.ptr && (a.mask.inner < 1 || a.mask.period < 1)) return kErrArgument;
