@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registry import run
+from ._registry import direct, run
 
 
 @torch.library.custom_op("fastflow::scale_rows", mutates_args=("grad",))
@@ -65,6 +65,9 @@ def scaled_grad(ctx, grad_weighted: Tensor, grad: Tensor) -> Tensor:
     elif torch.is_grad_enabled():  # create_graph=True: the stored gradient is not differentiable
         raise RuntimeError("fastflow's fused losses do not support double backward (create_graph=True): "
                            "the gradient is a buffer written in the forward pass")
+    elif direct(rows, g):
+        run("scale_rows", ctx.backend, rows, g)
+        torch.autograd.graph.increment_version(rows)
     else:
         _scale_rows(rows, g, ctx.backend)
     return rows.view(ctx.shape)

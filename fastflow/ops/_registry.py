@@ -27,14 +27,33 @@ def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
     return backends.resolve_name(op, like.device.type, backend)
 
 
-def direct(*tensors) -> bool:
-    """Whether the op may run as a plain call to its backend function (see the module doc)."""
+def direct(*tensors, autograd: bool = False) -> bool:
+    """Whether the op may run as a plain call to its backend function (see the module doc);
+    ``autograd=True``: as an ``eager_function`` that records its own backward."""
     if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()
             or torch._C._is_torch_function_mode_enabled() or torch.autograd._profiler_enabled()
             or torch._C._get_tracing_state() is not None):  # torch.jit.trace / ONNX export
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad and not autograd)):
             return False
     return True
+
+
+def eager_function(impl, setup_context, backward):
+    """``impl`` as a ``torch.autograd.Function`` with the autograd formulas registered on its
+    custom op: the same backward, recorded by autograd without the custom-op layers."""
+    class Fused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):  # ctx-style: apply() then skips a per-call inspect.signature
+            out = impl(*args)
+            setup_context(ctx, args, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    Fused.__name__ = f"{impl.__name__.strip('_')}_eager"
+    return Fused.apply

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import _checks, _memory
 from . import _fused_grad
-from ._registry import direct, pick, run
+from ._registry import direct, eager_function, pick, run
 from .step_combine import dot, generated, scaled
 
 REDUCTIONS = ("mean", "sum", "per_sample", "none")
@@ -57,15 +57,19 @@ def _sample_bwd(ctx, g):
 _sample.register_autograd(_sample_bwd, setup_context=_sample_setup)
 
 
-@torch.library.custom_op("fastflow::affine_path_loss", mutates_args=())
-def _loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor, e: Optional[Tensor],
-          rng: Tensor, mask: Optional[Tensor], grad_scale: Tensor, need_grad: bool,
-          backend: str) -> tuple[Tensor, Tensor, Tensor]:
+def _loss_impl(v, x_1, x_0, c, d, e, rng, mask, grad_scale, need_grad, backend):
     """(sq_sum * grad_scale, the gradient buffer (empty unless need_grad), sq_sum)."""
     dv = _memory.empty_like(v) if need_grad else None
     sq_sum = run("affine_path_loss", backend, v, x_1, x_0, c, d, e, rng, mask,
                  grad_scale if need_grad else None, dv)
     return sq_sum * grad_scale, dv if dv is not None else v.new_empty(0), sq_sum
+
+
+@torch.library.custom_op("fastflow::affine_path_loss", mutates_args=())
+def _loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor, e: Optional[Tensor],
+          rng: Tensor, mask: Optional[Tensor], grad_scale: Tensor, need_grad: bool,
+          backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _loss_impl(v, x_1, x_0, c, d, e, rng, mask, grad_scale, need_grad, backend)
 
 
 @_loss.register_fake
@@ -106,6 +110,7 @@ def _loss_bwd(ctx, grad_weighted, _grad_of_buffer, _grad_of_sums):
 
 
 _loss.register_autograd(_loss_bwd, setup_context=_loss_setup)
+_loss_eager = eager_function(_loss_impl, _loss_setup, _loss_bwd)
 
 
 def _check_pair(x_1, x_0, name_1="x_1", name_0="x_0"):
@@ -174,7 +179,11 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         scale = scale / divisor
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
-    weighted, _, _ = _loss(v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
+    args = (v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
+    if direct(v, x_1, x_0, c, d, e, rng, mask, scale, autograd=True):
+        weighted, _, _ = _loss_eager(*args)
+    else:
+        weighted, _, _ = _loss(*args)
     if not fold and reduction != "sum":
         weighted = weighted / divisor
     return weighted if reduction == "per_sample" else weighted.sum()

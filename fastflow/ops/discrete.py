@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import _checks, _memory
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
-from ._registry import direct, pick, run
+from ._registry import direct, eager_function, pick, run
 
 LOSS_REDUCTIONS = ("mean", "sum", "none")
 
@@ -72,17 +72,24 @@ def _loss_fwd(op, backend, logits, args, grad_scale, need_grad):
     return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
 
 
+def _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend):
+    return _loss_fwd("cross_entropy", backend, logits, (x_1, ignore_index), grad_scale, need_grad)
+
+
+def _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backend):
+    return _loss_fwd("generalized_kl", backend, logits, (x_1, x_t, jump, ignore_index), grad_scale, need_grad)
+
+
 @torch.library.custom_op("fastflow::cross_entropy", mutates_args=())
 def _ce(logits: Tensor, x_1: Tensor, ignore_index: int, grad_scale: Tensor, need_grad: bool,
         backend: str) -> tuple[Tensor, Tensor]:
-    return _loss_fwd("cross_entropy", backend, logits, (x_1, ignore_index), grad_scale, need_grad)
+    return _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend)
 
 
 @torch.library.custom_op("fastflow::generalized_kl", mutates_args=())
 def _gkl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor, ignore_index: int,
          grad_scale: Tensor, need_grad: bool, backend: str) -> tuple[Tensor, Tensor]:
-    return _loss_fwd("generalized_kl", backend, logits, (x_1, x_t, jump, ignore_index),
-                     grad_scale, need_grad)
+    return _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backend)
 
 
 def _fake(logits, grad_scale, need_grad):
@@ -114,7 +121,9 @@ def _gkl_setup(ctx, inputs, output):
 
 
 _ce.register_autograd(_backward, setup_context=_ce_setup)
+_ce_eager = eager_function(_ce_impl, _ce_setup, _backward)
 _gkl.register_autograd(_backward, setup_context=_gkl_setup)
+_gkl_eager = eager_function(_gkl_impl, _gkl_setup, _backward)
 
 
 def _check_logits(logits, x_1, name_1="x_1"):
@@ -157,8 +166,9 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
-    weighted, _ = _ce(logits, x_1.reshape(-1), int(ignore_index), scale, need_grad,
-                      pick("cross_entropy", logits, backend))
+    op = _ce_eager if direct(logits, x_1, scale, autograd=True) else _ce
+    weighted, _ = op(logits, x_1.reshape(-1), int(ignore_index), scale, need_grad,
+                     pick("cross_entropy", logits, backend))
     return _reduce(weighted, x_1, reduction, divisor)
 
 
@@ -181,7 +191,8 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
-    weighted, _ = _gkl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii,
+    op = _gkl_eager if direct(logits, x_1, x_t, per_row, scale, autograd=True) else _gkl
+    weighted, _ = op(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii,
                        scale, need_grad, pick("generalized_kl", logits, backend))
     return _reduce(weighted, x_1, reduction, divisor)
 
