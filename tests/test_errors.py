@@ -98,3 +98,15 @@ def test_unknown_backend():
     x = torch.randn(3, 4)
     raises(ValueError, "backend", ff.euler_step, x, x, 0.1, backend="metal")
     raises(ValueError, "backend", ff.set_backend, "fastest")
+
+
+def test_generalized_kl_refuses_a_jump_that_requires_grad():
+    import fastflow as ff
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2.0))
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    x = torch.randint(0, 5, (2, 3))
+    t = torch.rand(2, requires_grad=True)
+    with pytest.raises(ValueError, match="jump"):
+        ff.MixturePathGeneralizedKL(path)(logits, x, x, t)
+    ff.MixturePathGeneralizedKL(path)(logits, x, x, t.detach()).backward()  # the documented way
+    assert logits.grad is not None

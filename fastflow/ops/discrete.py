@@ -188,6 +188,9 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     ii = -(2**62) if ignore_index is None else int(ignore_index)
     _checks.tokens("x_1", x_1, V, ignore_index)
     _checks.tokens("x_t", x_t, V)
+    if torch.is_grad_enabled() and jump.requires_grad:
+        raise ValueError("jump: the fused generalized KL has no gradient with respect to the jump "
+                         "coefficient (nor the t it comes from); pass it detached (t.detach())")
     per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
