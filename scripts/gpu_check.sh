@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU check, prepared for one call of the device tool (its time is short and a fresh
+# machine is bare): on a machine with an NVIDIA GPU and no network, build fastflow._C with
+# CUDA for that machine's Python and GPU, run the GPU tests (CUDA kernels, compiled Triton),
+# then the benchmark table. Logs and results go to $OUT (at most 7 files: the tool brings
+# back 8).
+#
+# Here, once (flow_matching is pure Python and missing from the device image):
+#     pip download flow_matching==1.0.10 --no-deps -d .whl
+# then, through the device tool, with carry [".whl"] and a timeout near 540 s:
+#     bash scripts/gpu_check.sh
+# Time budget on an H200 (16 cores): build ~1-2 min (one architecture), tests <= TEST_S,
+# benchmarks <= BENCH_S. Each stage runs even if an earlier one failed, so one call says
+# as much as it can.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_out}
+mkdir -p "$OUT/results"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+TEST_S=${TEST_S:-180}
+BENCH_S=${BENCH_S:-240}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+  git log -1 --format='commit %H %cd' 2>/dev/null || true
+  if [ -d .whl ]; then $PY -m pip install --no-index --no-deps .whl/*.whl; fi
+  ARCH=$($PY -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}{c[1]}')")
+  echo "building for sm_$ARCH"
+  FASTFLOW_CUDA=1 FASTFLOW_CUDA_ARCHS="$ARCH" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    $PY -m pip install --no-build-isolation --no-deps -e .
+  $PY -c "import fastflow._C as C; print('fastflow._C: cuda', C.has_cuda(), '|', C.cuda_problem() or 'runs here')"
+  $PY -c "import fastflow; print('backends', fastflow.available_backends())"
+} > "$OUT/build.log" 2>&1
+echo "build: $(tail -2 "$OUT/build.log" | tr '\n' ' ')"
+
+FASTFLOW_TEST_GPU=1 timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider \
+  tests/test_cuda_backend.py tests/test_triton_parity.py tests/test_triton_ops.py tests/test_triton_random.py \
+  > "$OUT/tests.log" 2>&1
+echo "tests (rc $?): $(tail -1 "$OUT/tests.log")"
+
+timeout "$BENCH_S" $PY -m benchmarks --device cuda --out "$OUT/results" > "$OUT/bench.log" 2>&1
+echo "benchmarks (rc $?): $(tail -1 "$OUT/bench.log")"
