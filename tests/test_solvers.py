@@ -188,3 +188,29 @@ def test_discrete_solver_intermediates_logits_and_div_free():
     assert out.shape == (3, 8, 3)
     with pytest.raises(ValueError, match="source_distribution_p"):
         ff.MixtureDiscreteEulerSolver(model, path, V).sample(torch.zeros(2, 2, dtype=torch.long), 0.1, div_free=1.0)
+
+
+@pytest.mark.parametrize("keep", ["input", "view", "detached", "nothing"])
+def test_solver_reuses_only_buffers_no_one_else_holds(keep):
+    """The state left behind becomes the next output buffer only when nothing else reaches it:
+    a model that keeps its input (or a view, or a detached alias) must see it unchanged."""
+    kept, ptrs = [], []
+
+    def model(x=None, t=None, **extras):
+        ptrs.append(x.data_ptr())
+        if keep == "input":
+            kept.append(x)
+        elif keep == "view":
+            kept.append(x[0])
+        elif keep == "detached":
+            kept.append(x.detach())
+        return -x
+
+    x0 = torch.ones(2, 3)
+    out = ff.ODESolver(model).sample(x0, step_size=0.125, method="euler")
+    torch.testing.assert_close(out, torch.full((2, 3), 0.875 ** 8))
+    if keep == "nothing":
+        assert len(set(ptrs)) <= 3  # x_init, then two buffers in turn
+    else:
+        values = [float(k.reshape(-1)[0]) for k in kept]
+        torch.testing.assert_close(torch.tensor(values), 0.875 ** torch.arange(8.0))

@@ -15,6 +15,7 @@ With ``guidance_scale = w > 0`` the model is called with ``model_extras`` and wi
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import nullcontext
 from typing import Callable, Optional
 
@@ -78,14 +79,16 @@ class ODESolver:
         a, b = self._conversion(t)
         return cond, uncond, a, b
 
-    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict) -> Tensor:
+    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
         """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
         cond, uncond, a, b = self._eval(x, t, extras)
         if a != 0 and x is not y:
-            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, backend=self.backend)
+            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, out=out,
+                                backend=self.backend)
         w = self._w
         C = -scale * b * w if uncond is not None else None
-        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, backend=self.backend)
+        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out,
+                            backend=self.backend)
 
     def _velocity(self, x, cond, uncond, a, b):
         w = self._w
@@ -101,17 +104,19 @@ class ODESolver:
     def _u(self, x, t, extras):
         return self._velocity(x, *self._eval(x, t, extras))
 
-    def _step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict) -> Tensor:
-        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it)."""
+    def _step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict,
+              out=None) -> Tensor:
+        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it);
+        the new state goes into ``out`` when given (a buffer no one else can see)."""
         if method == "euler":
-            return self._advance(y0, y0, t0, dt, extras)
+            return self._advance(y0, y0, t0, dt, extras, out)
         if method == "midpoint":
             y_mid = self._advance(y0, y0, t0, 0.5 * dt, extras)
-            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras)
+            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras, out)
         if method in ("heun", "heun2"):
             k1 = self._u(y0, t0, extras)
             k2 = self._u(step_combine(y0, k1, 1.0, dt, backend=self.backend), t0 + dt, extras)
-            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, backend=self.backend)
+            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out, backend=self.backend)
         # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
         third = 1.0 / 3.0
         k1 = self._u(y0, t0, extras)
@@ -121,7 +126,7 @@ class ODESolver:
         y4 = step_combine(y0, k1, 1.0, dt, q=k2, C=-dt, backend=self.backend)
         k4 = self._u(step_combine(y4, k3, 1.0, dt, backend=self.backend), t1, extras)
         s = step_combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt, backend=self.backend)
-        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, backend=self.backend)
+        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out, backend=self.backend)
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
@@ -151,16 +156,19 @@ class ODESolver:
         sol = [x_init]
         j = 1
         bar = _progress(verbose, len(grid) - 1)
-        y0 = x_init
+        y0, spare = x_init, None
         with torch.set_grad_enabled(enable_grad), bar:
             grid_t = torch.tensor(grid, dtype=self._t_dtype)
             for t0, t1, dt in zip(grid[:-1], grid[1:], (grid_t[1:] - grid_t[:-1]).tolist()):
-                # a new state each step, never written in place: the model may keep the x it saw
-                y1 = self._step(method, y0, t0, t1, dt, model_extras)
+                y1 = self._step(method, y0, t0, t1, dt, model_extras, out=spare)
                 while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
                     sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
                     j += 1
-                y0 = y1
+                # the state just left behind is the next step's output buffer if nothing but this
+                # loop holds it (the model may keep the x it was given: then it is left alone)
+                spare, y0 = y0, y1
+                if enable_grad or spare is x_init or not _unshared(spare, 1):
+                    spare = None
                 if verbose:
                     bar.update(1)
         return torch.stack(sol) if return_intermediates else sol[-1]
@@ -181,6 +189,20 @@ class ODESolver:
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+def _unshared(t: Tensor, refs: int) -> bool:
+    """Whether ``t`` and its memory are reachable only through the caller's ``refs`` Python
+    references: no other Python reference (a model's cache, a returned list), no view or
+    other tensor on its storage, no C++ holder. The test autograd applies before reusing a
+    gradient buffer; CPython's reference counts make it exact (3.14's borrowed references
+    would not, so there it answers False)."""
+    storage_uses = getattr(torch._C, "_storage_Use_Count", None)
+    if storage_uses is None or sys.version_info >= (3, 14) or not hasattr(t, "_use_count"):
+        return False
+    # + 2: this function's parameter and getrefcount's own argument
+    return (sys.getrefcount(t) <= refs + 2 and t._use_count() == 1
+            and storage_uses(t.untyped_storage()._cdata) == 2)  # + 1: the storage object asked
 
 
 def _interp(t0, t1, y0, y1, t, backend):
