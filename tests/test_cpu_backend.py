@@ -293,16 +293,17 @@ def _check_row_loss(device, op, dtype, N, V, noncontig, with_grad):
 
 @pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("N,V", [(37, 1234), (5, 3), (3, 70_001)])
+@pytest.mark.parametrize("N,V", [(37, 1234), (5, 3), (3, 70_001), (20, 9001)])
 def test_row_losses(op, dtype, N, V):
     _check_row_loss("cpu", op, dtype, N, V, noncontig=V == 1234, with_grad=True)
 
 
 @pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
-def test_row_losses_no_grad_and_in_place(op):
-    _check_row_loss("cpu", op, torch.float32, 9, 301, noncontig=False, with_grad=False)
+@pytest.mark.parametrize("V", [301, 9001])  # one chunk of the fp32 one-exp path, and three
+def test_row_losses_no_grad_and_in_place(op, V):
+    _check_row_loss("cpu", op, torch.float32, 9, V, noncontig=False, with_grad=False)
     g = torch.Generator().manual_seed(9)
-    z, x1, xt, gs, jump = _row_inputs("cpu", torch.float32, 9, 301, g)
+    z, x1, xt, gs, jump = _row_inputs("cpu", torch.float32, 9, V, g)
     extra = (x1, -100) if op == "cross_entropy" else (x1, xt, jump, -100)
     ref_grad = torch.empty_like(z)
     ref = getattr(R, op)(z, *extra, gs, ref_grad)

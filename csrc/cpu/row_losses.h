@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "cpu_common.h"
 
@@ -36,9 +38,10 @@ inline void merge(Stats& acc, double m, double s) {
   acc.m = mn;
 }
 
-// (max, sum exp(z - max)) of z[0, len), len <= kRowChunk, merged into acc
+// (max, sum exp(z - max)) of z[0, len), len <= kRowChunk, merged into acc; with e, the
+// terms exp(z - shift) are also stored there (e may alias z) and the shift is returned
 template <typename T>
-inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
+inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr) {
   const float ninf = -std::numeric_limits<float>::infinity();
   float mx[kMaxLanes];
   for (int l = 0; l < kMaxLanes; ++l) mx[l] = ninf;
@@ -56,17 +59,24 @@ inline void chunk_stats(const T* z, int64_t len, Stats& acc) {
   for (int l = 0; l < kMaxLanes; ++l) m = mx[l] > m ? mx[l] : m;
   const float shift = m == ninf ? 0.0f : m;
   float sm[kLanes] = {0.0f};
-  for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
-    for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp(ld(z, j0 + l) - shift);
-  for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp(ld(z, j) - shift);
+  if (e) {
+    for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
+      for (int l = 0; l < kLanes; ++l) sm[l] += (e[j0 + l] = fm::exp(ld(z, j0 + l) - shift));
+    for (int64_t j = j0; j < len; ++j) sm[j - j0] += (e[j] = fm::exp(ld(z, j) - shift));
+  } else {
+    for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
+      for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp(ld(z, j0 + l) - shift);
+    for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp(ld(z, j) - shift);
+  }
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += sm[l];
   if (std::isnan(s)) {  // a NaN logit: the row's statistics are NaN
     acc.m = s;
     acc.s = s;
-    return;
+    return shift;
   }
   if (!std::isnan(acc.m)) merge(acc, m, s);
+  return shift;
 }
 
 template <typename T>
@@ -79,6 +89,28 @@ template <typename T>
 inline void write_probs(const T* z, T* g, int64_t lo, int64_t hi, float M, float inv, float a, float coef) {
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
   for (int64_t j = lo; j < hi; ++j) st(g, j, ((fm::exp(ld(z, j) - shift) * inv) * a) * coef);
+}
+
+// An fp32 row's statistics and probabilities with one exp an element instead of two: the
+// stats pass stores exp(z - shift_c) of each chunk into g, then each chunk is rescaled by
+// exp(shift_c - M) * inv * a * coef (g may alias z: each element is read before written).
+// Only for fp32 gradients: a bf16 / fp16 buffer would round the terms twice.
+inline Stats row_stats_into(const float* z, float* g, int64_t V, std::vector<float>& shifts) {
+  Stats s;
+  shifts.clear();
+  for (int64_t j = 0; j < V; j += kRowChunk) shifts.push_back(chunk_stats(z + j, std::min(kRowChunk, V - j), s, g + j));
+  return s;
+}
+
+inline void rescale_probs(float* g, int64_t V, const std::vector<float>& shifts, float M, float inv, float a,
+                          float coef) {
+  const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
+  for (int64_t j = 0, c = 0; j < V; j += kRowChunk, ++c) {
+    const float k = ((fm::exp(shifts[static_cast<size_t>(c)] - shift) * inv) * a) * coef;
+    float* gc = g + j;
+    const int64_t len = std::min(kRowChunk, V - j);
+    for (int64_t t = 0; t < len; ++t) gc[t] = gc[t] * k;
+  }
 }
 
 template <typename T>
@@ -166,26 +198,36 @@ int run(const RowLossArgs& a) {
   auto differs = [&](int64_t i) { return GKL ? a.xt[i] != a.x1[i] : false; };
 
   if (!(N < kSplitRows && V >= kSplitVocab)) {
-#pragma omp parallel for schedule(static) if (N * V >= kParallelMin && N > 1)
-    for (int64_t i = 0; i < N; ++i) {
-      auto [r, ok] = info(i);
-      if (!ok) {
+#pragma omp parallel if (N * V >= kParallelMin && N > 1)
+    {
+      std::vector<float> shifts;  // per thread: the chunk shifts of the fp32 one-exp path
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < N; ++i) {
+        auto [r, ok] = info(i);
+        if (!ok) {
 #pragma omp atomic write
-        err = kErrIndex;
-        continue;
-      }
-      const T* z = logits + i * a.row_stride;
-      Stats s;
-      range_stats(z, 0, V, s);
-      RowMath<GKL> m = row_math<GKL>(r, s, differs(i));
-      if (want_grad) {
-        T* g = grad + i * a.grad_stride;
-        if (r.valid)
-          write_probs(z, g, 0, V, static_cast<float>(s.m), 1.0f / static_cast<float>(s.s), m.a, r.coef);
+          err = kErrIndex;
+          continue;
+        }
+        const T* z = logits + i * a.row_stride;
+        T* g = want_grad ? grad + i * a.grad_stride : nullptr;
+        constexpr bool kF32 = std::is_same<T, float>::value;
+        const bool one_exp = kF32 && want_grad && r.valid;
+        Stats s;
+        if (one_exp)
+          s = row_stats_into(reinterpret_cast<const float*>(z), reinterpret_cast<float*>(g), V, shifts);
         else
+          range_stats(z, 0, V, s);
+        RowMath<GKL> m = row_math<GKL>(r, s, differs(i));
+        const float M = static_cast<float>(s.m), inv = 1.0f / static_cast<float>(s.s);
+        if (one_exp)
+          rescale_probs(reinterpret_cast<float*>(g), V, shifts, M, inv, m.a, r.coef);
+        else if (want_grad && r.valid)
+          write_probs(z, g, 0, V, M, inv, m.a, r.coef);
+        else if (want_grad)
           write_zero(g, 0, V);
+        finish(i, r, m);
       }
-      finish(i, r, m);
     }
     return err;
   }
