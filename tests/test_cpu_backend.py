@@ -616,3 +616,24 @@ def test_affine_path_loss_gradients_of_weight_and_coefficients(backend, dtype):
         tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=1e-3)
         for a, b in zip(got, want):
             torch.testing.assert_close(a.float(), b, **tol)
+
+
+@pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
+def test_row_losses_with_masked_chunks_and_negative_logits(op):
+    """Whole 4096-wide chunks of -inf (a masked vocabulary) next to very negative logits, an
+    all -inf row and a NaN: the one-exp fp32 path rescales chunk by chunk and must agree."""
+    g = torch.Generator().manual_seed(12)
+    N, V = 20, 9001
+    z = torch.randn(N, V, generator=g) * 0.01 - 88.72  # exp(0 - max) overflows to inf
+    z[:, 4096:8192] = float("-inf")
+    z[3] = float("-inf")
+    z[5, 7] = float("nan")
+    x1 = torch.randint(0, 4096, (N,), generator=g)
+    xt = torch.randint(0, 4096, (N,), generator=g)
+    gs, jump = torch.rand(N, generator=g), torch.rand(N, generator=g)
+    extra = (x1, -100) if op == "cross_entropy" else (x1, xt, jump, -100)
+    got_g, ref_g = torch.empty_like(z), torch.empty_like(z)
+    got = getattr(cb, op)(z, *extra, gs, got_g)
+    ref = getattr(R, op)(z, *extra, gs, ref_g)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+    torch.testing.assert_close(got_g, ref_g, rtol=1e-5, atol=1e-6, equal_nan=True)

@@ -61,12 +61,12 @@ inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr
   float sm[kLanes] = {0.0f};
   if (e) {
     for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
-      for (int l = 0; l < kLanes; ++l) sm[l] += (e[j0 + l] = fm::exp(ld(z, j0 + l) - shift));
-    for (int64_t j = j0; j < len; ++j) sm[j - j0] += (e[j] = fm::exp(ld(z, j) - shift));
+      for (int l = 0; l < kLanes; ++l) sm[l] += (e[j0 + l] = fm::exp_nonpos(ld(z, j0 + l) - shift));
+    for (int64_t j = j0; j < len; ++j) sm[j - j0] += (e[j] = fm::exp_nonpos(ld(z, j) - shift));
   } else {
     for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
-      for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp(ld(z, j0 + l) - shift);
-    for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp(ld(z, j) - shift);
+      for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp_nonpos(ld(z, j0 + l) - shift);
+    for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp_nonpos(ld(z, j) - shift);
   }
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += sm[l];
@@ -88,7 +88,7 @@ inline void range_stats(const T* z, int64_t lo, int64_t hi, Stats& acc) {
 template <typename T>
 inline void write_probs(const T* z, T* g, int64_t lo, int64_t hi, float M, float inv, float a, float coef) {
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
-  for (int64_t j = lo; j < hi; ++j) st(g, j, ((fm::exp(ld(z, j) - shift) * inv) * a) * coef);
+  for (int64_t j = lo; j < hi; ++j) st(g, j, ((fm::exp_nonpos(ld(z, j) - shift) * inv) * a) * coef);
 }
 
 // An fp32 row's statistics and probabilities with one exp an element instead of two: the
@@ -106,7 +106,9 @@ inline void rescale_probs(float* g, int64_t V, const std::vector<float>& shifts,
                           float coef) {
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
   for (int64_t j = 0, c = 0; j < V; j += kRowChunk, ++c) {
-    const float k = ((fm::exp(shifts[static_cast<size_t>(c)] - shift) * inv) * a) * coef;
+    // a chunk of -inf logits stored zeros with shift 0, which may exceed M: its factor is 0
+    const float sc = shifts[static_cast<size_t>(c)];
+    const float k = sc > shift ? 0.0f : ((fm::exp_nonpos(sc - shift) * inv) * a) * coef;
     float* gc = g + j;
     const int64_t len = std::min(kRowChunk, V - j);
     for (int64_t t = 0; t < len; ++t) gc[t] = gc[t] * k;
@@ -145,17 +147,17 @@ inline RowMath<GKL> row_math(const RowInfo& r, const Stats& st_, bool xt_differs
   if (!GKL) {
     const float lse = M + logS;
     out.loss = r.valid ? lse - r.z1 : 0.0f;
-    const float p1 = fm::exp(r.z1 - shift) * inv;
+    const float p1 = fm::exp_nonpos(r.z1 - shift) * inv;
     out.g1 = (p1 - 1.0f) * r.coef;
     return out;
   }
   const float off = xt_differs ? 1.0f : 0.0f;
   const float log_p1 = (r.z1 - M) - logS;
-  const float p_t = fm::exp(r.zt - shift) * inv;
+  const float p_t = fm::exp_nonpos(r.zt - shift) * inv;
   out.loss = r.valid ? -r.jump * (p_t - (1.0f - off) + off * log_p1) : 0.0f;
   out.a = p_t + off;
   const float coef = r.coef;  // grad_scale * jump * valid
-  const float p1 = fm::exp(r.z1 - shift) * inv;
+  const float p1 = fm::exp_nonpos(r.z1 - shift) * inv;
   // g = -(p_t + off) p + p_t e_xt + off e_x1;  grad = -g * coef
   float g_t = -(p_t + off) * p_t + p_t + (r.it == r.i1 ? off : 0.0f);
   float g_1 = -(p_t + off) * p1 + off + (r.it == r.i1 ? p_t : 0.0f);
