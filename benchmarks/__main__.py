@@ -73,6 +73,11 @@ def merge_previous(result: dict, out_dir: Path, ctx: Ctx, log) -> None:
     if old["meta"].get("device") != result["meta"]["device"]:
         log(f"--merge: {path} is from {old['meta'].get('device')!r}, not merged")
         return
+    if not result["rows"]:
+        # a sweeps-only run: the table's % of copy was computed against the copy of the run the
+        # rows come from, so that copy stays the table's; this run's goes with its sweeps
+        result["meta"]["sweep_copy"] = result["copy"]
+        result["copy"] = old["copy"]
     measured = {r["row"] for r in result["rows"]}
     kept = [dict(r, merged_from=old["meta"]["date"]) if "merged_from" not in r else r
             for r in old["rows"] if r["row"] not in measured]
