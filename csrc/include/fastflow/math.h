@@ -84,18 +84,23 @@ FF_HD float log1p(float x) {
   return r;
 }
 
-FF_HD float exp(float x) {
-  float xc = x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : x);
-  float n = __builtin_rintf(xc * 1.4426950408889634f);
-  float r = fmadd(-n, kLn2Lo, fmadd(-n, kLn2Hi, xc));  // |r| <= ln2 / 2
+// x = n ln2 + r with |r| <= ln2 / 2 (x already clamped): returns e^r (degree-7 Taylor) and n
+FF_HD float exp_reduced(float x, int32_t* n_out) {
+  float n = __builtin_rintf(x * 1.4426950408889634f);
+  float r = fmadd(-n, kLn2Lo, fmadd(-n, kLn2Hi, x));
   float p = fmadd(0.0001984126984126984f, r, 0.001388888888888889f);
   p = fmadd(p, r, 0.008333333333333333f);
   p = fmadd(p, r, 0.041666666666666664f);
   p = fmadd(p, r, 0.16666666666666666f);
   p = fmadd(p, r, 0.5f);
   p = fmadd(p, r, 1.0f);
-  p = fmadd(p, r, 1.0f);
-  int32_t ni = static_cast<int32_t>(n);
+  *n_out = static_cast<int32_t>(n);
+  return fmadd(p, r, 1.0f);
+}
+
+FF_HD float exp(float x) {
+  int32_t ni;
+  float p = exp_reduced(x > 89.0f ? 89.0f : (x < -104.0f ? -104.0f : x), &ni);
   int32_t n1 = ni / 2, n2 = ni - n1;  // two scalings reach the subnormal range without overflow
   float s1 = u2f(static_cast<uint32_t>(n1 + 127) << 23);
   float s2 = u2f(static_cast<uint32_t>(n2 + 127) << 23);
@@ -110,17 +115,8 @@ FF_HD float exp(float x) {
 // results below 2^-126 flushed to 0 (they vanish next to the row's largest term, which is 1).
 // 40% faster than exp on the AVX-512 build, same accuracy in the normal range (0.93 ulp).
 FF_HD float exp_nonpos(float x) {
-  float xc = x < -104.0f ? -104.0f : x;
-  float n = __builtin_rintf(xc * 1.4426950408889634f);
-  float r = fmadd(-n, kLn2Lo, fmadd(-n, kLn2Hi, xc));
-  float p = fmadd(0.0001984126984126984f, r, 0.001388888888888889f);
-  p = fmadd(p, r, 0.008333333333333333f);
-  p = fmadd(p, r, 0.041666666666666664f);
-  p = fmadd(p, r, 0.16666666666666666f);
-  p = fmadd(p, r, 0.5f);
-  p = fmadd(p, r, 1.0f);
-  p = fmadd(p, r, 1.0f);
-  int32_t ni = static_cast<int32_t>(n);
+  int32_t ni;
+  float p = exp_reduced(x < -104.0f ? -104.0f : x, &ni);
   float y = p * u2f(static_cast<uint32_t>((ni < -126 ? -126 : ni) + 127) << 23);
   y = ni < -126 ? 0.0f : y;
   return x != x ? x : y;
