@@ -45,10 +45,11 @@ def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     """Ask for huge pages over the 2 MiB-aligned interior of ``t``'s memory (CPU, large only)."""
     if _MADVISE is None or t.device.type != "cpu":
         return t
-    nbytes = t.untyped_storage().nbytes()
+    storage = t.untyped_storage()
+    nbytes = storage.nbytes()
     if nbytes < _MIN_BYTES:
         return t
-    start = t.untyped_storage().data_ptr()
+    start = storage.data_ptr()
     lo = (start + _HUGE - 1) // _HUGE * _HUGE
     hi = (start + nbytes) // _HUGE * _HUGE
     if hi > lo:

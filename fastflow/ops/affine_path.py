@@ -93,12 +93,13 @@ def _loss_bwd(ctx, grad_weighted, _grad_of_buffer, _grad_of_sums):
     if grad_weighted is None:
         return tuple(grads)
     need = ctx.needs_input_grad
-    if any(need[:6]):  # the forward wrote the buffer
+    wrote = any(need[:6])  # then the forward wrote the gradient buffer
+    if wrote:
         _fused_grad.claim(ctx)
     buffer, x_1, x_0, c, d, rng, sq_sum = ctx.saved_tensors
     if need[8]:
         grads[8] = grad_weighted * sq_sum
-    if any(need[:6]):
+    if wrote:
         dv = _fused_grad.scaled_grad(ctx, grad_weighted, buffer)
         grads[0] = dv if need[0] else None
         grads[1] = scaled(dv, -c, x_1.dtype) if need[1] else None

@@ -54,10 +54,9 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: 
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
     name = pick("mixture_path_sample", x_1, backend)
     if direct(x_1, x_0, kappa, rng, noise):
-        return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size),
-                   None if mask_id is None else int(mask_id))
-    return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size),
-                           -1 if mask_id is None else int(mask_id), name)
+        return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
+    return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size), -1 if mask_id is None else mask_id,
+                           name)
 
 
 # ---------------------------------------------------------------- fused losses
@@ -195,8 +194,8 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
     op = _gkl_eager if direct(logits, x_1, x_t, per_row, scale, autograd=True) else _gkl
-    weighted, _ = op(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii,
-                       scale, need_grad, pick("generalized_kl", logits, backend))
+    weighted, _ = op(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
+                     pick("generalized_kl", logits, backend))
     return _reduce(weighted, x_1, reduction, divisor)
 
 
