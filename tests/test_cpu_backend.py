@@ -207,6 +207,23 @@ def test_step_combine(dtype, shape, with_q, noise_mode):
     _check_step_combine("cpu", dtype, shape, with_q, noise_mode, noncontig=shape == (1, 1001))
 
 
+def test_fp16_conversions_cover_the_whole_range():
+    # every fp16 bit pattern through the block conversions (F16C on the AVX2 / AVX-512 builds):
+    # loads exact, stores rounded to nearest even into subnormals, overflowing to inf, NaN kept
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16).view(2, -1)
+    g = torch.Generator().manual_seed(6)
+    p = (torch.randn(x.shape, generator=g) * 3e-5).to(torch.float16)
+    A, Bc = torch.tensor([1.0, 0.999]), torch.tensor([0.37, 1e4])
+    got = cb.step_combine(x, p, None, A, Bc, None, None, None, None)
+    want = R.step_combine(x, p, None, A, Bc, None, None, None, None)
+    assert torch.equal(got.isnan(), want.isnan())
+    keep = ~want.isnan()
+    assert torch.equal(got.view(torch.int16)[keep], want.view(torch.int16)[keep])
+    assert bool(got.isinf().any()) and bool(((got != 0) & (got.abs() < 2**-14)).any())
+    assert torch.equal(cb.step_combine(x, p, None, 1.0, 0.0, None, None, None, None).view(torch.int16)[keep],
+                       x.view(torch.int16)[keep])
+
+
 def _check_bit_identical(device, dtype):
     # no FP contraction in the kernels: a * x + b * y rounds like torch's separate ops
     g = torch.Generator().manual_seed(5)

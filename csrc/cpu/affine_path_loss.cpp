@@ -89,8 +89,11 @@ int run(const AffineLossArgs& a) {
     double sum = 0.0;
     for_subblocks(lo, hi, [&](int64_t s, int64_t e) {
       with_buffers<X0, E, M>(a, sr, s, e, [&](const float* z0, const float* ep, const float* m) {
-        sum += segment<T, X0, E, M, G>(v + s, x1 + s, X0 ? x0 + s : nullptr, z0, ep, m, G ? dv + s : nullptr,
-                                       e - s, k);
+        staged(e - s, G ? dv + s : nullptr, [&](int64_t o, int64_t len, auto* dvs, auto* vs, auto* x1s, auto* x0s) {
+          using U = std::remove_const_t<std::remove_pointer_t<decltype(vs)>>;
+          sum += segment<U, X0, E, M, G>(vs, x1s, x0s, z0 ? z0 + o : nullptr, ep ? ep + o : nullptr,
+                                         m ? m + o : nullptr, dvs, len, k);
+        }, v + s, x1 + s, X0 ? x0 + s : nullptr);
       });
     });
     part[static_cast<size_t>(it)] = sum;

@@ -35,9 +35,11 @@ int run(const AffineSampleArgs& a) {
     const float* z0 = X0 ? nullptr : normals_range(seed, off, s, e, t0);
     const float* ep = S ? normals_range(seed, off + nctr, s, e, t1) : nullptr;
     for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
-      segment<T, X0, S>(x1 + i, X0 ? x0 + i : nullptr, X0 ? nullptr : z0 + (i - s),
-                        S ? ep + (i - s) : nullptr, out + i, j - i, coef(a.a, b), coef(a.b, b),
-                        S ? a.s[b] : 0.0f);
+      const float ca = coef(a.a, b), cb = coef(a.b, b), cs = S ? a.s[b] : 0.0f;
+      staged(j - i, out + i, [&](int64_t o, int64_t len, auto* y, auto* x1s, auto* x0s) {
+        segment<std::remove_pointer_t<decltype(y)>, X0, S>(x1s, x0s, X0 ? nullptr : z0 + (i - s) + o,
+                                                           S ? ep + (i - s) + o : nullptr, y, len, ca, cb, cs);
+      }, x1 + i, X0 ? x0 + i : nullptr);
     });
   });
   return kOk;

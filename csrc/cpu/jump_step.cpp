@@ -109,9 +109,11 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     // the keys first: a block whose largest key cannot beat the best score so far even
     // with the largest possible generated noise is skipped (exact; generated noise only)
     if (KEY == 0) {
-      for (int64_t k = 0; k < len; ++k) sc[k] = ld(z, j0 + k) / temp;
+      load_f32(z + j0, len, sc);
+      for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
     } else if (KEY == 1) {
-      for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(ld(z, j0 + k)) / temp;
+      load_f32(z + j0, len, sc);
+      for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(sc[k]) / temp;
     } else {
       for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
       if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;

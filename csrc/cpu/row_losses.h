@@ -42,6 +42,11 @@ inline void merge(Stats& acc, double m, double s) {
 // terms exp(z - shift) are also stored there (e may alias z) and the shift is returned
 template <typename T>
 inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr) {
+  if constexpr (std::is_same<T, f16>::value) {  // one block conversion for both loops below
+    alignas(64) float zf[kRowChunk];
+    load_f32(z, len, zf);
+    return chunk_stats<float>(zf, len, acc, e);
+  }
   const float ninf = -std::numeric_limits<float>::infinity();
   float mx[kMaxLanes];
   for (int l = 0; l < kMaxLanes; ++l) mx[l] = ninf;
@@ -88,7 +93,9 @@ inline void range_stats(const T* z, int64_t lo, int64_t hi, Stats& acc) {
 template <typename T>
 inline void write_probs(const T* z, T* g, int64_t lo, int64_t hi, float M, float inv, float a, float coef) {
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
-  for (int64_t j = lo; j < hi; ++j) st(g, j, ((fm::exp_nonpos(ld(z, j) - shift) * inv) * a) * coef);
+  staged(hi - lo, g + lo, [&](int64_t, int64_t n, auto* gs, auto* zs) {
+    for (int64_t j = 0; j < n; ++j) st(gs, j, ((fm::exp_nonpos(ld(zs, j) - shift) * inv) * a) * coef);
+  }, z + lo);
 }
 
 // An fp32 row's statistics and probabilities with one exp an element instead of two: the

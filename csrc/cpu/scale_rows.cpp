@@ -18,7 +18,9 @@ int run(const ScaleRowsArgs& a) {
     if (gi == 1.0f) continue;
     const float s = Elem<T>::to_f32(Elem<T>::from_f32(gi));
     T* row = grad + i * a.row_stride;
-    for (int64_t j = 0; j < V; ++j) st(row, j, ld(row, j) * s);
+    staged(V, row, [&](int64_t, int64_t n, auto* y, auto* x) {
+      for (int64_t j = 0; j < n; ++j) st(y, j, ld(x, j) * s);
+    }, static_cast<const T*>(row));
   }
   return kOk;
 }

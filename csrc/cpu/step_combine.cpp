@@ -35,9 +35,11 @@ int run(const StepCombineArgs& a) {
     Scratch t0;
     const float* z = (NZ && !GIVEN) ? normals_range(seed, off, s, e, t0) : nullptr;
     for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
-      segment<T, Q, NZ, GIVEN>(x + i, p + i, Q ? q + i : nullptr, GIVEN ? noise + i : nullptr,
-                               z ? z + (i - s) : nullptr, out + i, j - i, coef(a.A, b), coef(a.B, b),
-                               coef(a.C, b), coef(a.N, b));
+      const float ca = coef(a.A, b), cb = coef(a.B, b), cc = coef(a.C, b), cn = coef(a.N, b);
+      staged(j - i, out + i, [&](int64_t o, int64_t len, auto* y, auto* xs, auto* ps, auto* qs, auto* ns) {
+        segment<std::remove_pointer_t<decltype(y)>, Q, NZ, GIVEN>(xs, ps, qs, ns, z ? z + (i - s) + o : nullptr, y,
+                                                                  len, ca, cb, cc, cn);
+      }, x + i, p + i, Q ? q + i : nullptr, GIVEN ? noise + i : nullptr);
     });
   });
   return kOk;
