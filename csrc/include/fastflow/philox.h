@@ -72,7 +72,7 @@ FF_HD float exp1_from_uniform(float u) { return -fm::log1p(-u); }
 FF_HD void uniform_pair_to_normal(float u1, float u2, float* n1, float* n2) {
   u1 = u1 < 1.0e-7f ? 1.0e-7f : u1;
   float th = 6.2831854820251465f * u2;
-  float r = fm::sqrt(-2.0f * fm::log(u1));
+  float r = fm::sqrt(-2.0f * fm::log_positive(u1));
   float s, c;
   fm::sincos(th, &s, &c);
   *n1 = r * c;
