@@ -11,7 +11,7 @@ namespace fastflow {
 namespace cuda {
 namespace {
 
-constexpr int64_t kChunk = 16384;  // must match affine_path_loss_workspace() in launch.cu
+constexpr int64_t kChunk = kLossChunk;
 
 template <typename T, bool X0, bool E, bool M, int VEC>
 __device__ __forceinline__ void residual_group(const AffineLossArgs& a, int64_t i0, int64_t lo, int64_t hi,

@@ -19,6 +19,10 @@ namespace fastflow {
 namespace cuda {
 
 constexpr int kThreads = 256;
+// Elements per work item of affine_path_loss (one block, or one warp for short samples): small
+// enough that a 128 x 3 x 64 x 64 batch makes 384 blocks, about 3 per SM. The partials of a
+// sample that spans chunks go through a workspace (affine_path_loss_workspace).
+constexpr int64_t kLossChunk = 4096;
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 

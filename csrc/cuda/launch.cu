@@ -31,10 +31,9 @@ int sm_count() {
   return cache[dev];
 }
 
-// Must match affine_path_loss.cu: one partial per (sample, chunk) when a sample spans chunks.
+// affine_path_loss.cu keeps one partial per (sample, chunk) when a sample spans chunks.
 int64_t affine_path_loss_workspace(int64_t batch, int64_t per_sample) {
-  constexpr int64_t kChunk = 16384;
-  const int64_t nch = (per_sample + kChunk - 1) / kChunk;
+  const int64_t nch = (per_sample + kLossChunk - 1) / kLossChunk;
   return nch > 1 ? batch * nch : 0;
 }
 

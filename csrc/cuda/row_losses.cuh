@@ -119,6 +119,9 @@ __global__ void __launch_bounds__(BLOCK) row_kernel(RowLossArgs a, bool aligned)
   MaxSum ms{-INFINITY, 0.0f};
   stats_range<T, VEC>(z, 0, V, t, G, aligned, ms);
   ms = group_reduce<G>(ms, smem);
+  // shuffles order no memory: every lane's reads of z (z_1, z_t included) before any lane
+  // writes a gradient that may alias z (G == block: group_reduce's __syncthreads does it)
+  if (G == 32) __syncwarp();
   const RowMath r = row_math<GKL>(a, row, ms, z1, zt);
   if (t == 0) a.loss[row] = r.loss;
   if (a.grad) grad_range<T, VEC>(z, static_cast<T*>(a.grad) + row * a.grad_stride, 0, V, t, G, aligned, ms, r);
