@@ -32,7 +32,7 @@ def run(lib: str, iters: int = 30):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     solver = solver_mod.ODESolver(velocity_model=Wrapped(net))
     samples = solver.sample(x_init=torch.randn(256, 2), step_size=0.05, method="midpoint")
 
@@ -58,4 +58,4 @@ def run(lib: str, iters: int = 30):
 
     dsolver = solver_mod.MixtureDiscreteEulerSolver(model=DWrapped(dnet), path=dpath, vocabulary_size=V)
     tokens = dsolver.sample(x_init=torch.randint(0, V, (2000, 2)), step_size=0.1)
-    return losses, samples, tokens, float(dl)
+    return losses, samples, tokens, float(dl.detach())
