@@ -67,6 +67,8 @@ def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None
 
 def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None) -> torch.Tensor:
     """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device."""
+    if type(value) is float:  # the common case, without the ABC check of Real
+        return torch.full((batch,), scalar(name, value, lo, hi), dtype=torch.float32, device=like.device)
     if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
         raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
     if isinstance(value, torch.Tensor):
@@ -74,17 +76,40 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
             raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
-        out = value.to(device=like.device, dtype=torch.float32).reshape(-1).expand(batch).contiguous()
-        finite_or_range = ~torch.isnan(out)
-        if lo is not None:
-            finite_or_range &= out >= lo
-        if hi is not None:
-            finite_or_range &= out <= hi
-        values(name, finite_or_range, f"values must lie in [{lo}, {hi}] and not be NaN")
+        out = value.to(device=like.device, dtype=torch.float32)
+        if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):
+            out = out.reshape(-1).expand(batch).contiguous()
+        if lo is None and hi is None:  # the common case, in two small ops
+            nan = out.isnan().any()
+            if _eager(out):
+                if bool(nan):
+                    raise ValueError(f"{name}: values must not be NaN")
+            else:
+                torch._assert_async(~nan, f"{name}: values must not be NaN")
+        else:
+            ok = out >= lo if lo is not None else ~out.isnan()  # NaN fails every comparison
+            if hi is not None:
+                ok &= out <= hi
+            values(name, ok, f"values must lie in [{lo}, {hi}] and not be NaN")
         return out
+    return torch.full((batch,), scalar(name, value, lo, hi), dtype=torch.float32, device=like.device)
+
+
+def scalar(name: str, value, lo=None, hi=None) -> float:
+    """A real number (not a bool), not NaN, within [lo, hi], as a float."""
+    if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
     if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {value}")
-    return torch.full((batch,), float(value), dtype=torch.float32, device=like.device)
+    return float(value)
+
+
+def scalar_or_coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None):
+    """A float stays a float (checked as ``scalar``), a tensor becomes ``coefficient``'s [B]:
+    arithmetic on coefficients then costs no tensor op when they are plain numbers."""
+    if type(value) is float or (isinstance(value, Real) and not isinstance(value, bool)):
+        return scalar(name, value, lo, hi)
+    return coefficient(name, value, batch, like, lo, hi)
 
 
 def time(name: str, t, batch: int, like: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,7 @@ def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def empty(shape, dtype: torch.dtype, device) -> torch.Tensor:
-    """``torch.empty`` for an output the caller is about to write in full."""
-    return advise_huge_pages(torch.empty(shape, dtype=dtype, device=device))
-
-
 def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """A contiguous ``torch.empty_like`` for an output the caller is about to write in full."""
-    return advise_huge_pages(torch.empty_like(t, dtype=dtype, memory_format=torch.contiguous_format))
+    out = torch.empty_like(t, dtype=dtype, memory_format=torch.contiguous_format)
+    return advise_huge_pages(out) if out.numel() * out.element_size() >= _MIN_BYTES else out

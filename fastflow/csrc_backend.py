@@ -21,8 +21,6 @@ Layout handled here (each a copy only when needed):
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from . import _memory
@@ -73,26 +71,21 @@ def _ptr(t) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-@contextlib.contextmanager
-def _device(t: torch.Tensor):
-    if t.is_cuda:
-        with torch.cuda.device(t.device):
-            yield True, torch.cuda.current_stream(t.device).cuda_stream
-    else:
-        yield False, 0
-
-
 _THREADS = [0]
 
 
 def _run(fn, like: torch.Tensor, **kwargs) -> None:
-    if not like.is_cuda:  # the CPU kernels use as many threads as torch does
+    """Call a kernel of ``_C`` on ``like``'s device: CUDA kernels on the device's current
+    stream, CPU kernels with as many threads as torch uses."""
+    if like.is_cuda:
+        with torch.cuda.device(like.device):
+            code = fn(cuda=True, stream=torch.cuda.current_stream(like.device).cuda_stream, **kwargs)
+    else:
         n = torch.get_num_threads()
         if n != _THREADS[0]:
             _C.set_num_threads(n)
             _THREADS[0] = n
-    with _device(like) as (cuda, stream):
-        code = fn(cuda=cuda, stream=stream, **kwargs)
+        code = fn(cuda=False, stream=0, **kwargs)
     if code:
         raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})")
 
@@ -121,6 +114,9 @@ def _coef(c, batch: int, device):
     """A per-sample / per-row coefficient as a contiguous fp32 ``[batch]`` tensor."""
     if c is None:
         return None
+    if (type(c) is torch.Tensor and c.dtype == torch.float32 and c.dim() == 1 and c.shape[0] == batch
+            and c.is_contiguous() and c.device == device):  # as the ops layer passes them
+        return c
     c = torch.as_tensor(c, dtype=torch.float32, device=device).reshape(-1)
     if c.numel() == 1 and batch != 1:
         c = c.expand(batch)
@@ -153,7 +149,7 @@ def _target(out, like: torch.Tensor, dtype):
     if (out is not None and out.dtype == dtype and out.device == like.device and out.shape == like.shape
             and out.is_contiguous()):
         return out, True
-    return _memory.empty(like.shape, dtype, like.device), False
+    return _memory.empty_like(like, dtype), False
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -239,8 +235,7 @@ def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None
     gs = _coef(grad_scale, k["batch"], dev) if grad is not None else None
     dv = None
     if grad is not None:  # written directly when it is a contiguous buffer of the compute dtype
-        dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else _memory.empty(
-            k["v"].shape, k["dtype"], dev)
+        dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else _memory.empty_like(k["v"], k["dtype"])
     if k["v"].numel():
         ws = None
         if k["v"].is_cuda:
@@ -297,7 +292,7 @@ def _grad_buffer(grad, z):
         return None, True
     if grad.dtype == z.dtype and grad.shape == z.shape and (grad.stride(-1) == 1 or grad.shape[-1] == 1):
         return grad, True
-    return _memory.empty(z.shape, z.dtype, z.device), False
+    return _memory.empty_like(z), False
 
 
 def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):

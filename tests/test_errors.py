@@ -92,6 +92,14 @@ def test_step_errors():
     raises(TypeError, "A", ff.step_combine, x, x, "one", 0.1)
     raises(ValueError, "v_uncond", ff.euler_step, x, x, 0.1, guidance_scale=1.0)
     raises(ValueError, "rng", ff.step_combine, x, x, 1.0, 0.1, N=1.0)
+    # coefficients: float, tensor, bool and NaN, through the op and through euler_step's own checks
+    raises(ValueError, "B", ff.step_combine, x, x, 1.0, float("nan"))
+    raises(ValueError, "B", ff.step_combine, x, x, 1.0, torch.tensor([0.1, float("nan"), 0.2]))
+    raises(ValueError, "h", ff.euler_step, x, x, float("nan"))
+    raises(ValueError, "h", ff.euler_step, x, x, torch.full((3,), float("nan")))
+    raises(TypeError, "h", ff.euler_step, x, x, True)
+    raises(TypeError, "h", ff.euler_step, x, x, "0.1")
+    raises(ValueError, "guidance_scale", ff.euler_step, x, x, 0.1, v_uncond=x, guidance_scale=float("nan"))
 
 
 def test_unknown_backend():

@@ -24,7 +24,7 @@ def _vm_flags(addr: int) -> list[str]:
 @pytest.mark.skipif(not sys.platform.startswith("linux") or _memory._MADVISE is None,
                     reason="madvise is Linux-only (or FASTFLOW_HUGEPAGES=0)")
 def test_big_buffer_is_advised_and_usable():
-    t = _memory.empty((5, 1 << 21), torch.float32, "cpu")  # 40 MiB
+    t = _memory.empty_like(torch.empty(1).expand(5, 1 << 21))  # 40 MiB, fresh
     p = t.data_ptr()
     probe = (p + (4 << 20)) // (2 << 20) * (2 << 20)  # an address inside the advised interior
     assert "hg" in _vm_flags(probe)

@@ -18,10 +18,10 @@ def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guida
     """
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
     batch = x.shape[0]
-    h = _checks.coefficient("h", h, batch, x)
+    h = _checks.scalar_or_coefficient("h", h, batch, x)
     if v_uncond is None:
         if not (isinstance(guidance_scale, (int, float)) and guidance_scale == 0):
             raise ValueError("v_uncond: required when guidance_scale is not 0")
         return step_combine(x, v, 1.0, h, out=out, backend=backend)
-    w = _checks.coefficient("guidance_scale", guidance_scale, batch, x)
+    w = _checks.scalar_or_coefficient("guidance_scale", guidance_scale, batch, x)
     return step_combine(x, v, 1.0, h * (1 + w), q=v_uncond, C=-h * w, out=out, backend=backend)
