@@ -155,3 +155,8 @@ def test_graph_capture_step_combine():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, ref)
+
+
+def test_overwrite_logits():
+    from test_discrete import check_overwrite_logits
+    check_overwrite_logits("cuda", "cuda")

@@ -80,6 +80,61 @@ def test_cross_entropy_matches_torch_with_ignore_index(reduction):
     torch.testing.assert_close(logits.grad, l2.grad)
 
 
+def check_overwrite_logits(backend, device="cpu"):
+    """overwrite_logits: same losses and gradients as a fresh buffer, the logits' memory holds
+    the gradient, and a graph that saved the logits fails at backward instead of going wrong."""
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2.0))
+    g = torch.Generator().manual_seed(3)
+    B, L, V = 3, 5, 4099  # V: more than one chunk of the row kernels
+    x1 = torch.randint(0, V, (B, L), generator=g).to(device)
+    xt = torch.randint(0, V, (B, L), generator=g).to(device)
+    x1[0, :2] = -100
+    t = torch.tensor([0.1, 0.5, 0.8], device=device)
+
+    def loss_fn(kind, logits, reduction, over):
+        if kind == "ce":
+            return ff.mixture_cross_entropy(logits, x1, reduction=reduction, backend=backend,
+                                            overwrite_logits=over)
+        kl = ff.MixturePathGeneralizedKL(path, reduction=reduction, ignore_index=-100, backend=backend,
+                                         overwrite_logits=over)
+        return kl(logits, x1, xt, t)
+
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        base = torch.randn(B, L, V, generator=g).to(device=device, dtype=dtype)
+        for kind in ("ce", "gkl"):
+            for reduction in ("mean", "sum", "none"):
+                outs = []
+                for over in (False, True):
+                    leaf = base.clone().requires_grad_()
+                    logits = leaf * 1.0  # a non-leaf whose producer saved nothing
+                    loss = loss_fn(kind, logits, reduction, over)
+                    up = torch.linspace(0.5, 1.5, loss.numel(), device=device).view(loss.shape)
+                    loss.backward(up)
+                    outs.append((loss.detach(), leaf.grad, logits.detach()))
+                (l0, g0, z0), (l1, g1, z1) = outs
+                what = (kind, reduction, dtype)
+                assert torch.equal(l0, l1), what
+                assert torch.equal(g0, g1), what
+                assert torch.equal(z0, base), what  # a fresh buffer leaves the logits alone
+                assert not torch.equal(z1, base), what  # overwritten: they now hold the gradient
+    # a producer that saved its output (exp) sees the overwrite at backward
+    leaf = torch.randn(B, L, V, generator=g).to(device).requires_grad_()
+    loss = loss_fn("ce", leaf.exp(), "mean", True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+    with pytest.raises(ValueError, match="overwrite_logits"):
+        loss_fn("ce", leaf, "mean", True)
+    with pytest.raises(TypeError, match="overwrite_logits"):
+        loss_fn("ce", leaf * 1.0, "mean", 1)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_overwrite_logits(backend):
+    if backend not in ff.available_backends("cpu"):
+        pytest.skip(f"{backend} is not available here")
+    check_overwrite_logits(backend)
+
+
 def test_cross_entropy_backward_runs_once():
     logits = torch.randn(3, 7, requires_grad=True)
     loss = ff.mixture_cross_entropy(logits, torch.randint(0, 7, (3,)))

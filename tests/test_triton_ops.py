@@ -114,3 +114,9 @@ def test_cpu_needs_the_interpreter(monkeypatch):
     assert "TRITON_INTERPRET" in tk.unavailable("cpu")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
         backends.resolve_name("step_combine", "cpu", "triton")
+
+
+def test_overwrite_logits():
+    # the Triton row kernels finish a row's statistics before writing its first gradient element
+    from test_discrete import check_overwrite_logits
+    check_overwrite_logits(TB, DEVICE)

@@ -16,14 +16,20 @@ class MixturePathGeneralizedKL(torch.nn.Module):
     ``forward(logits [B, ..., V], x_1, x_t [B, ...], t [B])``. The jump coefficient
     ``d_kappa / (1 - kappa)`` is infinite at t = 1 (kappa = 1): such a time raises
     ValueError naming ``t`` (flow_matching returns inf/NaN there).
+
+    ``overwrite_logits=True`` writes the gradient into the logits' memory instead of a new
+    ``[B, ..., V]`` buffer: the logits are lost after the call (see ``generalized_kl``).
     """
 
     def __init__(self, path, reduction: str = "mean", ignore_index: Optional[int] = None,
-                 backend: Optional[str] = None):
+                 backend: Optional[str] = None, overwrite_logits: bool = False):
         super().__init__()
         self.path = path
         self.reduction = _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
         self.ignore_index, self.backend = ignore_index, backend
+        if not isinstance(overwrite_logits, bool):
+            raise TypeError(f"overwrite_logits: expected a bool, got {type(overwrite_logits).__name__}")
+        self.overwrite_logits = overwrite_logits
 
     def forward(self, logits: Tensor, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
@@ -33,7 +39,7 @@ class MixturePathGeneralizedKL(torch.nn.Module):
         _checks.values("t", kappa < 1, "the jump coefficient d_kappa/(1 - kappa) is infinite where kappa_t = 1 "
                        "(t = 1); sample t in [0, 1)")
         return generalized_kl(logits, x_1, x_t, d_kappa / (1 - kappa), self.ignore_index, self.reduction,
-                              backend=self.backend)
+                              backend=self.backend, overwrite_logits=self.overwrite_logits)
 
 
 __all__ = ["MixturePathGeneralizedKL", "mixture_cross_entropy", "generalized_kl"]

@@ -64,19 +64,24 @@ def _rows(logits: Tensor, name="logits") -> Tensor:
     return logits.reshape(-1, logits.shape[-1])
 
 
-def _loss_fwd(op, backend, logits, args, grad_scale, need_grad):
+def _loss_fwd(op, backend, logits, args, grad_scale, need_grad, overwrite):
     rows = _rows(logits)
-    grad = _memory.empty_like(rows) if need_grad else None
+    grad = None
+    if need_grad:  # overwrite (eager only): the kernels read each logit before writing its gradient
+        grad = rows if overwrite else _memory.empty_like(rows)
     loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
+    if grad is rows:  # a saved copy of the logits elsewhere in the graph now fails loudly
+        torch.autograd.graph.increment_version(logits)
     return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
 
 
-def _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend):
-    return _loss_fwd("cross_entropy", backend, logits, (x_1, ignore_index), grad_scale, need_grad)
+def _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend, overwrite=False):
+    return _loss_fwd("cross_entropy", backend, logits, (x_1, ignore_index), grad_scale, need_grad, overwrite)
 
 
-def _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backend):
-    return _loss_fwd("generalized_kl", backend, logits, (x_1, x_t, jump, ignore_index), grad_scale, need_grad)
+def _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backend, overwrite=False):
+    return _loss_fwd("generalized_kl", backend, logits, (x_1, x_t, jump, ignore_index), grad_scale, need_grad,
+                     overwrite)
 
 
 @torch.library.custom_op("fastflow::cross_entropy", mutates_args=())
@@ -111,12 +116,12 @@ def _backward(ctx, grad_loss, _grad_of_grad):
     return _fused_grad.scaled_grad(ctx, grad_loss, grad), *([None] * (ctx.n_inputs - 1))
 
 
-def _ce_setup(ctx, inputs, output):
-    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, 6)
+def _ce_setup(ctx, inputs, output):  # the custom op's inputs, or those plus `overwrite` (eager)
+    _fused_grad.setup(ctx, output[1], inputs[5], inputs[0].shape, len(inputs))
 
 
 def _gkl_setup(ctx, inputs, output):
-    _fused_grad.setup(ctx, output[1], inputs[-1], inputs[0].shape, 8)
+    _fused_grad.setup(ctx, output[1], inputs[7], inputs[0].shape, len(inputs))
 
 
 _ce.register_autograd(_backward, setup_context=_ce_setup)
@@ -151,33 +156,51 @@ def _reduce(weighted: Tensor, x_1: Tensor, reduction: str, divisor) -> Tensor:
     return weighted.sum() if divisor is None else weighted.sum() / divisor
 
 
+def _overwrite(logits: Tensor, overwrite_logits: bool, need_grad: bool) -> bool:
+    if not isinstance(overwrite_logits, bool):
+        raise TypeError(f"overwrite_logits: expected a bool, got {type(overwrite_logits).__name__}")
+    if overwrite_logits and need_grad and logits.is_leaf:
+        raise ValueError("overwrite_logits: the logits must come out of the model (a non-leaf tensor): "
+                         "a leaf that requires grad cannot be overwritten")
+    return overwrite_logits and need_grad
+
+
 def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
-                          reduction: str = "mean", backend: Optional[str] = None) -> Tensor:
+                          reduction: str = "mean", backend: Optional[str] = None,
+                          overwrite_logits: bool = False) -> Tensor:
     """Fused cross-entropy ``logsumexp(z) - z[x_1]`` over the last dimension.
 
     ``mean`` averages over the tokens that are not ``ignore_index`` (torch's convention),
     ``sum`` adds, ``none`` returns ``x_1``'s shape (0 on ignored tokens). The gradient is
     written during the forward pass (one extra pass, no ``[N, V]`` fp32 temporaries); the
     backward scales it only when the upstream gradient is not 1.
+
+    ``overwrite_logits=True`` writes that gradient into the logits' own memory instead of a new
+    ``[N, V]`` buffer (as Liger-Kernel's cross-entropy does): the logits are lost after the call,
+    and an autograd node that saved them raises at backward. Eager mode only (under
+    torch.compile a buffer is allocated as usual).
     """
     _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
     _check_logits(logits, x_1)
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
+    overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
-    op = _ce_eager if direct(logits, x_1, scale, autograd=True) else _ce
-    weighted, _ = op(logits, x_1.reshape(-1), int(ignore_index), scale, need_grad,
-                     pick("cross_entropy", logits, backend))
+    args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
+    if direct(logits, x_1, scale, autograd=True):
+        weighted, _ = _ce_eager(*args, overwrite)
+    else:
+        weighted, _ = _ce(*args)
     return _reduce(weighted, x_1, reduction, divisor)
 
 
 def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
                    ignore_index: Optional[int] = None, reduction: str = "mean",
-                   backend: Optional[str] = None) -> Tensor:
+                   backend: Optional[str] = None, overwrite_logits: bool = False) -> Tensor:
     """Fused generalized KL of the mixture path; ``jump`` = ``d_kappa / (1 - kappa)`` per sample ``[B]``.
 
     ``mean`` averages over all tokens as flow_matching does (over the non-ignored ones when
-    ``ignore_index`` is given).
+    ``ignore_index`` is given). ``overwrite_logits``: as in ``mixture_cross_entropy``.
     """
     _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
     _check_logits(logits, x_1)
@@ -192,10 +215,14 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
                          "coefficient (nor the t it comes from); pass it detached (t.detach())")
     per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
+    overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
-    op = _gkl_eager if direct(logits, x_1, x_t, per_row, scale, autograd=True) else _gkl
-    weighted, _ = op(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
-                     pick("generalized_kl", logits, backend))
+    args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
+            pick("generalized_kl", logits, backend))
+    if direct(logits, x_1, x_t, per_row, scale, autograd=True):
+        weighted, _ = _gkl_eager(*args, overwrite)
+    else:
+        weighted, _ = _gkl(*args)
     return _reduce(weighted, x_1, reduction, divisor)
 
 
