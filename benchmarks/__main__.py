@@ -125,6 +125,9 @@ def main(argv=None) -> int:
         rows = args.rows.split(",") if args.rows else None
         for case in all_cases(ctx, groups, rows):
             records += harness.run_case(case, timer, profile, log=log)
+        if not profile.tiny:
+            copy = harness.copy_over_run(copy, harness.copy_bandwidth(device, timer))
+            log(f"copy after the rows {copy['samples_gbps'][1]:.1f} GB/s")
     harness.finalize(records, copy, meta.get("datasheet_gbps"))
     result = {"meta": meta, "copy": copy, "rows": records, "sweeps": {}}
 
