@@ -11,6 +11,7 @@ _tree = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file_
 if _os.path.isdir(_tree):
     __path__.append(_os.path.dirname(_tree))  # type: ignore[name-defined]  # noqa: F821
 
+from ._memory import empty_cache as empty_cpu_cache  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from .diffusion import DDPMScheduler, ddim_step, ddpm_step  # noqa: E402
 from .loss import MixturePathGeneralizedKL, generalized_kl, mixture_cross_entropy  # noqa: E402

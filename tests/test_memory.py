@@ -39,3 +39,63 @@ def test_small_and_strided_buffers_are_left_alone():
     assert _memory.advise_huge_pages(big) is big and float(big.abs().sum()) == 0.0
     like = _memory.empty_like(torch.ones(4, 5).t(), dtype=torch.bfloat16)
     assert like.is_contiguous() and like.dtype == torch.bfloat16 and like.shape == (5, 4)
+
+
+_BIG = (4, 1 << 21)  # 32 MiB of fp32: the size from which outputs are cached
+
+
+def _big():
+    return _memory.empty_like(torch.empty(1).expand(*_BIG))
+
+
+@pytest.mark.skipif(not _memory._CACHE_ON, reason="FASTFLOW_CPU_CACHE=0 or no storage use counts")
+def test_cached_buffer_is_reused_only_when_nothing_refers_to_it():
+    _memory.empty_cache()
+    a = _big()
+    p = a.data_ptr()
+    assert a.shape == _BIG and a.is_contiguous() and a._base is None
+    del a
+    b = _big()
+    assert b.data_ptr() == p  # freed: the same memory again, no page faults
+    holders = [lambda t: t, lambda t: t[1:], lambda t: t.untyped_storage(), lambda t: t.numpy(),
+               lambda t: t.view(torch.int32)]
+    for hold in holders:
+        kept = hold(b)
+        del b
+        c = _big()
+        assert c.data_ptr() != p, hold  # still referred to: other memory
+        del c, kept
+        b = _big()
+        assert b.data_ptr() == p
+    _memory.empty_cache()
+    assert not _memory._cache and b.data_ptr() == p  # released by the cache, still valid here
+
+
+@pytest.mark.skipif(not _memory._CACHE_ON, reason="FASTFLOW_CPU_CACHE=0 or no storage use counts")
+def test_a_gradient_kept_by_the_user_survives_the_next_step():
+    import fastflow as ff
+    _memory.empty_cache()
+    g = torch.Generator().manual_seed(0)
+    N, V = 256, 32768  # a 32 MiB gradient
+    leaf = torch.randn(N, V, generator=g, requires_grad=True)
+    y = torch.randint(0, V, (N,), generator=g)
+    ff.mixture_cross_entropy(leaf, y).backward()
+    first = leaf.grad  # the user keeps it (AccumulateGrad may have taken the fused buffer itself)
+    kept = first.clone()
+    for _ in range(3):
+        leaf.grad = None
+        ff.mixture_cross_entropy(leaf, y, reduction="sum").backward()
+        assert torch.equal(first, kept)
+        assert not torch.equal(leaf.grad, kept)
+    ref_leaf = leaf.detach().clone().requires_grad_()
+    torch.nn.functional.cross_entropy(ref_leaf, y, reduction="sum").backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+
+
+def test_cache_bounds():
+    _memory.empty_cache()
+    outs = [_big() for _ in range(_memory._CACHE_ENTRIES + 2)]  # all in use: all different
+    assert len({o.data_ptr() for o in outs}) == len(outs)
+    assert len(_memory._cache) <= _memory._CACHE_ENTRIES
+    _memory.empty_cache()
+    assert not _memory._cache

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _memory
 from ..ops.step_combine import step_combine
 
 FIXED_METHODS = ("euler", "midpoint", "heun", "heun2", "rk4")
@@ -197,12 +197,10 @@ def _unshared(t: Tensor, refs: int) -> bool:
     other tensor on its storage, no C++ holder. The test autograd applies before reusing a
     gradient buffer; CPython's reference counts make it exact (3.14's borrowed references
     would not, so there it answers False)."""
-    storage_uses = getattr(torch._C, "_storage_Use_Count", None)
-    if storage_uses is None or sys.version_info >= (3, 14) or not hasattr(t, "_use_count"):
+    if sys.version_info >= (3, 14) or not hasattr(t, "_use_count"):
         return False
     # + 2: this function's parameter and getrefcount's own argument
-    return (sys.getrefcount(t) <= refs + 2 and t._use_count() == 1
-            and storage_uses(t.untyped_storage()._cdata) == 2)  # + 1: the storage object asked
+    return sys.getrefcount(t) <= refs + 2 and t._use_count() == 1 and _memory.sole_holder(t)
 
 
 def _interp(t0, t1, y0, y1, t, backend):
