@@ -12,12 +12,15 @@ every allocation (its largest mmap threshold), while smaller ones come back from
 already faulted in, where the advice would only cost a system call. ``FASTFLOW_HUGEPAGES=0``
 turns it off.
 
-Buffers that large are also kept for reuse (``empty_like``), as PyTorch's CUDA caching allocator
-does on the GPU: faulting in a fresh 64 MiB gradient on every call still cost 4 of a 512 x 32768
-cross-entropy's 10 ms with huge pages. A kept buffer is handed out again only when no tensor,
-view or storage object outside the cache refers to its memory; at most ``_CACHE_ENTRIES``
-buffers and ``_CACHE_BYTES`` are kept (``empty_cache()`` releases them, ``FASTFLOW_CPU_CACHE=0``
-turns the cache off).
+Those outputs are also recycled (``empty_like``; ``recycled_like`` for the ODE solver's states
+from 2 MiB), as PyTorch's CUDA caching allocator does on the GPU: faulting in a fresh 64 MiB
+gradient on every call still cost 4 of a 512 x 32768 cross-entropy's 10 ms with huge pages.
+Each such output lives on a block of memory owned by
+its storage (a NumPy array held by the storage's deleter); the block returns to a free list
+only when torch frees the storage, that is when no tensor, view, storage object or C++ holder
+is left, whatever the torch version, and a storage moved to shared memory releases its block
+the same way. At most ``_CACHE_ENTRIES`` free blocks and ``_CACHE_BYTES`` are kept
+(``empty_cache()`` releases them; ``FASTFLOW_CPU_CACHE=0`` turns recycling off).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import ctypes
 import os
 import sys
 import threading
+import weakref
 
 import torch
 
@@ -49,75 +53,106 @@ def _madvise():
 _MADVISE = _madvise()
 
 
-def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
-    """Ask for huge pages over the 2 MiB-aligned interior of ``t``'s memory (CPU, large only)."""
-    if _MADVISE is None or t.device.type != "cpu":
-        return t
-    storage = t.untyped_storage()
-    nbytes = storage.nbytes()
-    if nbytes < _MIN_BYTES:
-        return t
-    start = storage.data_ptr()
+def _advise(start: int, nbytes: int) -> None:
+    """Ask for huge pages over the 2 MiB-aligned interior of [start, start + nbytes)."""
+    if _MADVISE is None or nbytes < _MIN_BYTES:
+        return
     lo = (start + _HUGE - 1) // _HUGE * _HUGE
     hi = (start + nbytes) // _HUGE * _HUGE
     if hi > lo:
         _MADVISE(lo, hi - lo, _MADV_HUGEPAGE)  # advice only: a failure changes nothing
+
+
+def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
+    """Ask for huge pages over the 2 MiB-aligned interior of ``t``'s memory (CPU, large only)."""
+    if t.device.type == "cpu":
+        storage = t.untyped_storage()
+        _advise(storage.data_ptr(), storage.nbytes())
     return t
 
 
-_STORAGE_USES = getattr(torch._C, "_storage_Use_Count", None)
-
-
-def sole_holder(t: torch.Tensor) -> bool:
-    """Whether ``t`` is the only tensor on its storage and no storage object or C++ holder
-    refers to it (False where this torch cannot tell)."""
-    if _STORAGE_USES is None:
-        return False
-    return _STORAGE_USES(t.untyped_storage()._cdata) == 2  # + 1: the storage object asked
-
-
+_CACHE_MIN_BYTES = 2 << 20  # recycled_like: below this, glibc's heap recycles well enough
 _CACHE_ENTRIES = 4
 _CACHE_BYTES = 2 << 30
-_CACHE_ON = os.environ.get("FASTFLOW_CPU_CACHE", "1").strip() != "0" and _STORAGE_USES is not None
-_cache: list[torch.Tensor] = []  # flat uint8 buffers, most recently used last; never handed out
-_cache_lock = threading.Lock()
+_CACHE_ON = os.environ.get("FASTFLOW_CPU_CACHE", "1").strip() != "0"
+_ALIGN = 64
+_free: list = []  # free NumPy blocks (uint8, nbytes + _ALIGN), most recently freed last
+_free_lock = threading.RLock()  # reentrant: a release may run inside a locked section (GC)
 
 
-def _cached(nbytes: int, dtype: torch.dtype, shape) -> torch.Tensor | None:
-    """A new tensor of ``shape`` on the memory of a free cached buffer of ``nbytes``, else None."""
-    with _cache_lock:  # one check-and-take at a time: two threads must not get the same memory
-        for i, buf in enumerate(_cache):
-            if buf.numel() == nbytes and sole_holder(buf):
-                _cache.append(_cache.pop(i))
-                return torch.empty(0, dtype=dtype).set_(buf.untyped_storage(), 0, shape)
-    return None
+_in_use = [0, 0]  # bytes of handed-out blocks: now, and the peak since reset_peak()
 
 
-def _keep(buf: torch.Tensor) -> None:
-    with _cache_lock:
-        _cache.append(buf)
-        while len(_cache) > _CACHE_ENTRIES or sum(b.numel() for b in _cache) > _CACHE_BYTES:
-            _cache.pop(0)
+def reset_peak() -> None:
+    """Start a new peak of ``peak_bytes`` (the benchmarks' memory column: torch's profiler does
+    not see memory that NumPy allocated)."""
+    with _free_lock:
+        _in_use[1] = _in_use[0]
+
+
+def peak_bytes() -> int:
+    """The most bytes of recycled blocks in use at once since ``reset_peak``."""
+    return _in_use[1]
+
+
+def _release(block) -> None:
+    """Finalizer of a handed-out block's view: torch freed the storage, the block is free."""
+    with _free_lock:
+        _in_use[0] -= block.nbytes
+        _free.append(block)
+        while len(_free) > _CACHE_ENTRIES or sum(b.nbytes for b in _free) > _CACHE_BYTES:
+            _free.pop(0)
+
+
+def _block(nbytes: int):
+    with _free_lock:
+        for i in range(len(_free) - 1, -1, -1):  # the most recently freed first: warmest in cache
+            if _free[i].nbytes == nbytes + _ALIGN:
+                return _free.pop(i)
+    import numpy as np
+    b = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    _advise(b.ctypes.data, b.nbytes)
+    return b
+
+
+def _recycled(nbytes: int, dtype: torch.dtype, shape) -> torch.Tensor:
+    """A tensor of ``shape`` on a free block (or a new one) that returns to the free list when
+    torch frees the tensor's storage."""
+    block = _block(nbytes)
+    with _free_lock:
+        _in_use[0] += block.nbytes
+        _in_use[1] = max(_in_use[1], _in_use[0])
+    start = (-block.ctypes.data) % _ALIGN
+    view = block[start:start + nbytes]  # owned by the storage from here on
+    weakref.finalize(view, _release, block).atexit = False
+    storage = torch.from_numpy(view).untyped_storage()
+    del view
+    return torch.empty(0, dtype=dtype, device="cpu").set_(storage, 0, shape)
 
 
 def empty_cache() -> None:
-    """Release the CPU buffers kept for reuse (tensors handed out stay valid)."""
-    with _cache_lock:
-        _cache.clear()
+    """Release the free CPU blocks kept for reuse (tensors handed out stay valid)."""
+    with _free_lock:
+        _free.clear()
+
+
+def recycled_like(t: torch.Tensor) -> torch.Tensor | None:
+    """A contiguous tensor like ``t`` on recycled memory (CPU, 2 MiB to ``_CACHE_BYTES``), else
+    None. For loops that drop a buffer of the same size each turn (the ODE solver's states):
+    glibc trims or unmaps those, and each new one faults in again."""
+    nbytes = t.numel() * t.dtype.itemsize if t.device.type == "cpu" else 0
+    if _CACHE_ON and _CACHE_MIN_BYTES <= nbytes <= _CACHE_BYTES:
+        return _recycled(nbytes, t.dtype, t.shape)
+    return None
 
 
 def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A contiguous ``torch.empty_like`` for an output the caller is about to write in full."""
+    """A contiguous ``torch.empty_like`` for an output the caller is about to write in full:
+    from 32 MiB (what glibc maps afresh on every allocation) recycled, else advised."""
     dtype = t.dtype if dtype is None else dtype
     nbytes = t.numel() * dtype.itemsize if t.device.type == "cpu" else 0
     if nbytes < _MIN_BYTES:
         return torch.empty_like(t, dtype=dtype, memory_format=torch.contiguous_format)
-    shape = t.shape
     if _CACHE_ON and nbytes <= _CACHE_BYTES:
-        out = _cached(nbytes, dtype, shape)
-        if out is not None:
-            return out
-        buf = advise_huge_pages(torch.empty(nbytes, dtype=torch.uint8))
-        _keep(buf)
-        return torch.empty(0, dtype=dtype).set_(buf.untyped_storage(), 0, shape)
+        return _recycled(nbytes, dtype, t.shape)
     return advise_huge_pages(torch.empty_like(t, dtype=dtype, memory_format=torch.contiguous_format))

@@ -1,4 +1,5 @@
 """fastflow._memory: big CPU outputs are advised to fault in as transparent huge pages."""
+import gc
 import sys
 
 import pytest
@@ -41,38 +42,53 @@ def test_small_and_strided_buffers_are_left_alone():
     assert like.is_contiguous() and like.dtype == torch.bfloat16 and like.shape == (5, 4)
 
 
-_BIG = (4, 1 << 21)  # 32 MiB of fp32: the size from which outputs are cached
+_BIG = (4, 1 << 21)  # 32 MiB of fp32
 
 
 def _big():
     return _memory.empty_like(torch.empty(1).expand(*_BIG))
 
 
-@pytest.mark.skipif(not _memory._CACHE_ON, reason="FASTFLOW_CPU_CACHE=0 or no storage use counts")
-def test_cached_buffer_is_reused_only_when_nothing_refers_to_it():
-    _memory.empty_cache()
-    a = _big()
-    p = a.data_ptr()
-    assert a.shape == _BIG and a.is_contiguous() and a._base is None
-    del a
-    b = _big()
-    assert b.data_ptr() == p  # freed: the same memory again, no page faults
-    holders = [lambda t: t, lambda t: t[1:], lambda t: t.untyped_storage(), lambda t: t.numpy(),
-               lambda t: t.view(torch.int32)]
-    for hold in holders:
+needs_cache = pytest.mark.skipif(not _memory._CACHE_ON, reason="FASTFLOW_CPU_CACHE=0")
+
+
+@needs_cache
+def test_recycled_memory_comes_back_only_when_torch_frees_the_storage():
+    holders = {"tensor": lambda t: t, "view": lambda t: t[1:], "storage": lambda t: t.untyped_storage(),
+               "numpy": lambda t: t.numpy(), "dtype view": lambda t: t.view(torch.int32),
+               "set_": lambda t: torch.empty(0).set_(t.untyped_storage(), 0, (8,)),
+               "list": lambda t: [t]}
+    for name, hold in holders.items():
+        _memory.empty_cache()
+        b = _big()
+        p = b.data_ptr()
+        assert b.shape == _BIG and b.is_contiguous() and b._base is None and p % 64 == 0
         kept = hold(b)
         del b
-        c = _big()
-        assert c.data_ptr() != p, hold  # still referred to: other memory
-        del c, kept
-        b = _big()
-        assert b.data_ptr() == p
+        c = _big()  # the only block is still referred to: other memory
+        assert c.data_ptr() != p, name
+        del kept
+        gc.collect()
+        d = _big()  # p's block is free again (c's is held)
+        assert d.data_ptr() == p, name
+        del c, d
+
+
+@needs_cache
+def test_shared_memory_releases_the_block_without_moving_the_data():
     _memory.empty_cache()
-    assert not _memory._cache and b.data_ptr() == p  # released by the cache, still valid here
+    b = _big()
+    p = b.data_ptr()
+    b.fill_(2.5)
+    b.share_memory_()  # the data moves to a shared segment; the block goes back to the free list
+    assert b.data_ptr() != p and float(b[0, 0]) == 2.5
+    c = _big()
+    c.fill_(-1.0)
+    assert float(b[3, -1]) == 2.5
 
 
-@pytest.mark.skipif(not _memory._CACHE_ON, reason="FASTFLOW_CPU_CACHE=0 or no storage use counts")
-def test_a_gradient_kept_by_the_user_survives_the_next_step():
+@needs_cache
+def test_a_gradient_kept_by_the_user_survives_the_next_steps():
     import fastflow as ff
     _memory.empty_cache()
     g = torch.Generator().manual_seed(0)
@@ -92,10 +108,13 @@ def test_a_gradient_kept_by_the_user_survives_the_next_step():
     torch.testing.assert_close(leaf.grad, ref_leaf.grad)
 
 
-def test_cache_bounds():
+@needs_cache
+def test_free_list_bounds():
     _memory.empty_cache()
-    outs = [_big() for _ in range(_memory._CACHE_ENTRIES + 2)]  # all in use: all different
+    outs = [_big() for _ in range(_memory._CACHE_ENTRIES + 2)]
     assert len({o.data_ptr() for o in outs}) == len(outs)
-    assert len(_memory._cache) <= _memory._CACHE_ENTRIES
+    del outs
+    gc.collect()
+    assert len(_memory._free) == _memory._CACHE_ENTRIES
     _memory.empty_cache()
-    assert not _memory._cache
+    assert not _memory._free

@@ -15,7 +15,6 @@ With ``guidance_scale = w > 0`` the model is called with ``model_extras`` and wi
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import nullcontext
 from typing import Callable, Optional
 
@@ -156,19 +155,18 @@ class ODESolver:
         sol = [x_init]
         j = 1
         bar = _progress(verbose, len(grid) - 1)
-        y0, spare = x_init, None
+        y0 = x_init
         with torch.set_grad_enabled(enable_grad), bar:
             grid_t = torch.tensor(grid, dtype=self._t_dtype)
             for t0, t1, dt in zip(grid[:-1], grid[1:], (grid_t[1:] - grid_t[:-1]).tolist()):
-                y1 = self._step(method, y0, t0, t1, dt, model_extras, out=spare)
+                # each state on memory of fastflow's allocator, which takes it back once nothing
+                # holds the state any more (a model may keep the x it was given): no page faults
+                out = None if enable_grad else _memory.recycled_like(y0)
+                y1 = self._step(method, y0, t0, t1, dt, model_extras, out=out)
                 while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
                     sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
                     j += 1
-                # the state just left behind is the next step's output buffer if nothing but this
-                # loop holds it (the model may keep the x it was given: then it is left alone)
-                spare, y0 = y0, y1
-                if enable_grad or spare is x_init or not _unshared(spare, 1):
-                    spare = None
+                y0 = y1
                 if verbose:
                     bar.update(1)
         return torch.stack(sol) if return_intermediates else sol[-1]
@@ -189,18 +187,6 @@ class ODESolver:
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
-
-
-def _unshared(t: Tensor, refs: int) -> bool:
-    """Whether ``t`` and its memory are reachable only through the caller's ``refs`` Python
-    references: no other Python reference (a model's cache, a returned list), no view or
-    other tensor on its storage, no C++ holder. The test autograd applies before reusing a
-    gradient buffer; CPython's reference counts make it exact (3.14's borrowed references
-    would not, so there it answers False)."""
-    if sys.version_info >= (3, 14) or not hasattr(t, "_use_count"):
-        return False
-    # + 2: this function's parameter and getrefcount's own argument
-    return sys.getrefcount(t) <= refs + 2 and t._use_count() == 1 and _memory.sole_holder(t)
 
 
 def _interp(t0, t1, y0, y1, t, backend):
