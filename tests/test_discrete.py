@@ -124,6 +124,17 @@ def check_overwrite_logits(backend, device="cpu"):
         loss.backward()
     with pytest.raises(ValueError, match="overwrite_logits"):
         loss_fn("ce", leaf, "mean", True)
+    with pytest.raises(ValueError, match="overwrite_logits"):
+        loss_fn("ce", leaf.view(B, L, V), "mean", True)  # a view of a leaf parameter
+    # expanded logits share memory between rows: a fresh buffer, the logits untouched
+    row = (torch.randn(1, 1, V, generator=g).to(device) * 1.0).requires_grad_()
+    wide = row * 1.0
+    shared = wide.expand(B, L, V)
+    before = wide.detach().clone()
+    loss_fn("ce", shared, "sum", True).backward()
+    ref = row.detach().clone().requires_grad_()
+    loss_fn("ce", (ref * 1.0).expand(B, L, V), "sum", False).backward()
+    assert torch.equal(wide.detach(), before) and torch.equal(row.grad, ref.grad)
     with pytest.raises(TypeError, match="overwrite_logits"):
         loss_fn("ce", leaf * 1.0, "mean", 1)
 

@@ -39,10 +39,11 @@ def _generalized_kl_kernel(
     off = xt != x1
     offf = tl.where(off, 1.0, 0.0)
     jump = tl.load(jump_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-    lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
     zrow = z_ptr + rows * stride_z
+    # z[x_1], z[x_t] before the row statistics (barriers): grad may be the logits
     z1 = tl.load(zrow + i1, mask=rmask, other=0.0).to(tl.float32)
     zt = tl.load(zrow + it, mask=rmask, other=0.0).to(tl.float32)
+    lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
     log_p_x1 = z1 - lse
     p_xt = tl.exp(zt - lse)
     loss = -jump * ((p_xt - (1.0 - offf)) + tl.where(off, log_p_x1, 0.0))

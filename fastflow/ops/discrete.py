@@ -68,10 +68,12 @@ def _loss_fwd(op, backend, logits, args, grad_scale, need_grad, overwrite):
     rows = _rows(logits)
     grad = None
     if need_grad:  # overwrite (eager only): the kernels read each logit before writing its gradient
+        # (not into memory that several logits share, as an expanded tensor's)
+        overwrite = overwrite and not torch._debug_has_internal_overlap(rows)
         grad = rows if overwrite else _memory.empty_like(rows)
     loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
-    if grad is rows:  # a saved copy of the logits elsewhere in the graph now fails loudly
-        torch.autograd.graph.increment_version(logits)
+    if grad is rows and rows.data_ptr() == logits.data_ptr():  # written over the logits themselves:
+        torch.autograd.graph.increment_version(logits)  # a node that saved them now fails loudly
     return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
 
 
@@ -159,9 +161,10 @@ def _reduce(weighted: Tensor, x_1: Tensor, reduction: str, divisor) -> Tensor:
 def _overwrite(logits: Tensor, overwrite_logits: bool, need_grad: bool) -> bool:
     if not isinstance(overwrite_logits, bool):
         raise TypeError(f"overwrite_logits: expected a bool, got {type(overwrite_logits).__name__}")
-    if overwrite_logits and need_grad and logits.is_leaf:
+    base = logits if logits._base is None else logits._base
+    if overwrite_logits and need_grad and base.is_leaf:
         raise ValueError("overwrite_logits: the logits must come out of the model (a non-leaf tensor): "
-                         "a leaf that requires grad cannot be overwritten")
+                         "a leaf that requires grad, or a view of one, cannot be overwritten")
     return overwrite_logits and need_grad
 
 
