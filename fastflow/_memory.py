@@ -80,19 +80,29 @@ _free: list = []  # free NumPy blocks (uint8, nbytes + _ALIGN), most recently fr
 _free_lock = threading.RLock()  # reentrant: a release may run inside a locked section (GC)
 
 
-_in_use = [0, 0]  # bytes of handed-out blocks: now, and the peak since reset_peak()
+_in_use = [0, 0, 0]  # bytes of handed-out blocks: now, the peak since reset_peak(), then
 
 
 def reset_peak() -> None:
     """Start a new peak of ``peak_bytes`` (the benchmarks' memory column: torch's profiler does
     not see memory that NumPy allocated)."""
     with _free_lock:
-        _in_use[1] = _in_use[0]
+        _in_use[1] = _in_use[2] = _in_use[0]
 
 
 def peak_bytes() -> int:
-    """The most bytes of recycled blocks in use at once since ``reset_peak``."""
-    return _in_use[1]
+    """The most bytes of recycled blocks in use at once since ``reset_peak``, above what was in
+    use then."""
+    return _in_use[1] - _in_use[2]
+
+
+def _after_fork() -> None:  # a lock held by another thread at fork() would never be released
+    global _free_lock
+    _free_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _release(block) -> None:
@@ -139,7 +149,8 @@ def empty_cache() -> None:
 def recycled_like(t: torch.Tensor) -> torch.Tensor | None:
     """A contiguous tensor like ``t`` on recycled memory (CPU, 2 MiB to ``_CACHE_BYTES``), else
     None. For loops that drop a buffer of the same size each turn (the ODE solver's states):
-    glibc trims or unmaps those, and each new one faults in again."""
+    glibc trims or unmaps those, and each new one faults in again. Like every recycled output,
+    its storage cannot grow (``resize_`` to more elements raises), as NumPy-backed tensors."""
     nbytes = t.numel() * t.dtype.itemsize if t.device.type == "cpu" else 0
     if _CACHE_ON and _CACHE_MIN_BYTES <= nbytes <= _CACHE_BYTES:
         return _recycled(nbytes, t.dtype, t.shape)

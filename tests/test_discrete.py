@@ -135,6 +135,14 @@ def check_overwrite_logits(backend, device="cpu"):
     ref = row.detach().clone().requires_grad_()
     loss_fn("ce", (ref * 1.0).expand(B, L, V), "sum", False).backward()
     assert torch.equal(wide.detach(), before) and torch.equal(row.grad, ref.grad)
+    # padded-vocabulary logits (rows with a stride larger than V) are overwritten in place
+    pad = (torch.randn(B, L, V + 3, generator=g).to(device) * 1.0).requires_grad_()
+    padded = pad * 1.0
+    logits = padded[..., :V]
+    before = padded.detach().clone()
+    loss_fn("ce", logits, "sum", True).backward()
+    assert not torch.equal(padded.detach()[..., :V], before[..., :V])
+    assert torch.equal(padded.detach()[..., V:], before[..., V:])
     with pytest.raises(TypeError, match="overwrite_logits"):
         loss_fn("ce", leaf * 1.0, "mean", 1)
 

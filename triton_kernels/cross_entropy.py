@@ -56,12 +56,13 @@ def _cross_entropy_kernel(
     x1 = tl.load(x1_ptr + rows, mask=rmask, other=0).to(tl.int64)
     valid = (x1 != ignore_index) & rmask
     i1 = tl.where(valid, x1, 0)
-    # z[x_1] before the row statistics: their reductions are barriers, so no warp can write the
-    # gradient over it (grad may be the logits) before every warp has read it
+    # z[x_1] is read before any gradient is written (grad may be the logits): first, and with a
+    # barrier before the gradient pass
     z1 = tl.load(z_ptr + rows * stride_z + i1, mask=rmask, other=0.0).to(tl.float32)
     lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
     tl.store(loss_ptr + rows, tl.where(valid, lse - z1, 0.0), mask=rmask)
     if WRITE_GRAD:
+        tl.debug_barrier()
         scale = tl.where(valid, tl.load(gs_ptr + rows, mask=rmask, other=0.0), 0.0)
         zrow = z_ptr + rows * stride_z
         grow = g_ptr + rows * stride_g

@@ -40,7 +40,8 @@ def _generalized_kl_kernel(
     offf = tl.where(off, 1.0, 0.0)
     jump = tl.load(jump_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
     zrow = z_ptr + rows * stride_z
-    # z[x_1], z[x_t] before the row statistics (barriers): grad may be the logits
+    # z[x_1], z[x_t] are read before any gradient is written (grad may be the logits): first,
+    # and with a barrier before the gradient pass
     z1 = tl.load(zrow + i1, mask=rmask, other=0.0).to(tl.float32)
     zt = tl.load(zrow + it, mask=rmask, other=0.0).to(tl.float32)
     lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
@@ -49,6 +50,7 @@ def _generalized_kl_kernel(
     loss = -jump * ((p_xt - (1.0 - offf)) + tl.where(off, log_p_x1, 0.0))
     tl.store(loss_ptr + rows, tl.where(valid, loss, 0.0), mask=rmask)
     if WRITE_GRAD:
+        tl.debug_barrier()
         gs = tl.load(gs_ptr + rows, mask=rmask, other=0.0)
         scale = tl.where(valid, gs * jump, 0.0)
         grow = g_ptr + rows * stride_g

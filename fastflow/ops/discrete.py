@@ -68,8 +68,8 @@ def _loss_fwd(op, backend, logits, args, grad_scale, need_grad, overwrite):
     rows = _rows(logits)
     grad = None
     if need_grad:  # overwrite (eager only): the kernels read each logit before writing its gradient
-        # (not into memory that several logits share, as an expanded tensor's)
-        overwrite = overwrite and not torch._debug_has_internal_overlap(rows)
+        # (not into memory that several rows share, as an expanded tensor's; padded rows are fine)
+        overwrite = overwrite and (rows.shape[0] <= 1 or rows.stride(0) >= rows.shape[1])
         grad = rows if overwrite else _memory.empty_like(rows)
     loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
     if grad is rows and rows.data_ptr() == logits.data_ptr():  # written over the logits themselves:

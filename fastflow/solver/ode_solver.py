@@ -161,7 +161,8 @@ class ODESolver:
             for t0, t1, dt in zip(grid[:-1], grid[1:], (grid_t[1:] - grid_t[:-1]).tolist()):
                 # each state on memory of fastflow's allocator, which takes it back once nothing
                 # holds the state any more (a model may keep the x it was given): no page faults
-                out = None if enable_grad else _memory.recycled_like(y0)
+                last = t1 == grid[-1]  # the state returned: an ordinary (resizable) tensor
+                out = None if enable_grad or last else _memory.recycled_like(y0)
                 y1 = self._step(method, y0, t0, t1, dt, model_extras, out=out)
                 while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
                     sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
