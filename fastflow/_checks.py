@@ -50,11 +50,12 @@ def _eager(x: torch.Tensor) -> bool:
 
 def values(name: str, ok: torch.Tensor, what: str):
     """Raise ValueError(name ...) unless ``ok`` is all True (asynchronously off CPU)."""
+    ok = ok if ok.dim() == 0 else ok.all()
     if _eager(ok):
-        if not bool(ok.all()):
+        if not bool(ok):
             raise ValueError(f"{name}: {what}")
     else:
-        torch._assert_async(ok.all(), f"{name}: {what}")
+        torch._assert_async(ok, f"{name}: {what}")
 
 
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
@@ -67,32 +68,25 @@ def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None
 
 def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None) -> torch.Tensor:
     """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device."""
-    if type(value) is float:  # the common case, without the ABC check of Real
+    if not isinstance(value, torch.Tensor):  # a number: checked as one, then filled in
+        if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
         return torch.full((batch,), scalar(name, value, lo, hi), dtype=torch.float32, device=like.device)
-    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
-        raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
-    if isinstance(value, torch.Tensor):
-        if value.dim() > 1 or (value.dim() == 1 and value.numel() not in (1, batch)):
-            raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
-        if value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
-        out = value.to(device=like.device, dtype=torch.float32)
-        if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):
-            out = out.reshape(-1).expand(batch).contiguous()
-        if lo is None and hi is None:  # the common case, in two small ops
-            nan = out.isnan().any()
-            if _eager(out):
-                if bool(nan):
-                    raise ValueError(f"{name}: values must not be NaN")
-            else:
-                torch._assert_async(~nan, f"{name}: values must not be NaN")
-        else:
-            ok = out >= lo if lo is not None else ~out.isnan()  # NaN fails every comparison
-            if hi is not None:
-                ok &= out <= hi
-            values(name, ok, f"values must lie in [{lo}, {hi}] and not be NaN")
-        return out
-    return torch.full((batch,), scalar(name, value, lo, hi), dtype=torch.float32, device=like.device)
+    if value.dim() > 1 or (value.dim() == 1 and value.numel() not in (1, batch)):
+        raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
+    out = value.to(device=like.device, dtype=torch.float32)
+    if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):
+        out = out.reshape(-1).expand(batch).contiguous()
+    if lo is None and hi is None:  # the common case: one reduction, no element-wise mask
+        values(name, ~out.isnan().any(), "values must not be NaN")
+    else:
+        ok = out >= lo if lo is not None else ~out.isnan()  # NaN fails every comparison
+        if hi is not None:
+            ok &= out <= hi
+        values(name, ok, f"values must lie in [{lo}, {hi}] and not be NaN")
+    return out
 
 
 def scalar(name: str, value, lo=None, hi=None) -> float:

@@ -80,20 +80,26 @@ _free: list = []  # free NumPy blocks (uint8, nbytes + _ALIGN), most recently fr
 _free_lock = threading.RLock()  # reentrant: a release may run inside a locked section (GC)
 
 
-_in_use = [0, 0, 0]  # bytes of handed-out blocks: now, the peak since reset_peak(), then
+class _Usage:  # bytes of handed-out blocks
+    now = 0   # in use
+    peak = 0  # the most in use since reset_peak()
+    base = 0  # in use at reset_peak()
+
+
+_usage = _Usage()
 
 
 def reset_peak() -> None:
     """Start a new peak of ``peak_bytes`` (the benchmarks' memory column: torch's profiler does
     not see memory that NumPy allocated)."""
     with _free_lock:
-        _in_use[1] = _in_use[2] = _in_use[0]
+        _usage.peak = _usage.base = _usage.now
 
 
 def peak_bytes() -> int:
     """The most bytes of recycled blocks in use at once since ``reset_peak``, above what was in
     use then."""
-    return _in_use[1] - _in_use[2]
+    return _usage.peak - _usage.base
 
 
 def _after_fork() -> None:  # a lock held by another thread at fork() would never be released
@@ -108,7 +114,7 @@ if hasattr(os, "register_at_fork"):
 def _release(block) -> None:
     """Finalizer of a handed-out block's view: torch freed the storage, the block is free."""
     with _free_lock:
-        _in_use[0] -= block.nbytes
+        _usage.now -= block.nbytes
         _free.append(block)
         while len(_free) > _CACHE_ENTRIES or sum(b.nbytes for b in _free) > _CACHE_BYTES:
             _free.pop(0)
@@ -130,8 +136,8 @@ def _recycled(nbytes: int, dtype: torch.dtype, shape) -> torch.Tensor:
     torch frees the tensor's storage."""
     block = _block(nbytes)
     with _free_lock:
-        _in_use[0] += block.nbytes
-        _in_use[1] = max(_in_use[1], _in_use[0])
+        _usage.now += block.nbytes
+        _usage.peak = max(_usage.peak, _usage.now)
     start = (-block.ctypes.data) % _ALIGN
     view = block[start:start + nbytes]  # owned by the storage from here on
     weakref.finalize(view, _release, block).atexit = False
