@@ -6,7 +6,8 @@
 //
 // Why by hand: the compiler does vectorise the scalar rounds, but widens each 32x32 -> 64
 // product to a pair of 64-bit vectors and runs one dependent chain; here the high and low
-// halves come from two even/odd vpmuludq and a blend, and kChains independent groups are
+// halves come from two even/odd vpmuludq merged by masked pair swaps (AVX-512), the two xors
+// of a round are one three-input vpternlogd, and kChains independent groups are
 // interleaved so the multiplier's latency is hidden (about 3x faster than the compiler's
 // version, 6x faster than scalar, on AVX-512).
 #pragma once
@@ -31,12 +32,14 @@ constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 using VU = __m512i;
 constexpr int kWidth = 16, kChains = 4;
 inline VU set1(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
-inline VU vxor(VU a, VU b) { return _mm512_xor_si512(a, b); }
-inline void mulhilo(VU a, VU b, VU& hi, VU& lo) {
-  VU even = _mm512_mul_epu32(a, b);
-  VU odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(b, 32));
-  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
-  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+inline VU vxor3(VU a, VU b, VU c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+// hi and lo 32-bit halves of m * b for 16 lanes (m a broadcast constant, so it needs no shift
+// for the odd lanes); the even / odd products merge with one masked pair swap each.
+inline void mulhilo(VU m, VU b, VU& hi, VU& lo) {
+  VU even = _mm512_mul_epu32(m, b);
+  VU odd = _mm512_mul_epu32(m, _mm512_srli_epi64(b, 32));
+  hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
+  lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CDAB);
 }
 // (lo32, hi32) of the counters c .. c + 15
 inline void counters(uint64_t c, VU& lo, VU& hi) {
@@ -51,10 +54,10 @@ inline void store(uint32_t* p, VU v) { _mm512_storeu_si512(reinterpret_cast<void
 using VU = __m256i;
 constexpr int kWidth = 8, kChains = 2;
 inline VU set1(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
-inline VU vxor(VU a, VU b) { return _mm256_xor_si256(a, b); }
-inline void mulhilo(VU a, VU b, VU& hi, VU& lo) {
-  VU even = _mm256_mul_epu32(a, b);
-  VU odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
+inline VU vxor3(VU a, VU b, VU c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+inline void mulhilo(VU m, VU b, VU& hi, VU& lo) {  // m: a broadcast constant
+  VU even = _mm256_mul_epu32(m, b);
+  VU odd = _mm256_mul_epu32(m, _mm256_srli_epi64(b, 32));
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
   lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
@@ -71,8 +74,8 @@ inline void store(uint32_t* p, VU v) { _mm256_storeu_si256(reinterpret_cast<VU*>
 using VU = uint32_t;
 constexpr int kWidth = 1, kChains = 4;
 inline VU set1(uint32_t x) { return x; }
-inline VU vxor(VU a, VU b) { return a ^ b; }
-inline void mulhilo(VU a, VU b, VU& hi, VU& lo) { fastflow::mulhilo(a, b, &hi, &lo); }
+inline VU vxor3(VU a, VU b, VU c) { return a ^ b ^ c; }
+inline void mulhilo(VU m, VU b, VU& hi, VU& lo) { fastflow::mulhilo(m, b, &hi, &lo); }
 inline void counters(uint64_t c, VU& lo, VU& hi) {
   lo = static_cast<uint32_t>(c);
   hi = static_cast<uint32_t>(c >> 32);
@@ -106,8 +109,8 @@ inline void philox_soa(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w, i
         VU hb, lb, ha, la;
         mulhilo(mb, x2[q], hb, lb);
         mulhilo(ma, x0[q], ha, la);
-        x0[q] = vxor(vxor(hb, x1[q]), k0);
-        x2[q] = vxor(vxor(ha, x3[q]), k1);
+        x0[q] = vxor3(hb, x1[q], k0);
+        x2[q] = vxor3(ha, x3[q], k1);
         x1[q] = lb;
         x3[q] = la;
       }
