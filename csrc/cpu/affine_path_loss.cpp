@@ -95,7 +95,7 @@ int run(const AffineLossArgs& a) {
                                          m ? m + o : nullptr, dvs, len, k);
         }, v + s, x1 + s, X0 ? x0 + s : nullptr);
       });
-    });
+    }, X0 && !E ? kSub : kNoisePiece);
     part[static_cast<size_t>(it)] = sum;
   }
   for (int64_t b = 0; b < B; ++b) {

@@ -30,17 +30,19 @@ int run(const AffineSampleArgs& a) {
     off = static_cast<uint64_t>(a.rng[1]);
   }
   const uint64_t nctr = static_cast<uint64_t>((n + 3) / 4);
-  parallel_subblocks(n, [&](int64_t s, int64_t e) {
-    Scratch t0, t1;
-    const float* z0 = X0 ? nullptr : normals_range(seed, off, s, e, t0);
-    const float* ep = S ? normals_range(seed, off + nctr, s, e, t1) : nullptr;
-    for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
-      const float ca = coef(a.a, b), cb = coef(a.b, b), cs = S ? a.s[b] : 0.0f;
-      staged(j - i, out + i, [&](int64_t o, int64_t len, auto* y, auto* x1s, auto* x0s) {
-        segment<std::remove_pointer_t<decltype(y)>, X0, S>(x1s, x0s, X0 ? nullptr : z0 + (i - s) + o,
-                                                           S ? ep + (i - s) + o : nullptr, y, len, ca, cb, cs);
-      }, x1 + i, X0 ? x0 + i : nullptr);
-    });
+  parallel_subblocks(n, [&](int64_t s0, int64_t e0) {
+    for_subblocks(s0, e0, [&](int64_t s, int64_t e) {
+      Scratch t0, t1;
+      const float* z0 = X0 ? nullptr : normals_range(seed, off, s, e, t0);
+      const float* ep = S ? normals_range(seed, off + nctr, s, e, t1) : nullptr;
+      for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
+        const float ca = coef(a.a, b), cb = coef(a.b, b), cs = S ? a.s[b] : 0.0f;
+        staged(j - i, out + i, [&](int64_t o, int64_t len, auto* y, auto* x1s, auto* x0s) {
+          segment<std::remove_pointer_t<decltype(y)>, X0, S>(x1s, x0s, X0 ? nullptr : z0 + (i - s) + o,
+                                                             S ? ep + (i - s) + o : nullptr, y, len, ca, cb, cs);
+        }, x1 + i, X0 ? x0 + i : nullptr);
+      });
+    }, X0 && !S ? kSub : kNoisePiece);
   });
   return kOk;
 }

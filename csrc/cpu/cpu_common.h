@@ -135,11 +135,17 @@ inline void mask_range(const MaskDesc& mk, int64_t s, int64_t e, float* m) {
   }
 }
 
-// Calls f(s, e) for the kSub-aligned sub-blocks of [lo, hi).
-template <class F> inline void for_subblocks(int64_t lo, int64_t hi, F&& f) {
+// Ops that draw Gaussians consume them in pieces of kNoisePiece elements (one AVX-512 Philox
+// group): the memory streams then pause only briefly, which the hardware prefetcher bridges,
+// where over a whole sub-block compute and memory took turns (128x3x64x64 path sample from
+// cold memory, 2 threads: 1.17 -> 0.85 ms; 1 thread: 2.24 -> 1.64 ms).
+constexpr int64_t kNoisePiece = 256;
+
+// Calls f(s, e) for the block-aligned pieces of [lo, hi) (block divides kSub).
+template <class F> inline void for_subblocks(int64_t lo, int64_t hi, F&& f, int64_t block = kSub) {
   int64_t s = lo;
   while (s < hi) {
-    int64_t e = std::min(hi, (s / kSub + 1) * kSub);
+    int64_t e = std::min(hi, (s / block + 1) * block);
     f(s, e);
     s = e;
   }
