@@ -424,6 +424,53 @@ def test_jump_step_few_long_rows(case):
     _check_jump("cpu", torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
 
 
+def _pruning_logits(kind, N, V, g):
+    z = torch.randn(N, V, generator=g) * 3
+    if kind == "peaked":  # an LM-like row: a few strong tokens far above a long tail
+        z = z - 20 * (torch.rand(N, V, generator=g) < 0.99)
+    elif kind == "flat":  # equal keys: only the noise decides
+        z = torch.zeros(N, V)
+    elif kind == "edges":
+        z[:, ::7] = -math.inf
+        z[0] = -math.inf  # a row of impossible tokens: argmax of all -inf keys
+        z[1, V // 2] = math.inf
+        z[2, 3 * V // 4] = math.nan  # NaN wins torch.argmax
+        z[-1] = z[-1] * 1e4  # keys far above any noise term
+    return z
+
+
+@pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges"])
+@pytest.mark.parametrize("N, V, temp", [(37, 5003, 1.0), (21, 1500, 0.6), (3, 70_001, 1.0)])
+def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
+    # with generated noise the race skips the pieces of a row that cannot win (their
+    # logarithms are never taken); with the same uniforms passed explicitly it computes every
+    # key: the winners must be identical, not merely close
+    g = torch.Generator().manual_seed(5)
+    z = _pruning_logits(kind, N, V, g)
+    xt = torch.randint(0, V, (N,), generator=g)
+    ones = torch.ones(N)
+    rng = _rng("cpu", seed=77, offset=3)
+    seed, off = int(rng[0]), int(rng[1])
+    w_tok = torch.stack(philox.philox4x32(seed, off + torch.arange(N)), dim=-1)
+    noise_tok = torch.stack((philox.uint_to_open_uniform(w_tok[:, 0]), philox.uint_to_uniform(w_tok[:, 1]),
+                             torch.zeros(N)), dim=-1)
+    noise_race = philox.uint_to_open_uniform(philox.uint32_stream(seed, off + N, N * V)).view(N, V)
+    common = (z, xt, ones, ones, ones * 0, None, 1, -1, temp, True, False)
+    pruned = cb.jump_step(*common, rng, None, None, None)
+    full = cb.jump_step(*common, None, noise_tok, noise_race, None)
+    assert torch.equal(pruned, full)
+    if kind == "normal" and V < 70_000:  # the p0 race of a general source prunes the same way
+        p0 = torch.rand(V, generator=g)
+        p0 = p0 / p0.sum()
+        rates = (z, xt, ones * 0.9, ones * 0.0, ones * 50.0, p0, 3, -1, temp, False, False)
+        n_p0 = (N * V + 3) // 4
+        noise_p0 = philox.uint_to_open_uniform(philox.uint32_stream(seed, off + N + n_p0, N * V)).view(N, V)
+        pruned = cb.jump_step(*rates, rng, None, None, None)
+        full = cb.jump_step(*rates, None, noise_tok, noise_race, noise_p0)
+        assert (pruned != xt).float().mean() > 0.5  # most tokens took the source race
+        assert torch.equal(pruned, full)
+
+
 def test_jump_step_int32_tokens_and_noncontiguous_rows():
     g = torch.Generator().manual_seed(12)
     args = list(_jump_args("cpu", torch.float32, 40, 29, JUMP_CASES[1], g, explicit=True))

@@ -21,7 +21,7 @@ namespace cpu {
 namespace FF_CPU_NS {
 namespace {
 
-constexpr int64_t kRaceBlock = 512;       // scores computed per inner block (L1)
+constexpr int64_t kRaceBlock = 1024;      // keys per inner block (L1); 32 lanes of 32
 constexpr int64_t kSplitChunk = 1 << 15;  // race chunk per work item when rows are split
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -88,6 +88,83 @@ inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
   combine(acc, b);
 }
 
+// key - log E in place: a loop of its own, because the compiler keeps the fused
+// log(log1p(.)) body in far fewer vector registers than it needs (1.9 vs 1.1 ns an element,
+// same bits)
+inline void race_keys(float* sc, const float* ex, int64_t len) {
+  for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(ex[k]);
+}
+
+// Largest key of each lane l (elements l, l + kMaxLanes, ... of a block; NaN sticks: NaN is
+// torch.argmax's largest value). Lanes rather than runs of neighbours: the loop vectorises.
+inline void lane_max(const float* sc, int64_t len, float* mx) {
+  int nanl[kMaxLanes];
+  for (int l = 0; l < kMaxLanes; ++l) {
+    mx[l] = -kInf;
+    nanl[l] = 0;
+  }
+  int64_t k0 = 0;
+  for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
+    for (int l = 0; l < kMaxLanes; ++l) {
+      const float v = sc[k0 + l];
+      mx[l] = v > mx[l] ? v : mx[l];
+      nanl[l] |= v != v;
+    }
+  for (int64_t k = k0; k < len; ++k) {
+    mx[k - k0] = sc[k] > mx[k - k0] ? sc[k] : mx[k - k0];
+    nanl[k - k0] |= sc[k] != sc[k];
+  }
+  for (int l = 0; l < kMaxLanes; ++l) mx[l] = nanl[l] ? std::numeric_limits<float>::quiet_NaN() : mx[l];
+}
+
+// The race over one block with generated noise, with the logarithms taken only where they can
+// win. Lane l's keys are at most its largest key minus log E of its smallest word (E grows with
+// u, and u with the word), so once some key is known, a lane whose bound stays below it is
+// never raced: after the first blocks of a row almost none is, and the race costs the Philox
+// words and a max / min per element instead of two logarithms. Exact: the same winner, ties to
+// the lowest index (bound_slack covers the last-ulp wobble of the computed logarithms). The
+// lane with the largest bound goes first, so even a row's first block prunes.
+inline float bound_slack(float b) { return 1e-4f + 1e-6f * std::fabs(b); }
+
+inline void race_pruned(const float* sc, const float* mx, const uint32_t* w, int64_t len, int64_t j0,
+                        Best& acc) {
+  uint32_t wmin[kMaxLanes];
+  alignas(64) float bound[kMaxLanes];
+  for (int l = 0; l < kMaxLanes; ++l) wmin[l] = 0xFFFFFFFFu;
+  int64_t k0 = 0;
+  for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
+    for (int l = 0; l < kMaxLanes; ++l) wmin[l] = w[k0 + l] < wmin[l] ? w[k0 + l] : wmin[l];
+  for (int64_t k = k0; k < len; ++k) wmin[k - k0] = w[k] < wmin[k - k0] ? w[k] : wmin[k - k0];
+  for (int l = 0; l < kMaxLanes; ++l)
+    bound[l] = mx[l] - fm::log(-fm::log1p(-uint_to_open_uniform(wmin[l])));
+  const int lanes = static_cast<int>(std::min<int64_t>(kMaxLanes, len));
+  auto run_lane = [&](int l) {
+    constexpr int kPer = kRaceBlock / kMaxLanes;
+    alignas(64) float key[kPer], ex[kPer];
+    int n = 0;
+    for (int64_t k = l; k < len; k += kMaxLanes, ++n) {
+      ex[n] = uint_to_open_uniform(w[k]);
+      key[n] = sc[k];
+    }
+    for (int m = 0; m < n; ++m) ex[m] = -fm::log1p(-ex[m]);
+    race_keys(key, ex, n);
+    for (int m = 0; m < n; ++m) {  // ascending indices: ties keep the lowest
+      const int64_t j = j0 + l + static_cast<int64_t>(m) * kMaxLanes;
+      if (better(key[m], j, acc)) {
+        acc.v = key[m];
+        acc.j = j;
+        acc.any = true;
+      }
+    }
+  };
+  auto beaten = [&](int l) { return acc.any && bound[l] + bound_slack(bound[l]) < acc.v; };
+  int first = 0;
+  for (int l = 1; l < lanes; ++l) first = bound[l] > bound[first] ? l : first;
+  if (!beaten(first)) run_lane(first);
+  for (int l = 0; l < lanes; ++l)
+    if (l != first && !beaten(l)) run_lane(l);
+}
+
 struct Ctx {
   int64_t N, V;
   uint64_t seed = 0, off = 0, n_tok = 0;
@@ -101,16 +178,15 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
   const float* noise = KEY == 2 ? a.noise_race_p0 : a.noise_race;
   const uint64_t base = cx.off + static_cast<uint64_t>(cx.N) + (KEY == 2 ? cx.n_tok : 0);
   const float temp = a.temperature;
-  alignas(64) float sc[kRaceBlock], ex[kRaceBlock];
+  alignas(64) float sc[kRaceBlock], ex[kRaceBlock], mx[kMaxLanes];
   WordScratch ws;
   for (int64_t j0 = lo; j0 < hi; j0 += kRaceBlock) {
     const int64_t len = std::min(kRaceBlock, hi - j0);
     const int64_t e0 = i * cx.V + j0;
-    // the keys first: a block whose largest key cannot beat the best score so far even
-    // with the largest possible generated noise is skipped (exact; generated noise only)
     if (KEY == 0) {
       load_f32(z + j0, len, sc);
-      for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
+      if (temp != 1.0f)
+        for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
     } else if (KEY == 1) {
       load_f32(z + j0, len, sc);
       for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(sc[k]) / temp;
@@ -118,29 +194,22 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
       for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
       if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;
     }
-    if (!noise && acc.any && acc.v == acc.v) {
-      float mx[kMaxLanes];
-      for (int l = 0; l < kMaxLanes; ++l) mx[l] = -kInf;
-      int64_t k0 = 0;
-      for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
-        for (int l = 0; l < kMaxLanes; ++l) mx[l] = !(sc[k0 + l] <= mx[l]) ? sc[k0 + l] : mx[l];  // NaN sticks
-      for (int64_t k = k0; k < len; ++k) mx[0] = !(sc[k] <= mx[0]) ? sc[k] : mx[0];
+    if (noise) {  // explicit noise: every key
+      const float* u = noise + e0;
+      for (int64_t k = 0; k < len; ++k) ex[k] = -fm::log1p(-u[k]);
+      race_keys(sc, ex, len);
+      block_argmax(sc, len, j0, acc);
+      continue;
+    }
+    // a block whose largest key cannot beat the best so far even with the largest possible
+    // generated noise is skipped before its words are drawn
+    lane_max(sc, len, mx);
+    if (acc.any) {
       bool skip = true;
       for (int l = 0; l < kMaxLanes; ++l) skip = skip && (mx[l] + kRaceGumbelMax < acc.v);
       if (skip) continue;
     }
-    // Exp(1) noise E = -log1p(-u), then key - log E: two loops, because the compiler keeps
-    // the fused log(log1p(.)) body in far fewer vector registers than it needs (1.9 vs 1.1 ns
-    // an element, same bits)
-    if (noise) {
-      const float* u = noise + e0;
-      for (int64_t k = 0; k < len; ++k) ex[k] = -fm::log1p(-u[k]);
-    } else {
-      const uint32_t* w = words_range(cx.seed, base, e0, e0 + len, ws);
-      for (int64_t k = 0; k < len; ++k) ex[k] = -fm::log1p(-uint_to_open_uniform(w[k]));
-    }
-    for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(ex[k]);
-    block_argmax(sc, len, j0, acc);
+    race_pruned(sc, mx, words_range(cx.seed, base, e0, e0 + len, ws), len, j0, acc);
   }
 }
 
