@@ -22,6 +22,13 @@ from .scheduler import CondOTScheduler
 TARGETS = ("velocity", "x1", "epsilon")
 
 
+def _batch_vector(c: Tensor, batch: int) -> Tensor:
+    """A scheduler output as a contiguous fp32 ``[batch]`` (already one: returned as is)."""
+    if c.dtype is torch.float32 and c.shape == (batch,) and c.is_contiguous():
+        return c
+    return c.float().reshape(-1).expand(batch).contiguous()
+
+
 class AffineProbPath:
     """The affine path of a scheduler (any object with the flow_matching scheduler interface)."""
 
@@ -33,8 +40,7 @@ class AffineProbPath:
     def _coefficients(self, t: Tensor, batch: int, like: Tensor) -> dict:
         t = _checks.time("t", t, batch, like)
         out = self.scheduler(t)
-        return {k: getattr(out, k).float().reshape(-1).expand(batch).contiguous()
-                for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
+        return {k: _batch_vector(getattr(out, k), batch) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
 
     def sample(self, x_0: Optional[Tensor] = None, x_1: Optional[Tensor] = None, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> PathSample:
