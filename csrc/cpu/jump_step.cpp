@@ -21,7 +21,8 @@ namespace cpu {
 namespace FF_CPU_NS {
 namespace {
 
-constexpr int64_t kRaceBlock = 1024;      // keys per inner block (L1); 32 lanes of 32
+constexpr int64_t kRaceBlock = 1024;      // keys per inner block (L1)
+constexpr int kRaceLanes = 32;            // lanes of a block: kRaceBlock / kRaceLanes keys each
 constexpr int64_t kSplitChunk = 1 << 15;  // race chunk per work item when rows are split
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -95,17 +96,17 @@ inline void race_keys(float* sc, const float* ex, int64_t len) {
   for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(ex[k]);
 }
 
-// Largest key of each lane l (elements l, l + kMaxLanes, ... of a block; NaN sticks: NaN is
+// Largest key of each lane l (elements l, l + kRaceLanes, ... of a block; NaN sticks: NaN is
 // torch.argmax's largest value). Lanes rather than runs of neighbours: the loop vectorises.
 inline void lane_max(const float* sc, int64_t len, float* mx) {
-  int nanl[kMaxLanes];
-  for (int l = 0; l < kMaxLanes; ++l) {
+  int nanl[kRaceLanes];
+  for (int l = 0; l < kRaceLanes; ++l) {
     mx[l] = -kInf;
     nanl[l] = 0;
   }
   int64_t k0 = 0;
-  for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
-    for (int l = 0; l < kMaxLanes; ++l) {
+  for (; k0 + kRaceLanes <= len; k0 += kRaceLanes)
+    for (int l = 0; l < kRaceLanes; ++l) {
       const float v = sc[k0 + l];
       mx[l] = v > mx[l] ? v : mx[l];
       nanl[l] |= v != v;
@@ -114,7 +115,7 @@ inline void lane_max(const float* sc, int64_t len, float* mx) {
     mx[k - k0] = sc[k] > mx[k - k0] ? sc[k] : mx[k - k0];
     nanl[k - k0] |= sc[k] != sc[k];
   }
-  for (int l = 0; l < kMaxLanes; ++l) mx[l] = nanl[l] ? std::numeric_limits<float>::quiet_NaN() : mx[l];
+  for (int l = 0; l < kRaceLanes; ++l) mx[l] = nanl[l] ? std::numeric_limits<float>::quiet_NaN() : mx[l];
 }
 
 // The race over one block with generated noise, with the logarithms taken only where they can
@@ -122,47 +123,50 @@ inline void lane_max(const float* sc, int64_t len, float* mx) {
 // u, and u with the word), so once some key is known, a lane whose bound stays below it is
 // never raced: after the first blocks of a row almost none is, and the race costs the Philox
 // words and a max / min per element instead of two logarithms. Exact: the same winner, ties to
-// the lowest index (bound_slack covers the last-ulp wobble of the computed logarithms). The
-// lane with the largest bound goes first, so even a row's first block prunes.
-inline float bound_slack(float b) { return 1e-4f + 1e-6f * std::fabs(b); }
+// the lowest index (bound_slack covers the last-ulp wobble of the computed logarithms).
+inline float bound_slack(float v) { return 1e-4f + 1e-6f * std::fabs(v); }
 
 inline void race_pruned(const float* sc, const float* mx, const uint32_t* w, int64_t len, int64_t j0,
                         Best& acc) {
-  uint32_t wmin[kMaxLanes];
-  alignas(64) float bound[kMaxLanes];
-  for (int l = 0; l < kMaxLanes; ++l) wmin[l] = 0xFFFFFFFFu;
+  uint32_t wmin[kRaceLanes];
+  alignas(64) float bound[kRaceLanes];
+  for (int l = 0; l < kRaceLanes; ++l) wmin[l] = 0xFFFFFFFFu;
   int64_t k0 = 0;
-  for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
-    for (int l = 0; l < kMaxLanes; ++l) wmin[l] = w[k0 + l] < wmin[l] ? w[k0 + l] : wmin[l];
+  for (; k0 + kRaceLanes <= len; k0 += kRaceLanes)
+    for (int l = 0; l < kRaceLanes; ++l) wmin[l] = w[k0 + l] < wmin[l] ? w[k0 + l] : wmin[l];
   for (int64_t k = k0; k < len; ++k) wmin[k - k0] = w[k] < wmin[k - k0] ? w[k] : wmin[k - k0];
-  for (int l = 0; l < kMaxLanes; ++l)
+  for (int l = 0; l < kRaceLanes; ++l)
     bound[l] = mx[l] - fm::log(-fm::log1p(-uint_to_open_uniform(wmin[l])));
-  const int lanes = static_cast<int>(std::min<int64_t>(kMaxLanes, len));
   auto run_lane = [&](int l) {
-    constexpr int kPer = kRaceBlock / kMaxLanes;
+    constexpr int kPer = kRaceBlock / kRaceLanes;
     alignas(64) float key[kPer], ex[kPer];
     int n = 0;
-    for (int64_t k = l; k < len; k += kMaxLanes, ++n) {
+    for (int64_t k = l; k < len; k += kRaceLanes, ++n) {
       ex[n] = uint_to_open_uniform(w[k]);
       key[n] = sc[k];
     }
     for (int m = 0; m < n; ++m) ex[m] = -fm::log1p(-ex[m]);
     race_keys(key, ex, n);
-    for (int m = 0; m < n; ++m) {  // ascending indices: ties keep the lowest
-      const int64_t j = j0 + l + static_cast<int64_t>(m) * kMaxLanes;
-      if (better(key[m], j, acc)) {
-        acc.v = key[m];
-        acc.j = j;
-        acc.any = true;
-      }
-    }
+    Best b;  // over the lane's positions m: ascending m is ascending column, so ties agree
+    block_argmax(key, n, 0, b);
+    b.j = j0 + l + b.j * kRaceLanes;
+    combine(acc, b);
   };
-  auto beaten = [&](int l) { return acc.any && bound[l] + bound_slack(bound[l]) < acc.v; };
-  int first = 0;
-  for (int l = 1; l < lanes; ++l) first = bound[l] > bound[first] ? l : first;
-  if (!beaten(first)) run_lane(first);
-  for (int l = 0; l < lanes; ++l)
-    if (l != first && !beaten(l)) run_lane(l);
+  // best bound first, until every lane left is beaten (lane l is when bound[l] < thr; a NaN
+  // threshold beats none); the common case, no lane open, costs one vectorised count
+  bool done[kRaceLanes];
+  for (int l = 0; l < kRaceLanes; ++l) done[l] = l >= len;
+  for (;;) {
+    const float thr = acc.any ? acc.v - bound_slack(acc.v) : std::numeric_limits<float>::quiet_NaN();
+    int open = 0;
+    for (int l = 0; l < kRaceLanes; ++l) open += !done[l] & !(bound[l] < thr);
+    if (!open) return;
+    int next = -1;
+    for (int l = 0; l < kRaceLanes; ++l)
+      if (!done[l] && !(bound[l] < thr) && (next < 0 || bound[l] > bound[next])) next = l;
+    done[next] = true;
+    run_lane(next);
+  }
 }
 
 struct Ctx {
@@ -178,7 +182,7 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
   const float* noise = KEY == 2 ? a.noise_race_p0 : a.noise_race;
   const uint64_t base = cx.off + static_cast<uint64_t>(cx.N) + (KEY == 2 ? cx.n_tok : 0);
   const float temp = a.temperature;
-  alignas(64) float sc[kRaceBlock], ex[kRaceBlock], mx[kMaxLanes];
+  alignas(64) float sc[kRaceBlock], ex[kRaceBlock], mx[kRaceLanes];
   WordScratch ws;
   for (int64_t j0 = lo; j0 < hi; j0 += kRaceBlock) {
     const int64_t len = std::min(kRaceBlock, hi - j0);
@@ -206,7 +210,7 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     lane_max(sc, len, mx);
     if (acc.any) {
       bool skip = true;
-      for (int l = 0; l < kMaxLanes; ++l) skip = skip && (mx[l] + kRaceGumbelMax < acc.v);
+      for (int l = 0; l < kRaceLanes; ++l) skip = skip && (mx[l] + kRaceGumbelMax < acc.v);
       if (skip) continue;
     }
     race_pruned(sc, mx, words_range(cx.seed, base, e0, e0 + len, ws), len, j0, acc);
