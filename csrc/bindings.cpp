@@ -54,6 +54,26 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("n"), "threads of the CPU kernels (fastflow follows torch.get_num_threads())");
   m.def("cpu_isa", &cpu::isa, "the CPU kernel variant in use ('avx512', 'avx2' or 'baseline')");
+  m.def(
+      "cpu_isas",
+      [] {
+        py::list out;
+        std::string all = cpu::isas();
+        for (size_t s = 0, e; s <= all.size(); s = e + 1) {
+          e = all.find(',', s);
+          if (e == std::string::npos) e = all.size();
+          out.append(all.substr(s, e - s));
+        }
+        return out;
+      },
+      "the CPU kernel variants this build and processor can run, narrowest first");
+  m.def(
+      "set_cpu_isa",
+      [](const std::string& name) {
+        if (!cpu::set_isa(name.c_str()))
+          throw py::value_error("name: expected one of cpu_isas(), got '" + name + "'");
+      },
+      py::arg("name"), "run the CPU kernels of a narrower variant (tests; FASTFLOW_CPU_ISA sets it at start)");
   m.def("status_message", &status_message, py::arg("code"));
   m.def("affine_path_loss_workspace", &cuda::affine_path_loss_workspace, py::arg("batch"), py::arg("per_sample"),
         "fp32 workspace elements the CUDA affine_path_loss needs (0: none)");

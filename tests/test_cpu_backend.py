@@ -7,6 +7,7 @@ exactly when the noise is explicit. The ``_check_*`` helpers take a device so th
 tests/test_cuda_backend.py runs the same checks on CUDA tensors.
 """
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -47,6 +48,47 @@ def assert_rule(fused, ref_lp, ref32, floor=FLOOR, what=""):
 
 def _f32(*ts):
     return [None if t is None else t.float() for t in ts]
+
+
+@pytest.fixture(autouse=True, params=cb._C.cpu_isas())
+def isa(request):
+    """Every test of this file runs on each compiled CPU variant the processor supports (the
+    widest alone would leave the AVX2 and baseline code of an AVX-512 machine untested)."""
+    before = cb._C.cpu_isa()
+    cb._C.set_cpu_isa(request.param)
+    yield request.param
+    cb._C.set_cpu_isa(before)
+
+
+def test_cpu_isa_can_be_narrowed_and_refuses_unknown_names(isa):
+    assert cb._C.cpu_isa() == isa
+    assert cb._C.cpu_isas()[0] == "baseline"
+    with pytest.raises(ValueError, match="name"):
+        cb._C.set_cpu_isa("sse9")
+    assert cb._C.cpu_isa() == isa
+
+
+def test_fastflow_cpu_isa_environment_variable_narrows_the_variant(isa):
+    import subprocess
+    import sys
+    env = dict(os.environ, FASTFLOW_CPU_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", "from fastflow import _C; print(_C.cpu_isa())"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == isa, proc.stdout
+
+
+def test_simd_philox_words_cross_the_32_bit_counter_carry(isa):
+    # uniform-source tokens are (w * V) >> 32 of the SIMD stream's words: exact, across a carry
+    # of the counter's low word and over a length that is no multiple of any SIMD group
+    n, V = 4 * 997 + 3, 50_021
+    for off in (2**32 - 37, 2**33 - 1000, 5):
+        rng = torch.tensor([0x5DEECE66D, off], dtype=torch.int64)
+        x1 = torch.zeros(1, n, dtype=torch.int64)
+        kappa = torch.zeros(1)
+        got = cb.mixture_path_sample(x1, None, kappa, rng, None, V, None)
+        ref = R.mixture_path_sample(x1, None, kappa, rng, None, V, None)
+        assert torch.equal(got, ref), (isa, off)
+        assert got.unique().numel() > n // 2  # uniform tokens, not a constant
 
 
 # ---------------------------------------------------------------- availability

@@ -1,6 +1,11 @@
 // fastflow CPU backend: the entry points. Each op exists in AVX-512, AVX2+FMA and baseline
-// builds (same source, compiled three times); the widest the processor has runs.
+// builds (same source, compiled three times); the widest the processor has runs, unless
+// FASTFLOW_CPU_ISA or set_isa asks for a narrower one.
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "fastflow/ops.h"
 #include "fastflow/philox.h"
@@ -25,41 +30,77 @@ FASTFLOW_OPS(FF_DECLARE_VARIANT)
 #undef FF_DECLARE_VARIANT
 
 namespace {
-bool use_avx2() {
+enum Level : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* const kNames[] = {"baseline", "avx2", "avx512"};
+
+// The widest variant both compiled in and supported by this processor.
+int widest() {
+  static const int best = [] {
+    int l = kBaseline;
 #if defined(FASTFLOW_CPU_AVX2)
-  static const bool ok = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-bool use_avx512() {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+      l = kAvx2;
 #if defined(FASTFLOW_CPU_AVX512)
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return use_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  }();
-  return ok;
-#else
-  return false;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        l = kAvx512;
 #endif
+    }
+#endif
+    return l;
+  }();
+  return best;
+}
+
+int level_of(const char* name) {
+  for (int l = kBaseline; l <= kAvx512; ++l)
+    if (name && std::strcmp(name, kNames[l]) == 0) return l;
+  return -1;
+}
+
+// The variant in use: the widest, or a narrower one asked for by FASTFLOW_CPU_ISA or set_isa
+// (every variant computes the same results; the narrower ones are how tests reach their code).
+std::atomic<int> g_level{-1};
+int level() {
+  int l = g_level.load(std::memory_order_relaxed);
+  if (l < 0) {
+    l = widest();
+    const int asked = level_of(std::getenv("FASTFLOW_CPU_ISA"));
+    if (asked >= 0 && asked < l) l = asked;
+    g_level.store(l, std::memory_order_relaxed);
+  }
+  return l;
 }
 }  // namespace
 
-const char* isa() { return use_avx512() ? "avx512" : use_avx2() ? "avx2" : "baseline"; }
+const char* isa() { return kNames[level()]; }
+
+bool set_isa(const char* name) {
+  const int l = level_of(name);
+  if (l < 0 || l > widest()) return false;
+  g_level.store(l, std::memory_order_relaxed);
+  return true;
+}
+
+const char* isas() {
+  static const std::string all = [] {
+    std::string s;
+    for (int l = kBaseline; l <= widest(); ++l) s += (l ? "," : "") + std::string(kNames[l]);
+    return s;
+  }();
+  return all.c_str();
+}
 
 #if defined(FASTFLOW_CPU_AVX512)
-#define FF_DEFINE_ENTRY(name, Args)                                               \
-  int name(const Args& args) {                                                    \
-    return use_avx512() ? avx512::name(args) : use_avx2() ? avx2::name(args) : baseline::name(args); \
+#define FF_DEFINE_ENTRY(name, Args)                                                              \
+  int name(const Args& args) {                                                                   \
+    const int l = level();                                                                       \
+    return l == kAvx512 ? avx512::name(args) : l == kAvx2 ? avx2::name(args) : baseline::name(args); \
   }
 #elif defined(FASTFLOW_CPU_AVX2)
 #define FF_DEFINE_ENTRY(name, Args) \
-  int name(const Args& args) { return use_avx2() ? avx2::name(args) : baseline::name(args); }
+  int name(const Args& args) { return level() == kAvx2 ? avx2::name(args) : baseline::name(args); }
 #else
 #define FF_DEFINE_ENTRY(name, Args) \
   int name(const Args& args) { return baseline::name(args); }
