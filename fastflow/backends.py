@@ -121,6 +121,13 @@ def kernel(op: str, backend: str):
     return getattr(_module(backend), op)
 
 
+def loop_kernel(op: str, backend: str, like):
+    """A backend's entry for a loop of plain calls of ``op`` on tensors like ``like``
+    (``<op>_loop(like)``), or None where it has none."""
+    make = getattr(_module(backend), op + "_loop", None)
+    return make(like) if make is not None else None
+
+
 def available_backends(device_type: str | None = None) -> list[str]:
     """Backends that can run on ``device_type`` (default: on any device of this machine)."""
     import torch

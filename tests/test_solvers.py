@@ -215,3 +215,36 @@ def test_solver_reuses_only_buffers_no_one_else_holds(keep):
     else:
         values = [float(k.reshape(-1)[0]) for k in kept]
         torch.testing.assert_close(torch.tensor(values), 0.875 ** torch.arange(8.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stepper_fast_path_equals_step_combine_and_falls_back_with_its_checks(dtype):
+    # the ODE solver's step_combine for a loop: plain calls go straight to the kernel, the rest
+    # through step_combine (same results, same errors)
+    from fastflow.ops.step_combine import stepper
+
+    g = torch.Generator().manual_seed(3)
+    x, p, q = (torch.randn(5, 3, 7, generator=g).to(dtype) for _ in range(3))
+    for backend in ff.available_backends("cpu"):
+        f = stepper(x, backend)
+        ref = ff.step_combine(x, p, 0.5, -1.25, q=q, C=2.0, backend=backend)
+        assert torch.equal(f(x, p, 0.5, -1.25, q=q, C=2.0), ref)
+        out = torch.empty_like(x)
+        v = out._version
+        assert f(x, p, 0.5, -1.25, q=q, C=2.0, out=out) is out and torch.equal(out, ref)
+        assert out._version > v  # written in place: autograd sees it
+        ints = ff.step_combine(x, p, 1.0, -1.25, q=q, C=2.0, backend=backend)
+        assert torch.equal(f(x, p, 1, -1.25, q=q, C=2), ints)  # ints: the generic op
+        wide = torch.zeros(5, 3, 9, dtype=dtype)
+        wide[..., :7] = p
+        assert torch.equal(f(x, wide[..., :7], 0.5, -1.25, q=q, C=2.0), ref)  # a strided p
+        with pytest.raises(ValueError, match="^A"):
+            f(x, p, float("nan"), 1.0)
+        with pytest.raises(ValueError, match="^p"):
+            f(x, p[:4], 0.5, 1.0)
+        with pytest.raises(ValueError, match="^C"):
+            f(x, p, 0.5, 1.0, q=q)
+        w = torch.ones(5, requires_grad=True)  # autograd: the recorded op
+        y = f(x.float(), p.float() * w[:, None, None], 1.0, 0.5)
+        y.sum().backward()
+        assert w.grad is not None

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, backends
 from ._registry import direct, pick, run
 
 
@@ -108,3 +108,32 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         return _step(x, p, q, *coef, rng, noise, name)
     _step_out(x, p, q, *coef, rng, noise, out, name)
     return out
+
+
+def stepper(like: Tensor, backend: Optional[str] = None):
+    """``step_combine`` for a loop of calls on states shaped like ``like`` (the ODE solver's):
+    ``f(x, p, A, B, q=None, C=None, out=None)``, the backend resolved once.
+
+    Where the backend has a loop entry (the CPU one) and a call is plain (float coefficients,
+    contiguous tensors of ``like``'s shape and dtype, nothing to record or trace), it goes
+    straight to the kernel; any other call is an ordinary ``step_combine``, with its checks.
+    """
+    name = pick("step_combine", like, backend)
+    fast = backends.loop_kernel("step_combine", name, like)
+    shape, dtype = like.shape, like.dtype
+
+    def plain(t) -> bool:
+        return t is None or (type(t) is Tensor and t.dtype is dtype and t.shape == shape and t.is_contiguous()
+                             and t.device == like.device)
+
+    def combine(x, p, A, B, q=None, C=None, out=None):
+        if (fast is not None and type(A) is float and type(B) is float and A == A and B == B
+                and (q is None or (type(C) is float and C == C)) and plain(x) and plain(p) and plain(q)
+                and plain(out) and direct(x, p, q, out)):
+            result = fast(x, p, A, B, q, C, out)
+            if out is not None:
+                torch.autograd.graph.increment_version(out)
+            return result
+        return step_combine(x, p, A, B, q=q, C=C, out=out, backend=name)
+
+    return combine

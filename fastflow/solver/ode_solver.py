@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks, _memory
-from ..ops.step_combine import step_combine
+from ..ops.step_combine import step_combine, stepper
 
 FIXED_METHODS = ("euler", "midpoint", "heun", "heun2", "rk4")
 PREDICTIONS = ("velocity", "x1", "epsilon")
@@ -82,23 +82,21 @@ class ODESolver:
         """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
         cond, uncond, a, b = self._eval(x, t, extras)
         if a != 0 and x is not y:
-            return step_combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, out=out,
-                                backend=self.backend)
+            return self._combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, out=out)
         w = self._w
         C = -scale * b * w if uncond is not None else None
-        return step_combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out,
-                            backend=self.backend)
+        return self._combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out)
 
     def _velocity(self, x, cond, uncond, a, b):
         w = self._w
         if a == 0 and uncond is None and b == 1:
             return cond
         if uncond is None:
-            return step_combine(x, cond, a, b, backend=self.backend)
+            return self._combine(x, cond, a, b)
         if a == 0:
-            return step_combine(cond, uncond, b * (1 + w), -b * w, backend=self.backend)
-        guided = step_combine(cond, uncond, 1 + w, -w, backend=self.backend)
-        return step_combine(x, guided, a, b, backend=self.backend)
+            return self._combine(cond, uncond, b * (1 + w), -b * w)
+        guided = self._combine(cond, uncond, 1 + w, -w)
+        return self._combine(x, guided, a, b)
 
     def _u(self, x, t, extras):
         return self._velocity(x, *self._eval(x, t, extras))
@@ -114,18 +112,18 @@ class ODESolver:
             return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras, out)
         if method in ("heun", "heun2"):
             k1 = self._u(y0, t0, extras)
-            k2 = self._u(step_combine(y0, k1, 1.0, dt, backend=self.backend), t0 + dt, extras)
-            return step_combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out, backend=self.backend)
+            k2 = self._u(self._combine(y0, k1, 1.0, dt), t0 + dt, extras)
+            return self._combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out)
         # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
         third = 1.0 / 3.0
         k1 = self._u(y0, t0, extras)
-        k2 = self._u(step_combine(y0, k1, 1.0, dt * third, backend=self.backend), t0 + dt * third, extras)
-        k3 = self._u(step_combine(y0, k2, 1.0, dt, q=k1, C=-dt * third, backend=self.backend),
+        k2 = self._u(self._combine(y0, k1, 1.0, dt * third), t0 + dt * third, extras)
+        k3 = self._u(self._combine(y0, k2, 1.0, dt, q=k1, C=-dt * third),
                      t0 + dt * (2.0 / 3.0), extras)
-        y4 = step_combine(y0, k1, 1.0, dt, q=k2, C=-dt, backend=self.backend)
-        k4 = self._u(step_combine(y4, k3, 1.0, dt, backend=self.backend), t1, extras)
-        s = step_combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt, backend=self.backend)
-        return step_combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out, backend=self.backend)
+        y4 = self._combine(y0, k1, 1.0, dt, q=k2, C=-dt)
+        k4 = self._u(self._combine(y4, k3, 1.0, dt), t1, extras)
+        s = self._combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt)
+        return self._combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out)
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
@@ -144,6 +142,7 @@ class ODESolver:
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
         self._w, self._uncond_extras = float(guidance_scale), uncond_model_extras or {}
+        self._combine = stepper(x_init, self.backend)  # the backend resolved once for the loop
         if method not in FIXED_METHODS:
             return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
                                      return_intermediates, enable_grad, model_extras)
