@@ -12,6 +12,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 #include "cpu_common.h"
 #include "fastflow/jump_common.h"
@@ -187,7 +188,10 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
   for (int64_t j0 = lo; j0 < hi; j0 += kRaceBlock) {
     const int64_t len = std::min(kRaceBlock, hi - j0);
     const int64_t e0 = i * cx.V + j0;
-    if (KEY == 0) {
+    const float* keys = sc;
+    if (KEY == 0 && std::is_same<T, float>::value && temp == 1.0f && !noise) {
+      keys = reinterpret_cast<const float*>(z + j0);  // fp32 logits are the keys: no copy
+    } else if (KEY == 0) {
       load_f32(z + j0, len, sc);
       if (temp != 1.0f)
         for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
@@ -207,13 +211,13 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     }
     // a block whose largest key cannot beat the best so far even with the largest possible
     // generated noise is skipped before its words are drawn
-    lane_max(sc, len, mx);
+    lane_max(keys, len, mx);
     if (acc.any) {
       bool skip = true;
       for (int l = 0; l < kRaceLanes; ++l) skip = skip && (mx[l] + kRaceGumbelMax < acc.v);
       if (skip) continue;
     }
-    race_pruned(sc, mx, words_range(cx.seed, base, e0, e0 + len, ws), len, j0, acc);
+    race_pruned(keys, mx, words_range(cx.seed, base, e0, e0 + len, ws), len, j0, acc);
   }
 }
 
