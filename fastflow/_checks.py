@@ -76,7 +76,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
-    out = value.to(device=like.device, dtype=torch.float32)
+    out = value if value.dtype is torch.float32 and value.device == like.device else \
+        value.to(device=like.device, dtype=torch.float32)  # a no-op .to() is still a dispatcher call
     if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):
         out = out.reshape(-1).expand(batch).contiguous()
     if lo is None and hi is None:  # the common case: one reduction, no element-wise mask

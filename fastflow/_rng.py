@@ -29,4 +29,4 @@ def new_rng(device: torch.device, generator: torch.Generator | None = None) -> t
     if rank:  # ranks that seed alike still draw different noise
         seed = seed + ((rank * _GOLDEN) % 2**64 - 2**63)
     rng = torch.cat((seed, torch.zeros(1, dtype=torch.int64, device=gen_device)))
-    return rng.to(device, non_blocking=True)
+    return rng if rng.device == torch.device(device) else rng.to(device, non_blocking=True)

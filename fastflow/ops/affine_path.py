@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -174,10 +175,14 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         divisor = mask.reshape(batch, -1).sum(1).clamp_min(1) if mask is not None else v[0].numel()
     else:
         divisor = 1
-    scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
     fold = _fused_grad.fold_divisor(v.dtype)
-    if fold:
-        scale = scale / divisor
+    if w is None and type(divisor) is int:  # one fill: 1 / divisor rounded once to fp32, as the division
+        scale = torch.full((batch,), float(np.float32(1) / np.float32(divisor)) if fold else 1.0,
+                           dtype=torch.float32, device=v.device)
+    else:
+        scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
+        if fold:
+            scale = scale / divisor
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
     args = (v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
