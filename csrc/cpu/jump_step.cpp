@@ -23,7 +23,7 @@ namespace FF_CPU_NS {
 namespace {
 
 constexpr int64_t kRaceBlock = 1024;      // keys per inner block (L1)
-constexpr int kRaceLanes = 32;            // lanes of a block: kRaceBlock / kRaceLanes keys each
+constexpr int kRaceLanes = kMaxLanes;     // lanes of a block (lane_max's): kRaceBlock / kRaceLanes keys each
 constexpr int64_t kSplitChunk = 1 << 15;  // race chunk per work item when rows are split
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -46,9 +46,9 @@ inline void combine(Best& acc, const Best& o) {
   if (o.any && better(o.v, o.j, acc)) acc = o;
 }
 
-// argmax of sc[0, len) (offset by j0) merged into acc
-inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
-  float mx[kMaxLanes];
+// Largest key of each lane l (elements l, l + kMaxLanes, ... of a block; NaN sticks: NaN is
+// torch.argmax's largest value). Lanes rather than runs of neighbours: the loop vectorises.
+inline void lane_max(const float* sc, int64_t len, float* mx) {
   int nanl[kMaxLanes];
   for (int l = 0; l < kMaxLanes; ++l) {
     mx[l] = -kInf;
@@ -57,20 +57,26 @@ inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
   int64_t k0 = 0;
   for (; k0 + kMaxLanes <= len; k0 += kMaxLanes)
     for (int l = 0; l < kMaxLanes; ++l) {
-      float v = sc[k0 + l];
+      const float v = sc[k0 + l];
       mx[l] = v > mx[l] ? v : mx[l];
       nanl[l] |= v != v;
     }
   for (int64_t k = k0; k < len; ++k) {
-    float v = sc[k];
-    mx[k - k0] = v > mx[k - k0] ? v : mx[k - k0];
-    nanl[k - k0] |= v != v;
+    mx[k - k0] = sc[k] > mx[k - k0] ? sc[k] : mx[k - k0];
+    nanl[k - k0] |= sc[k] != sc[k];
   }
+  for (int l = 0; l < kMaxLanes; ++l) mx[l] = nanl[l] ? std::numeric_limits<float>::quiet_NaN() : mx[l];
+}
+
+// argmax of sc[0, len) (offset by j0) merged into acc
+inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
+  float mx[kMaxLanes];
+  lane_max(sc, len, mx);
   float m = -kInf;
   int nan = 0;
   for (int l = 0; l < kMaxLanes; ++l) {
     m = mx[l] > m ? mx[l] : m;
-    nan |= nanl[l];
+    nan |= mx[l] != mx[l];
   }
   Best b;
   if (nan) {
@@ -95,28 +101,6 @@ inline void block_argmax(const float* sc, int64_t len, int64_t j0, Best& acc) {
 // same bits)
 inline void race_keys(float* sc, const float* ex, int64_t len) {
   for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] - fm::log(ex[k]);
-}
-
-// Largest key of each lane l (elements l, l + kRaceLanes, ... of a block; NaN sticks: NaN is
-// torch.argmax's largest value). Lanes rather than runs of neighbours: the loop vectorises.
-inline void lane_max(const float* sc, int64_t len, float* mx) {
-  int nanl[kRaceLanes];
-  for (int l = 0; l < kRaceLanes; ++l) {
-    mx[l] = -kInf;
-    nanl[l] = 0;
-  }
-  int64_t k0 = 0;
-  for (; k0 + kRaceLanes <= len; k0 += kRaceLanes)
-    for (int l = 0; l < kRaceLanes; ++l) {
-      const float v = sc[k0 + l];
-      mx[l] = v > mx[l] ? v : mx[l];
-      nanl[l] |= v != v;
-    }
-  for (int64_t k = k0; k < len; ++k) {
-    mx[k - k0] = sc[k] > mx[k - k0] ? sc[k] : mx[k - k0];
-    nanl[k - k0] |= sc[k] != sc[k];
-  }
-  for (int l = 0; l < kRaceLanes; ++l) mx[l] = nanl[l] ? std::numeric_limits<float>::quiet_NaN() : mx[l];
 }
 
 // The race over one block with generated noise, with the logarithms taken only where they can
