@@ -339,10 +339,11 @@ def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
     g, direct = _grad_buffer(grad, z)
     loss = torch.empty(N, dtype=torch.float32, device=z.device)
     if N:
+        ws = _row_workspace(N, V, z)  # named: freed after the launch (stream-ordered), not before
         _run(_C.cross_entropy, z, logits=_ptr(z), row_stride=_row_stride(z), x1=_ptr(x1),
              ignore_index=int(ignore_index), grad_scale=_ptr(gs), grad=_ptr(g),
              grad_stride=_row_stride(g) if g is not None else 0, loss=_ptr(loss),
-             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+             workspace=_ptr(ws), rows=N, vocab=V, dtype=_float_code(z.dtype))
     if not direct:
         grad.copy_(g)
     return loss
@@ -358,10 +359,11 @@ def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
     g, direct = _grad_buffer(grad, z)
     loss = torch.empty(N, dtype=torch.float32, device=z.device)
     if N:
+        ws = _row_workspace(N, V, z)
         _run(_C.generalized_kl, z, logits=_ptr(z), row_stride=_row_stride(z), x1=_ptr(x1), xt=_ptr(xt),
              jump=_ptr(j), ignore_index=int(ignore_index), grad_scale=_ptr(gs), grad=_ptr(g),
              grad_stride=_row_stride(g) if g is not None else 0, loss=_ptr(loss),
-             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+             workspace=_ptr(ws), rows=N, vocab=V, dtype=_float_code(z.dtype))
     if not direct:
         grad.copy_(g)
     return loss
@@ -383,12 +385,13 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     rng = _rng(rng, dev)
     out = torch.empty(xt.shape, dtype=itype, device=dev)
     if N:
+        ws = _row_workspace(N, V, z)
         _run(_C.jump_step, z, logits=_ptr(z), row_stride=_row_stride(z), xt=_ptr(xt),
              itype=_INDEX_CODES[itype], h=_ptr(h), r1=_ptr(r1), r0=_ptr(r0), p0=_ptr(p0f),
              logp0=_ptr(logp0), source=int(source), mask_id=-1 if mask_id is None else int(mask_id),
              temperature=float(temperature), final_step=bool(final), probs=bool(probs), rng=_ptr(rng),
              noise_token=_ptr(nt), noise_race=_ptr(nr), noise_race_p0=_ptr(nr0), out=_ptr(out),
-             workspace=_ptr(_row_workspace(N, V, z)), rows=N, vocab=V, dtype=_float_code(z.dtype))
+             workspace=_ptr(ws), rows=N, vocab=V, dtype=_float_code(z.dtype))
     return out.to(x_t.dtype)
 
 

@@ -90,6 +90,7 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t items = a.batch * nch;
   if (nch > 1 && !a.workspace) return kErrArgument;
   const bool aligned = all_aligned(a);
+  if (!grid_fits(items)) return kErrTooLarge;
   if (a.per_sample <= 2048) {
     const int64_t blocks = (items + (kThreads / 32) - 1) / (kThreads / 32);
     loss_kernel<T, X0, E, M, GRAD, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);

@@ -37,6 +37,11 @@ inline unsigned grid_for(int64_t items, int threads_per_item_group = kThreads, i
 
 inline int launch_status() { return cudaGetLastError() == cudaSuccess ? kOk : kErrCuda; }
 
+// gridDim.x takes at most 2^31 - 1 blocks: launchers that size a grid by rows check it first,
+// so a huge input is refused (kErrTooLarge) instead of running a wrapped, silently short grid.
+constexpr int64_t kMaxBlocks = 2147483647;
+inline bool grid_fits(int64_t blocks) { return blocks <= kMaxBlocks; }
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // ---------------------------------------------------------------- vector groups

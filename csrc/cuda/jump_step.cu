@@ -210,6 +210,7 @@ int launch(const JumpStepArgs& a, cudaStream_t st) {
   int dev = 0;
   cudaGetDevice(&dev);
   const int64_t S = row_split(N, V, dev);
+  if (!grid_fits(N * S)) return kErrTooLarge;
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;

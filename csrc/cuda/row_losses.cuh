@@ -180,6 +180,7 @@ int launch(const RowLossArgs& a, cudaStream_t s) {
   const int64_t S = row_split(N, V, dev);
   const bool aligned = aligned16(a.logits) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
                        (!a.grad || (aligned16(a.grad) && (a.grad_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0));
+  if (!grid_fits(N * S)) return kErrTooLarge;
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;

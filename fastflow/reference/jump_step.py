@@ -96,7 +96,9 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     for start in range(0, cand.numel(), chunk):
         idx = cand[start:start + chunk]
         z = logits[idx].float()
-        keys = (torch.log(z) if probs else z) / temperature
+        # a device tensor, not a Python number: CUDA turns division by a CPU scalar into a
+        # multiplication by its reciprocal (one bit off), the kernels divide
+        keys = (torch.log(z) if probs else z) / torch.tensor(temperature, dtype=torch.float32, device=dev)
         ru = noise_race[idx].float() if noise_race is not None else _race_uniforms(rng, N, idx, V)
         x1 = _race(keys, ru)
         if final:

@@ -31,6 +31,7 @@ enum Status : int {
   kErrIndex = 3,      // a token id outside [0, V)
   kErrCuda = 4,       // a CUDA launch failed
   kErrNoCuda = 5,     // CUDA was not compiled in
+  kErrTooLarge = 6,   // more blocks than one CUDA launch takes
 };
 
 inline const char* status_message(int code) {
@@ -41,6 +42,7 @@ inline const char* status_message(int code) {
     case kErrIndex: return "token id outside [0, V)";
     case kErrCuda: return "CUDA kernel launch failed";
     case kErrNoCuda: return "fastflow._C was built without CUDA";
+    case kErrTooLarge: return "too large for one CUDA launch (more than 2^31 - 1 blocks)";
     default: return "unknown error";
   }
 }
