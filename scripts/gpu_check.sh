@@ -11,8 +11,7 @@
 #     bash scripts/gpu_check.sh
 # Time budget on an H200 (16 cores): build ~1-2 min (one architecture), tests <= TEST_S,
 # compute-sanitizer <= SAN_S, benchmarks <= BENCH_S. Each stage runs even if an earlier one
-# failed, so one call says
-# as much as it can.
+# failed, so one call says as much as it can.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
