@@ -36,7 +36,7 @@ BENCH_S=${BENCH_S:-200}
 echo "build: $(tail -2 "$OUT/build.log" | tr '\n' ' ')"
 
 FASTFLOW_TEST_GPU=1 timeout "$TEST_S" $PY -m pytest -q -p no:cacheprovider \
-  tests/test_cuda_backend.py tests/test_triton_parity.py tests/test_triton_ops.py tests/test_triton_random.py \
+  tests/test_cuda_backend.py tests/test_large.py tests/test_triton_parity.py tests/test_triton_ops.py tests/test_triton_random.py \
   > "$OUT/tests.log" 2>&1
 echo "tests (rc $?): $(tail -1 "$OUT/tests.log")"
 

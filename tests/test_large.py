@@ -1,4 +1,5 @@
-"""Tensors of more than 2^31 elements index correctly on the compiled CPU backend.
+"""Tensors of more than 2^31 elements index correctly on the compiled backends (CPU; CUDA
+where a GPU is present).
 
 The big tensors come from torch.empty and only the rows under test are written: untouched
 memory reads as the kernel's shared zero page, so a 4 GiB bf16 tensor costs the pages of
@@ -30,23 +31,39 @@ def _available_gib() -> float:
     return 0.0
 
 
-pytestmark = pytest.mark.skipif(_available_gib() < 10, reason="needs 10 GiB of free memory")
+DEVICES = ["cpu"]
+if torch.cuda.is_available() and cb.unavailable("cuda") is None:
+    DEVICES.append("cuda")
 
 
-def test_jump_step_indexes_rows_past_2_31_elements():
+@pytest.fixture(params=DEVICES)
+def dev(request):
+    if request.param == "cpu" and _available_gib() < 10:
+        pytest.skip("needs 10 GiB of free memory")
+    if request.param == "cuda" and torch.cuda.mem_get_info()[0] < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    return request.param
+
+
+def _big(shape, dtype, dev):
+    """Untouched (zero-page) memory on the CPU; zeros on a GPU (its memory is not lazy)."""
+    return torch.empty(shape, dtype=dtype) if dev == "cpu" else torch.zeros(shape, dtype=dtype, device=dev)
+
+
+def test_jump_step_indexes_rows_past_2_31_elements(dev):
     # the one row that may jump starts past element 2^31: its logits, its race counters
     # (e = i V + j) and its explicit noise row must all be the right ones
     V = 32768
     N = BIG // V + 1
-    z = torch.empty(N, V, dtype=torch.bfloat16)
+    z = _big((N, V), torch.bfloat16, dev)
     g = torch.Generator().manual_seed(0)
     z[-1] = (torch.randn(V, generator=g) * 2).bfloat16()
-    xt = torch.zeros(N, dtype=torch.int64)
-    h = torch.zeros(N)
+    xt = torch.zeros(N, dtype=torch.int64, device=dev)
+    h = torch.zeros(N, device=dev)
     h[-1] = 1.0
-    r1 = torch.full((N,), math.inf)  # kappa = 1: a row with h > 0 jumps to its x_1
-    zero = torch.zeros(N)
-    rng = torch.tensor([2024, 11], dtype=torch.int64)
+    r1 = torch.full((N,), math.inf, device=dev)  # kappa = 1: a row with h > 0 jumps to its x_1
+    zero = torch.zeros(N, device=dev)
+    rng = torch.tensor([2024, 11], dtype=torch.int64, device=dev)
     args = (z, xt, h, r1, zero, None, 1, -1, 1.0, False, False)
     got = cb.jump_step(*args, rng, None, None, None)
     assert torch.equal(got[:-1], xt[:-1])  # rows with h = 0 never jump (and are never read)
@@ -54,26 +71,26 @@ def test_jump_step_indexes_rows_past_2_31_elements():
     seed, off = int(rng[0]), int(rng[1])
     e0 = (N - 1) * V
     words = philox.uint32_stream(seed, off + N + e0 // 4, V)  # e0 is a multiple of 4
-    noise_race = torch.empty(N, V)
+    noise_race = _big((N, V), torch.float32, dev)
     noise_race[-1] = philox.uint_to_open_uniform(words)
     w_tok = torch.stack(philox.philox4x32(seed, off + torch.arange(N - 1, N)), dim=-1)
-    noise_tok = torch.zeros(N, 3)
+    noise_tok = torch.zeros(N, 3, device=dev)
     noise_tok[-1, 0] = philox.uint_to_open_uniform(w_tok[:, 0])
     noise_tok[-1, 1] = philox.uint_to_uniform(w_tok[:, 1])
     explicit = cb.jump_step(*args, None, noise_tok, noise_race, None)
     assert int(got[-1]) == int(explicit[-1])
-    ref = int((z[-1].float() - torch.log(-torch.log1p(-noise_race[-1]))).argmax())
+    ref = int((z[-1].float().cpu() - torch.log(-torch.log1p(-noise_race[-1].cpu()))).argmax())
     assert int(got[-1]) == ref
 
 
-def test_cross_entropy_indexes_rows_past_2_31_elements():
+def test_cross_entropy_indexes_rows_past_2_31_elements(dev):
     V = 65536 + 3  # odd: rows start at every alignment
     N = BIG // V + 2
-    z = torch.empty(N, V, dtype=torch.bfloat16)
+    z = _big((N, V), torch.bfloat16, dev)
     z[:2] = 0
     g = torch.Generator().manual_seed(1)
     z[-1] = (torch.randn(V, generator=g) * 3).bfloat16()
-    x1 = torch.full((N,), -100, dtype=torch.int64)  # ignored rows, except the first and last
+    x1 = torch.full((N,), -100, dtype=torch.int64, device=dev)  # ignored rows, except the first and last
     x1[0], x1[-1] = 5, V - 2
     loss = cb.cross_entropy(z, x1, -100, None, None)
     assert loss[0].item() == pytest.approx(math.log(V), rel=1e-6)
@@ -82,16 +99,16 @@ def test_cross_entropy_indexes_rows_past_2_31_elements():
     assert torch.all(loss[1:-1] == 0)
 
 
-def test_step_combine_past_2_31_elements():
+def test_step_combine_past_2_31_elements(dev):
     shape = (65537, 32769)  # 2^31 + 98305 elements, per-sample coefficients over 65537 rows
-    x = torch.empty(shape, dtype=torch.bfloat16)
-    p = torch.empty(shape, dtype=torch.bfloat16)
+    x = _big(shape, torch.bfloat16, dev)
+    p = _big(shape, torch.bfloat16, dev)
     g = torch.Generator().manual_seed(2)
     x[-1] = torch.randn(shape[1], generator=g).bfloat16()
     p[-1] = torch.randn(shape[1], generator=g).bfloat16()
     x[0], p[0] = 1, 2
-    A = torch.ones(shape[0])
-    B = torch.linspace(0.25, 0.5, shape[0])
+    A = torch.ones(shape[0], device=dev)
+    B = torch.linspace(0.25, 0.5, shape[0], device=dev)
     ref = R.step_combine(x[-1:], p[-1:], None, A[-1:], B[-1:], None, None, None, None)
     cb.step_combine(x, p, None, A, B, None, None, None, None, out=x)
     assert torch.equal(x[-1:], ref)
