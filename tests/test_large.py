@@ -1,5 +1,5 @@
-"""Tensors of more than 2^31 elements index correctly on the compiled backends (CPU; CUDA
-where a GPU is present).
+"""Tensors of more than 2^31 elements index correctly on the compiled backends (CPU; CUDA and
+Triton where a GPU is present).
 
 The big tensors come from torch.empty and only the rows under test are written: untouched
 memory reads as the kernel's shared zero page, so a 4 GiB bf16 tensor costs the pages of
@@ -31,18 +31,21 @@ def _available_gib() -> float:
     return 0.0
 
 
-DEVICES = ["cpu"]
-if torch.cuda.is_available() and cb.unavailable("cuda") is None:
-    DEVICES.append("cuda")
+from fastflow import backends  # noqa: E402
+
+CASES = [("cpu", "cpu")]  # (device, backend)
+if torch.cuda.is_available():
+    CASES += [("cuda", name) for name in ("cuda", "triton") if backends.why_not(name, "jump_step", "cuda") is None]
 
 
-@pytest.fixture(params=DEVICES)
-def dev(request):
-    if request.param == "cpu" and _available_gib() < 10:
+@pytest.fixture(params=CASES, ids=lambda c: c[1])
+def case(request):
+    dev, name = request.param
+    if dev == "cpu" and _available_gib() < 10:
         pytest.skip("needs 10 GiB of free memory")
-    if request.param == "cuda" and torch.cuda.mem_get_info()[0] < 24 * 2**30:
+    if dev == "cuda" and torch.cuda.mem_get_info()[0] < 24 * 2**30:
         pytest.skip("needs 24 GiB of free GPU memory")
-    return request.param
+    return dev, lambda op: backends.kernel(op, name)
 
 
 def _big(shape, dtype, dev):
@@ -50,7 +53,8 @@ def _big(shape, dtype, dev):
     return torch.empty(shape, dtype=dtype) if dev == "cpu" else torch.zeros(shape, dtype=dtype, device=dev)
 
 
-def test_jump_step_indexes_rows_past_2_31_elements(dev):
+def test_jump_step_indexes_rows_past_2_31_elements(case):
+    dev, K = case
     # the one row that may jump starts past element 2^31: its logits, its race counters
     # (e = i V + j) and its explicit noise row must all be the right ones
     V = 32768
@@ -65,7 +69,7 @@ def test_jump_step_indexes_rows_past_2_31_elements(dev):
     zero = torch.zeros(N, device=dev)
     rng = torch.tensor([2024, 11], dtype=torch.int64, device=dev)
     args = (z, xt, h, r1, zero, None, 1, -1, 1.0, False, False)
-    got = cb.jump_step(*args, rng, None, None, None)
+    got = K("jump_step")(*args, rng, None, None, None)
     assert torch.equal(got[:-1], xt[:-1])  # rows with h = 0 never jump (and are never read)
     # the same race with its uniforms passed explicitly: counters offset + N + e / 4
     seed, off = int(rng[0]), int(rng[1])
@@ -77,13 +81,14 @@ def test_jump_step_indexes_rows_past_2_31_elements(dev):
     noise_tok = torch.zeros(N, 3, device=dev)
     noise_tok[-1, 0] = philox.uint_to_open_uniform(w_tok[:, 0])
     noise_tok[-1, 1] = philox.uint_to_uniform(w_tok[:, 1])
-    explicit = cb.jump_step(*args, None, noise_tok, noise_race, None)
+    explicit = K("jump_step")(*args, None, noise_tok, noise_race, None)
     assert int(got[-1]) == int(explicit[-1])
     ref = int((z[-1].float().cpu() - torch.log(-torch.log1p(-noise_race[-1].cpu()))).argmax())
     assert int(got[-1]) == ref
 
 
-def test_cross_entropy_indexes_rows_past_2_31_elements(dev):
+def test_cross_entropy_indexes_rows_past_2_31_elements(case):
+    dev, K = case
     V = 65536 + 3  # odd: rows start at every alignment
     N = BIG // V + 2
     z = _big((N, V), torch.bfloat16, dev)
@@ -92,14 +97,15 @@ def test_cross_entropy_indexes_rows_past_2_31_elements(dev):
     z[-1] = (torch.randn(V, generator=g) * 3).bfloat16()
     x1 = torch.full((N,), -100, dtype=torch.int64, device=dev)  # ignored rows, except the first and last
     x1[0], x1[-1] = 5, V - 2
-    loss = cb.cross_entropy(z, x1, -100, None, None)
+    loss = K("cross_entropy")(z, x1, -100, None, None)
     assert loss[0].item() == pytest.approx(math.log(V), rel=1e-6)
     ref = R.cross_entropy(z[-1:], x1[-1:], -100, None, None)
     assert loss[-1].item() == pytest.approx(ref[0].item(), rel=1e-6)
     assert torch.all(loss[1:-1] == 0)
 
 
-def test_step_combine_past_2_31_elements(dev):
+def test_step_combine_past_2_31_elements(case):
+    dev, K = case
     shape = (65537, 32769)  # 2^31 + 98305 elements, per-sample coefficients over 65537 rows
     x = _big(shape, torch.bfloat16, dev)
     p = _big(shape, torch.bfloat16, dev)
@@ -110,6 +116,6 @@ def test_step_combine_past_2_31_elements(dev):
     A = torch.ones(shape[0], device=dev)
     B = torch.linspace(0.25, 0.5, shape[0], device=dev)
     ref = R.step_combine(x[-1:], p[-1:], None, A[-1:], B[-1:], None, None, None, None)
-    cb.step_combine(x, p, None, A, B, None, None, None, None, out=x)
+    K("step_combine")(x, p, None, A, B, None, None, None, None, out=x)
     assert torch.equal(x[-1:], ref)
     assert torch.all(x[0] == 1.5)
