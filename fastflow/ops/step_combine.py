@@ -119,7 +119,8 @@ def stepper(like: Tensor, backend: Optional[str] = None):
     straight to the kernel; any other call is an ordinary ``step_combine``, with its checks.
     """
     name = pick("step_combine", like, backend)
-    fast = backends.loop_kernel("step_combine", name, like)
+    # (a compiled graph takes the custom op anyway: nothing for dynamo to trace here)
+    fast = None if torch.compiler.is_compiling() else backends.loop_kernel("step_combine", name, like)
     shape, dtype = like.shape, like.dtype
 
     def plain(t) -> bool:
