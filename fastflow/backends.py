@@ -121,11 +121,9 @@ def kernel(op: str, backend: str):
     return getattr(_module(backend), op)
 
 
-def loop_kernel(op: str, backend: str, like):
-    """A backend's entry for a loop of plain calls of ``op`` on tensors like ``like``
-    (``<op>_loop(like)``), or None where it has none."""
-    make = getattr(_module(backend), op + "_loop", None)
-    return make(like) if make is not None else None
+def float_kernel(op: str, backend: str):
+    """A backend's entry for ``op`` with plain-float coefficients (``<op>_floats``), or None."""
+    return getattr(_module(backend), op + "_floats", None)
 
 
 def available_backends(device_type: str | None = None) -> list[str]:

@@ -269,37 +269,35 @@ def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
     return _finish(res, out, x.dtype)
 
 
-def step_combine_loop(like):
-    """``step_combine(x, p, A, B, q, C, out)`` for a loop of calls (the ODE solver's) on contiguous
-    CPU tensors of ``like``'s shape and dtype with float coefficients, or None off the CPU.
+_scratch = threading.local()
 
-    The kernel is synchronous, so the coefficients go into one buffer per thread, reused: no
-    tensor is built per call (20 us of a small model's step). The caller checks the inputs.
-    """
-    if like.device.type != "cpu" or like.dtype not in _FLOAT_CODES or like.numel() == 0:
-        return None
-    batch, per = _sizes(like)
-    code = _FLOAT_CODES[like.dtype]
-    local = threading.local()
 
-    def call(x, p, A, B, q, C, out):
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            local.buf = buf = torch.empty(3, batch, dtype=torch.float32)
-            local.rows = buf.numpy()
-        rows = local.rows
-        rows[0].fill(A)
-        rows[1].fill(B)
-        if q is not None:
-            rows[2].fill(C)
-        res = out if out is not None else _memory.empty_like(x)
-        ptr = buf.data_ptr()
+def _float_rows(batch: int, *values: float) -> int:
+    """Address of fp32 rows holding ``batch`` copies of each value, in one buffer per thread
+    that every call reuses (the CPU kernels are synchronous): no tensor is built per call."""
+    need = len(values) * batch
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < need:
+        _scratch.buf = buf = torch.empty(max(need, 1024), dtype=torch.float32)
+        _scratch.array = buf.numpy()
+    a = _scratch.array
+    for k, v in enumerate(values):
+        a[k * batch:(k + 1) * batch] = v
+    return buf.data_ptr()
+
+
+def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=None):
+    """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype
+    that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
+    the coefficients skip the three ``[B]`` tensors of ``step_combine``'s generic path."""
+    batch, per = _sizes(x)
+    res = out if out is not None else _memory.empty_like(x)
+    if x.numel():
+        ptr = _float_rows(batch, A, B, C) if q is not None else _float_rows(batch, A, B)
         _run(_C.step_combine, x, x=x.data_ptr(), p=p.data_ptr(), q=_ptr(q), A=ptr, B=ptr + 4 * batch,
              C=ptr + 8 * batch if q is not None else 0, N=0, rng=0, noise=0, out=res.data_ptr(),
-             batch=batch, per_sample=per, dtype=code)
-        return res
-
-    return call
+             batch=batch, per_sample=per, dtype=_float_code(x.dtype))
+    return res
 
 
 # ---------------------------------------------------------------- discrete ops

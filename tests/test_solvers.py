@@ -218,16 +218,18 @@ def test_solver_reuses_only_buffers_no_one_else_holds(keep):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_stepper_fast_path_equals_step_combine_and_falls_back_with_its_checks(dtype):
-    # the ODE solver's step_combine for a loop: plain calls go straight to the kernel, the rest
-    # through step_combine (same results, same errors)
+def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_checks(dtype):
+    # float coefficients on plain CPU tensors skip the [B] coefficient tensors (step_combine, and
+    # the ODE solver's stepper, which also skips the checks): same results, same errors
     from fastflow.ops.step_combine import stepper
 
     g = torch.Generator().manual_seed(3)
     x, p, q = (torch.randn(5, 3, 7, generator=g).to(dtype) for _ in range(3))
     for backend in ff.available_backends("cpu"):
         f = stepper(x, backend)
-        ref = ff.step_combine(x, p, 0.5, -1.25, q=q, C=2.0, backend=backend)
+        # tensor coefficients: the generic path; floats: the backend's float entry where it has one
+        ref = ff.step_combine(x, p, torch.tensor(0.5), torch.tensor(-1.25), q=q, C=torch.tensor(2.0), backend=backend)
+        assert torch.equal(ff.step_combine(x, p, 0.5, -1.25, q=q, C=2.0, backend=backend), ref)
         assert torch.equal(f(x, p, 0.5, -1.25, q=q, C=2.0), ref)
         out = torch.empty_like(x)
         v = out._version

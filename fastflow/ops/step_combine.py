@@ -91,14 +91,18 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if noise is not None:
         _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
         _checks.same_shape("noise", noise, x, "x")
-    coef = [_checks.coefficient(n, v, batch, x) if v is not None else None
-            for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
-    if coef[3] is not None and noise is None and rng is None:
-        raise ValueError("rng: required when N is given without noise")
     name = pick("step_combine", x, backend)
     if out is not None:
         _checks.tensor("out", out, (x.dtype,))
         _checks.same_shape("out", out, x, "x")
+    if N is None and _plain_floats(x, p, q, A, B, C, out):
+        fast = backends.float_kernel("step_combine", name)
+        if fast is not None:
+            return _floats_call(fast, x, p, A, B, q, C, out)
+    coef = [_checks.coefficient(n, v, batch, x) if v is not None else None
+            for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
+    if coef[3] is not None and noise is None and rng is None:
+        raise ValueError("rng: required when N is given without noise")
     if direct(x, p, q, *coef, rng, noise, out):
         result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
         if out is not None:
@@ -110,31 +114,41 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     return out
 
 
+def _plain_floats(x, p, q, A, B, C, out) -> bool:
+    """A call the float-coefficient kernel entry takes: float (not NaN) coefficients, CPU
+    tensors of one dtype laid out contiguously, nothing to record or trace (shapes checked)."""
+    return (type(A) is float and type(B) is float and A == A and B == B
+            and (q is None or (type(C) is float and C == C)) and x.device.type == "cpu"
+            and x.is_contiguous() and p.dtype is x.dtype and p.is_contiguous()
+            and (q is None or (q.dtype is x.dtype and q.is_contiguous()))
+            and (out is None or out.is_contiguous()) and direct(x, p, q, out))
+
+
+def _floats_call(fast, x, p, A, B, q, C, out):
+    result = fast(x, p, A, B, q, C if q is not None else 0.0, out)
+    if out is not None:  # written in place: autograd must see the new version
+        torch.autograd.graph.increment_version(out)
+    return result
+
+
 def stepper(like: Tensor, backend: Optional[str] = None):
     """``step_combine`` for a loop of calls on states shaped like ``like`` (the ODE solver's):
     ``f(x, p, A, B, q=None, C=None, out=None)``, the backend resolved once.
 
-    Where the backend has a loop entry (the CPU one) and a call is plain (float coefficients,
-    contiguous tensors of ``like``'s shape and dtype, nothing to record or trace), it goes
-    straight to the kernel; any other call is an ordinary ``step_combine``, with its checks.
+    A plain call (``_plain_floats``, on tensors of ``like``'s shape) goes straight to the
+    backend's float-coefficient entry, without ``step_combine``'s checks; any other call is an
+    ordinary ``step_combine``.
     """
     name = pick("step_combine", like, backend)
-    # (a compiled graph takes the custom op anyway: nothing for dynamo to trace here)
-    fast = None if torch.compiler.is_compiling() else backends.loop_kernel("step_combine", name, like)
-    shape, dtype = like.shape, like.dtype
-
-    def plain(t) -> bool:
-        return t is None or (type(t) is Tensor and t.dtype is dtype and t.shape == shape and t.is_contiguous()
-                             and t.device == like.device)
+    fast = backends.float_kernel("step_combine", name)
+    shape = like.shape
 
     def combine(x, p, A, B, q=None, C=None, out=None):
-        if (fast is not None and type(A) is float and type(B) is float and A == A and B == B
-                and (q is None or (type(C) is float and C == C)) and plain(x) and plain(p) and plain(q)
-                and plain(out) and direct(x, p, q, out)):
-            result = fast(x, p, A, B, q, C, out)
-            if out is not None:
-                torch.autograd.graph.increment_version(out)
-            return result
+        if (fast is not None and type(x) is Tensor and type(p) is Tensor and x.shape == shape
+                and p.shape == shape and (q is None or (type(q) is Tensor and q.shape == shape))
+                and (out is None or (type(out) is Tensor and out.shape == shape and out.dtype is x.dtype))
+                and _plain_floats(x, p, q, A, B, C, out)):
+            return _floats_call(fast, x, p, A, B, q, C, out)
         return step_combine(x, p, A, B, q=q, C=C, out=out, backend=name)
 
     return combine
