@@ -372,11 +372,29 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     """One CTMC jump step per row (see ``fastflow.reference.jump_step``); rows that cannot
     jump are never read."""
     z = _rows(logits)
+    N, dev = z.shape[0], z.device
+    h, r1, r0 = (_coef(k, N, dev) for k in (h, r1, r0))
+    return _jump(z, x_t, _ptr(h), _ptr(r1), _ptr(r0), p0, source, mask_id, temperature, final, probs, rng,
+                 noise_token, noise_race, noise_race_p0)
+
+
+def jump_step_floats(logits, x_t, h: float, r1: float, r0: float, p0, source: int, mask_id: int,
+                     temperature: float, final: bool, probs: bool, rng):
+    """``jump_step`` with one time step and rates for every row (the discrete solver's step on
+    the CPU): the three per-row arrays come from the reused float rows, not three tensors."""
+    z = _rows(logits)
+    N = z.shape[0]
+    ptr = _float_rows(N, h, r1, r0)
+    return _jump(z, x_t, ptr, ptr + 4 * N, ptr + 8 * N, p0, source, mask_id, temperature, final, probs, rng,
+                 None, None, None)
+
+
+def _jump(z, x_t, h, r1, r0, p0, source, mask_id, temperature, final, probs, rng, noise_token, noise_race,
+          noise_race_p0):
     N, V = z.shape
     itype = x_t.dtype if x_t.dtype in _INDEX_CODES else torch.int64
     xt = _data(x_t, itype)
     dev = z.device
-    h, r1, r0 = (_coef(k, N, dev) for k in (h, r1, r0))
     p0f = _data(p0, torch.float32) if p0 is not None else None
     logp0 = torch.log(p0f) if p0f is not None else None
     nt, nr, nr0 = (_data(u, torch.float32) for u in (noise_token, noise_race, noise_race_p0))
@@ -385,7 +403,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     if N:
         ws = _row_workspace(N, V, z)
         _run(_C.jump_step, z, logits=_ptr(z), row_stride=_row_stride(z), xt=_ptr(xt),
-             itype=_INDEX_CODES[itype], h=_ptr(h), r1=_ptr(r1), r0=_ptr(r0), p0=_ptr(p0f),
+             itype=_INDEX_CODES[itype], h=h, r1=r1, r0=r0, p0=_ptr(p0f),
              logp0=_ptr(logp0), source=int(source), mask_id=-1 if mask_id is None else int(mask_id),
              temperature=float(temperature), final_step=bool(final), probs=bool(probs), rng=_ptr(rng),
              noise_token=_ptr(nt), noise_race=_ptr(nr), noise_race_p0=_ptr(nr0), out=_ptr(out),

@@ -250,3 +250,33 @@ def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_check
         y = f(x.float(), p.float() * w[:, None, None], 1.0, 0.5)
         y.sum().backward()
         assert w.grad is not None
+
+
+@pytest.mark.parametrize("source", ["uniform", "mask", "general"])
+@pytest.mark.parametrize("model_output", ["logits", "probs"])
+def test_discrete_solver_loop_path_equals_the_per_step_jump(source, model_output):
+    # a constant div_free takes the solver's checked-once loop (float rates on the CPU); a
+    # callable one runs jump_step per step: same seeds, same rates, the same samples
+    V, n_steps = 11, 12
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(1.5))
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, 7, V, generator=g) * 2
+    if model_output == "probs":
+        logits = torch.softmax(logits, -1)
+    p = {"uniform": torch.full((V,), 1 / V), "mask": torch.eye(V)[3],
+         "general": torch.softmax(torch.randn(V, generator=g), -1)}[source]
+    solver = ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, source_distribution_p=p,
+                                           model_output=model_output)
+    x0 = torch.randint(0, V, (5, 7), generator=g)
+    if source == "mask":
+        x0[:, :4] = 3
+    for backend in ff.available_backends("cpu"):
+        solver.backend = backend
+        kw = dict(step_size=1.0 / n_steps, return_intermediates=True, time_grid=torch.tensor([0.0, 0.5, 1.0]),
+                  temperature=0.8)
+        loop = solver.sample(x0, div_free=0.4, generator=torch.Generator().manual_seed(9), **kw)
+        per_step = solver.sample(x0, div_free=lambda t: 0.4, generator=torch.Generator().manual_seed(9), **kw)
+        assert torch.equal(loop, per_step), backend
+        assert (loop[-1] != x0).any()
+    with pytest.raises(ValueError, match="x_init"):
+        solver.sample(torch.full((2, 2), V), step_size=0.5)

@@ -12,7 +12,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from .. import _checks, _memory
+from .. import _checks, _memory, backends
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
 from ._registry import direct, eager_function, pick, run
@@ -344,3 +344,53 @@ def _noise_rows(name, u, x_t, width):
         raise ValueError(f"{name}: expected shape {(*x_t.shape, width)}, got {tuple(u.shape)}")
     _checks.same_device(name, u, x_t)
     return u.reshape(-1, width)
+
+
+def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_free, source, mask_id,
+                 temperature: float, probs: bool, generator: Optional[torch.Generator] = None,
+                 backend: Optional[str] = None):
+    """``jump_step`` for a sampler's loop over ``grid``: ``f(i, logits, x_t, final)`` is the step
+    from ``grid[i]`` to ``grid[i + 1]``, the same draw as ``jump_step`` (its own seed per step).
+
+    The arguments that do not change over the loop are checked once, and the rates of every
+    step come from one scheduler call over the grid; where the backend has a float entry (the
+    CPU one) a step then costs its seed and the kernel. The tokens the kernel returns are valid
+    by construction: only ``x_init``'s are checked. Any other case runs ``jump_step`` as is.
+    """
+    _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
+    _checks.tokens("x_init", x_init, vocab_size)
+    name = pick("jump_step", x_init, backend)
+    fast = backends.float_kernel("jump_step", name)
+    generic = not (isinstance(div_free, float) and div_free >= 0 and isinstance(temperature, (int, float))
+                   and not isinstance(temperature, bool) and temperature > 0 and fast is not None)
+
+    def slow(i, logits, x_t, final):
+        return jump_step(logits, x_t, grid[i], grid[i + 1] - grid[i], scheduler, probs=probs, div_free=div_free,
+                         source=source, mask_id=mask_id, temperature=temperature, final=final,
+                         generator=generator, backend=name)
+
+    if generic:
+        return slow
+    kind, p0, mid = _source(source, mask_id, vocab_size, x_init)
+    steps = len(grid) - 1
+    t = torch.tensor(grid[:-1], dtype=torch.float32, device=x_init.device)
+    h = torch.tensor([grid[i + 1] - grid[i] for i in range(steps)], dtype=torch.float32).tolist()
+    sched = scheduler(t)
+    r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), torch.full_like(t, div_free))
+    r1, r0 = r1.tolist(), r0.tolist()
+    if any(v < 0 for v in h) or any(math.isnan(v) for v in r1 + r0):
+        return slow  # let jump_step say what is wrong
+    from .._rng import new_rng
+
+    def step(i, logits, x_t, final):
+        if not (type(logits) is Tensor and type(x_t) is Tensor and logits.device == x_t.device
+                and direct(logits, x_t)):
+            return slow(i, logits, x_t, final)
+        _check_logits(logits, x_t, "x_t")
+        if logits.shape[-1] != vocab_size:
+            raise ValueError(f"logits: expected V = {vocab_size} (the vocabulary size), got {logits.shape[-1]}")
+        new = fast(_rows(logits), x_t.reshape(-1), h[i], r1[i], r0[i], p0, kind, mid, float(temperature),
+                   final, probs, new_rng(logits.device, generator))
+        return new.view(x_t.shape)
+
+    return step
