@@ -242,6 +242,11 @@ def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_check
         assert torch.equal(f(x, wide[..., :7], 0.5, -1.25, q=q, C=2.0), ref)  # a strided p
         with pytest.raises(ValueError, match="^A"):
             f(x, p, float("nan"), 1.0)
+        with pytest.raises(ValueError, match="^p"):  # another device: refused, never a raw pointer
+            f(x, torch.empty(x.shape, dtype=dtype, device="meta"), 0.5, 1.0)
+        assert torch.isinf(f(x.float(), p.float(), 1.0, float("inf"))).any()  # inf: the checked path
+        with pytest.raises(RuntimeError, match="overflow"):  # beyond fp32, as torch.full says
+            ff.step_combine(x, p, 1.0, 1e39, backend=backend)
         with pytest.raises(ValueError, match="^p"):
             f(x, p[:4], 0.5, 1.0)
         with pytest.raises(ValueError, match="^C"):

@@ -114,14 +114,22 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     return out
 
 
+_FP32_MAX = 3.4028234663852886e38
+
+
+def _fp32(c) -> bool:
+    """A float that fp32 holds as a finite number (NaN, inf and overflow take the checked path)."""
+    return type(c) is float and -_FP32_MAX <= c <= _FP32_MAX
+
+
 def _plain_floats(x, p, q, A, B, C, out) -> bool:
-    """A call the float-coefficient kernel entry takes: float (not NaN) coefficients, CPU
-    tensors of one dtype laid out contiguously, nothing to record or trace (shapes checked)."""
-    return (type(A) is float and type(B) is float and A == A and B == B
-            and (q is None or (type(C) is float and C == C)) and x.device.type == "cpu"
-            and x.is_contiguous() and p.dtype is x.dtype and p.is_contiguous()
-            and (q is None or (q.dtype is x.dtype and q.is_contiguous()))
-            and (out is None or out.is_contiguous()) and direct(x, p, q, out))
+    """A call the float-coefficient kernel entry takes: finite fp32 coefficients, CPU tensors of
+    one dtype and device laid out contiguously, nothing to record or trace (shapes checked)."""
+    dev = x.device
+    return (_fp32(A) and _fp32(B) and (q is None or _fp32(C)) and dev.type == "cpu"
+            and x.is_contiguous() and p.dtype is x.dtype and p.device == dev and p.is_contiguous()
+            and (q is None or (q.dtype is x.dtype and q.device == dev and q.is_contiguous()))
+            and (out is None or (out.device == dev and out.is_contiguous())) and direct(x, p, q, out))
 
 
 def _floats_call(fast, x, p, A, B, q, C, out):
