@@ -743,3 +743,37 @@ def test_row_losses_with_masked_chunks_and_negative_logits(op):
     ref = getattr(R, op)(z, *extra, gs, ref_g)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
     torch.testing.assert_close(got_g, ref_g, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def check_infinite_logits(module, device):
+    """A +inf logit: cross-entropy +inf as torch's logsumexp gives (NaN if the target is the
+    +inf one), generalized KL NaN, the row's gradient all NaN (torch.softmax); a NaN elsewhere
+    in the row still wins; an ignored row has loss and gradient 0 whatever its logits. Short
+    rows and split ones (V = 70001), every dtype, in place too."""
+    for V in (10, 5000, 70_001):
+        for dtype in DTYPES:
+            z = torch.randn(6, V, generator=torch.Generator().manual_seed(V))
+            z[0, 3] = z[2, 3] = z[3, 5] = z[4, V - 1] = z[5, 0] = math.inf
+            z[3, 7] = z[5, 1] = math.nan
+            z = z.to(device=device, dtype=dtype)
+            x1 = torch.tensor([1, 3, 3, 1, 0, -100], device=device)  # row 5 is ignored
+            xt = torch.tensor([2, 3, 1, 1, 0, 0], device=device)
+            jump, gs = torch.ones(6, device=device), torch.ones(6, device=device)
+            for op, extra in (("cross_entropy", (x1, -100)), ("generalized_kl", (x1, xt, jump, -100))):
+                want_g = torch.empty_like(z)
+                want = getattr(R, op)(z, *extra, gs, want_g)
+                for in_place in (False, True):
+                    zz = z.clone()
+                    got_g = zz if in_place else torch.empty_like(z)
+                    got = getattr(module, op)(zz, *extra, gs, got_g)
+                    what = (op, V, dtype, in_place)
+                    assert torch.equal(torch.isnan(got), torch.isnan(want)), what
+                    assert torch.equal(torch.isposinf(got), torch.isposinf(want)), what
+                    torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=1e-3)
+                    assert got_g[[0, 2, 3, 4]].isnan().all(), what
+                    assert want_g[[0, 2, 3, 4]].isnan().all(), what  # the spec agrees
+                    assert got[5] == 0 and (got_g[5] == 0).all() and (want_g[5] == 0).all(), what  # ignored
+
+
+def test_row_losses_with_infinite_logits(isa):
+    check_infinite_logits(cb, "cpu")

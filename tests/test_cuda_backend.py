@@ -160,3 +160,7 @@ def test_graph_capture_step_combine():
 def test_overwrite_logits():
     from test_discrete import check_overwrite_logits
     check_overwrite_logits("cuda", "cuda")
+
+
+def test_row_losses_with_infinite_logits_cuda():
+    base.check_infinite_logits(cb, DEV)

@@ -495,3 +495,8 @@ def test_jump_step_partial_explicit_noise():
     for noise in [(nt, None, None), (None, nr, None), (nt, nr, None), (None, None, nr0)]:
         args = (z, xt, h, r1, r0, p0, 3, mask_id, 1.0, False, False, rng, *noise)
         _assert_tokens(tk.jump_step(*args), ref.jump_step(*args))
+
+
+def test_row_losses_with_infinite_logits():
+    import test_cpu_backend as base  # its check, on this module's device
+    base.check_infinite_logits(tk, DEVICE)

@@ -108,8 +108,20 @@ def row_coef(ptr, rows, B, HAS: tl.constexpr):
 @triton.jit
 def online_lse_update(m, s, z):
     """One tile of the online logsumexp: ``(m, s)`` running max and sum of ``exp(z - m)`` per
-    row (``[R]``), ``z [R, BLOCK]`` fp32 with -inf where masked. -inf rows stay (-inf, 0)."""
+    row (``[R]``), ``z [R, BLOCK]`` fp32 with -inf where masked. -inf rows stay (-inf, 0); a row
+    with a +inf logit is (+inf, 1), so its logsumexp is +inf as torch's, unless it holds a NaN
+    (then s is NaN, as for any row with a NaN)."""
     m_new = tl.maximum(m, tl.max(z, axis=1))
-    m_use = tl.where(m_new == -float("inf"), 0.0, m_new)
-    s = s * tl.exp(m - m_use) + tl.sum(tl.exp(z - m_use[:, None]), axis=1)
-    return m_new, s
+    inf = float("inf")
+    m_use = tl.where((m_new == -inf) | (m_new == inf), 0.0, m_new)
+    s_new = s * tl.exp(m - m_use) + tl.sum(tl.exp(z - m_use[:, None]), axis=1)
+    nan = (s != s) | (tl.sum(tl.where(z != z, 1.0, 0.0), axis=1) > 0)
+    s_new = tl.where(m_new == inf, tl.where(nan, float("nan"), 1.0), s_new)
+    return m_new, s_new
+
+
+@triton.jit
+def softmax_terms(z, lse):
+    """``exp(z - lse)`` of ``z [R, BLOCK]``; NaN across a row whose logsumexp is +inf (a +inf
+    logit), as ``torch.softmax`` gives."""
+    return tl.where(lse[:, None] == float("inf"), float("nan"), tl.exp(z - lse[:, None]))

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cast_out, next_pow2, online_lse_update
+from ._common import cast_out, next_pow2, online_lse_update, softmax_terms
 
 MAX_BLOCK_V = 4096  # V tile (the tests lower it to exercise multi-tile rows on small V)
 MAX_TILE = 4096     # R * BLOCK_V
@@ -70,7 +70,7 @@ def _cross_entropy_kernel(
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
             z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
-            p = tl.exp(z - lse[:, None])
+            p = softmax_terms(z, lse)
             g = p - tl.where(cols[None, :] == i1[:, None], 1.0, 0.0)
             g = tl.where(valid[:, None], g * scale[:, None], 0.0)
             tl.store(grow[:, None] + cols[None, :], cast_out(g, g_ptr), mask=cm)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._common import cast_out
+from ._common import cast_out, softmax_terms
 from .cross_entropy import _row_stats, launch_row_loss
 
 MAX_BLOCK_V = 4096
@@ -46,7 +46,7 @@ def _generalized_kl_kernel(
     zt = tl.load(zrow + it, mask=rmask, other=0.0).to(tl.float32)
     lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
     log_p_x1 = z1 - lse
-    p_xt = tl.exp(zt - lse)
+    p_xt = tl.where(lse == float("inf"), float("nan"), tl.exp(zt - lse))  # as softmax_terms
     loss = -jump * ((p_xt - (1.0 - offf)) + tl.where(off, log_p_x1, 0.0))
     tl.store(loss_ptr + rows, tl.where(valid, loss, 0.0), mask=rmask)
     if WRITE_GRAD:
@@ -58,7 +58,7 @@ def _generalized_kl_kernel(
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
             z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
-            p = tl.exp(z - lse[:, None])
+            p = softmax_terms(z, lse)
             g = -(p_xt + offf)[:, None] * p
             g = g + tl.where(cols[None, :] == it[:, None], p_xt[:, None], 0.0)
             g = g + tl.where(cols[None, :] == i1[:, None], offf[:, None], 0.0)

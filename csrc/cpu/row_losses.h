@@ -22,20 +22,34 @@ constexpr int64_t kSplitChunk = 1 << 15;  // elements per work item when rows ar
 constexpr int64_t kSplitRows = 16;        // split rows when there are fewer than this ...
 constexpr int64_t kSplitVocab = 1 << 16;  // ... and the vocabulary is at least this large
 
+// Running (max, sum exp(z - max)) of a row. A NaN logit makes both NaN; a +inf logit (and no
+// NaN) gives (+inf, 1): logsumexp = +inf, so the cross-entropy is +inf as torch's (NaN if the
+// target is the +inf one), and the probabilities are NaN (see inv_sum).
 struct Stats {
   double m = -std::numeric_limits<double>::infinity();  // running max
   double s = 0.0;                                       // sum exp(z - m)
 };
 
 inline void merge(Stats& acc, double m, double s) {
+  if (std::isnan(acc.m) || std::isnan(acc.s)) return;
+  if (std::isnan(m) || std::isnan(s)) {
+    acc.m = acc.s = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
   double mn = acc.m > m ? acc.m : m;
-  if (mn == -std::numeric_limits<double>::infinity() || std::isnan(mn)) {
+  if (mn == -std::numeric_limits<double>::infinity() || mn == std::numeric_limits<double>::infinity()) {
     acc.m = mn;
-    acc.s = std::isnan(mn) ? mn : 0.0;
+    acc.s = mn > 0 ? 1.0 : 0.0;
     return;
   }
   acc.s = acc.s * std::exp(acc.m - mn) + s * std::exp(m - mn);
   acc.m = mn;
+}
+
+// 1 / sum of a row's statistics; NaN for a +inf max (torch.softmax of such a row is all NaN)
+inline float inv_sum(const Stats& st) {
+  return st.m == std::numeric_limits<double>::infinity() ? std::numeric_limits<float>::quiet_NaN()
+                                                         : 1.0f / static_cast<float>(st.s);
 }
 
 // (max, sum exp(z - max)) of z[0, len), len <= kRowChunk, merged into acc; with e, the
@@ -62,6 +76,14 @@ inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr
   }
   float m = ninf;
   for (int l = 0; l < kMaxLanes; ++l) m = mx[l] > m ? mx[l] : m;
+  if (m == std::numeric_limits<float>::infinity()) {  // rare: a NaN among the logits still wins
+    bool nan = false;
+    for (int64_t j = 0; j < len; ++j) nan |= ld(z, j) != ld(z, j);
+    if (e)
+      for (int64_t j = 0; j < len; ++j) e[j] = 0.0f;  // rescaled by NaN later (inv_sum)
+    merge(acc, nan ? std::numeric_limits<double>::quiet_NaN() : m, 1.0);
+    return 0.0f;
+  }
   const float shift = m == ninf ? 0.0f : m;
   float sm[kLanes] = {0.0f};
   if (e) {
@@ -75,12 +97,7 @@ inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr
   }
   double s = 0.0;
   for (int l = 0; l < kLanes; ++l) s += sm[l];
-  if (std::isnan(s)) {  // a NaN logit: the row's statistics are NaN
-    acc.m = s;
-    acc.s = s;
-    return shift;
-  }
-  if (!std::isnan(acc.m)) merge(acc, m, s);
+  merge(acc, m, s);  // a NaN logit made s NaN: so is the row
   return shift;
 }
 
@@ -150,7 +167,7 @@ inline RowMath<GKL> row_math(const RowInfo& r, const Stats& st_, bool xt_differs
   const float S = static_cast<float>(st_.s);
   const float logS = std::log(S);
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
-  const float inv = 1.0f / S;
+  const float inv = inv_sum(st_);
   if (!GKL) {
     const float lse = M + logS;
     out.loss = r.valid ? lse - r.z1 : 0.0f;
@@ -228,7 +245,7 @@ int run(const RowLossArgs& a) {
         else
           range_stats(z, 0, V, s);
         RowMath<GKL> m = row_math<GKL>(r, s, differs(i));
-        const float M = static_cast<float>(s.m), inv = 1.0f / static_cast<float>(s.s);
+        const float M = static_cast<float>(s.m), inv = inv_sum(s);
         if (one_exp)
           rescale_probs(reinterpret_cast<float*>(g), V, shifts, M, inv, m.a, r.coef);
         else if (want_grad && r.valid)
@@ -262,10 +279,6 @@ int run(const RowLossArgs& a) {
     Stats& s = tot[static_cast<size_t>(i)];
     for (int64_t c = 0; c < nch; ++c) {
       const Stats& p = part[static_cast<size_t>(i * nch + c)];
-      if (std::isnan(p.m) || std::isnan(p.s)) {
-        s.m = s.s = p.s;
-        break;
-      }
       merge(s, p.m, p.s);
     }
     rm[static_cast<size_t>(i)] = row_math<GKL>(ri[static_cast<size_t>(i)], s, differs(i));
@@ -279,8 +292,8 @@ int run(const RowLossArgs& a) {
       const Stats& s = tot[static_cast<size_t>(i)];
       T* g = grad + i * a.grad_stride;
       if (r.valid)
-        write_probs(logits + i * a.row_stride, g, lo, hi, static_cast<float>(s.m),
-                    1.0f / static_cast<float>(s.s), rm[static_cast<size_t>(i)].a, r.coef);
+        write_probs(logits + i * a.row_stride, g, lo, hi, static_cast<float>(s.m), inv_sum(s),
+                    rm[static_cast<size_t>(i)].a, r.coef);
       else
         write_zero(g, lo, hi);
     }

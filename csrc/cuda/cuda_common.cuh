@@ -127,11 +127,15 @@ struct MaxSum {
   float m, s;
 };
 
+// 1 / sum of a row's (max, sum); NaN for a +inf max (torch.softmax of such a row is all NaN)
+__device__ __forceinline__ float inv_sum(MaxSum st) { return st.m == INFINITY ? NAN : 1.0f / st.s; }
+
 __device__ __forceinline__ MaxSum merge_ms(MaxSum a, MaxSum b) {
   if (a.m != a.m || a.s != a.s) return a;
   if (b.m != b.m || b.s != b.s) return b;
   const float m = fmaxf(a.m, b.m);
   if (m == -INFINITY) return MaxSum{m, 0.0f};
+  if (m == INFINITY) return MaxSum{m, 1.0f};  // a +inf logit (and no NaN): logsumexp +inf
   const float s = (a.m == -INFINITY ? 0.0f : a.s * expf(a.m - m)) + (b.m == -INFINITY ? 0.0f : b.s * expf(b.m - m));
   return MaxSum{m, s};
 }

@@ -33,7 +33,7 @@ __device__ __forceinline__ RowMath row_math(const RowLossArgs& a, int64_t row, M
   const float M = st.m, S = st.s;
   const float logS = logf(S);
   const float shift = M == -INFINITY ? 0.0f : M;
-  const float inv = 1.0f / S;
+  const float inv = inv_sum(st);
   const float p1 = expf(z1 - shift) * inv;
   if (!GKL) {
     r.loss = r.valid ? (M + logS) - z1 : 0.0f;
@@ -70,18 +70,20 @@ __device__ __forceinline__ void stats_range(const T* z, int64_t lo, int64_t hi, 
       ms.s = ms.s * expf(ms.m - gm);
       ms.m = gm;
     }
-    const float sh = ms.m == -INFINITY ? 0.0f : ms.m;
+    const float sh = ms.m == -INFINITY || ms.m == INFINITY ? 0.0f : ms.m;
 #pragma unroll
     for (int k = 0; k < VEC; ++k)
       if (g * VEC + k >= lo && g * VEC + k < hi) ms.s += expf(v[k] - sh);
   }
+  // a +inf logit: (+inf, 1), logsumexp +inf as torch's; a NaN logit made s NaN, and it stays
+  if (ms.m == INFINITY) ms.s = ms.s != ms.s ? NAN : 1.0f;
 }
 
 template <typename T, int VEC>
 __device__ __forceinline__ void grad_range(const T* z, T* gp, int64_t lo, int64_t hi, int t, int G, bool aligned,
                                            MaxSum st, const RowMath& r) {
   const float shift = st.m == -INFINITY ? 0.0f : st.m;
-  const float inv = 1.0f / st.s;
+  const float inv = inv_sum(st);
   for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) {
     float v[VEC], o[VEC];
     load_group<T, VEC>(z, g * VEC, lo, hi, aligned, v);

@@ -25,5 +25,6 @@ def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
     if grad is not None:
         g = torch.softmax(z, dim=-1)
         g.scatter_add_(-1, idx[:, None], -torch.ones_like(lse)[:, None])
-        grad.copy_(g * (grad_scale * valid)[:, None])
+        # ignored rows: a zero gradient even where their logits hold NaN / inf (0 * NaN would not be)
+        grad.copy_(torch.where(valid[:, None], g * grad_scale[:, None], 0.0))
     return loss

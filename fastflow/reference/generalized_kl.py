@@ -31,5 +31,5 @@ def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
         g = -(p_xt + off)[:, None] * p
         g.scatter_add_(-1, it[:, None], p_xt[:, None])
         g.scatter_add_(-1, i1[:, None], off[:, None])
-        grad.copy_(-g * (grad_scale * jump * valid)[:, None])
+        grad.copy_(torch.where(valid[:, None], -g * (grad_scale * jump)[:, None], 0.0))  # ignored rows: 0
     return loss
