@@ -127,6 +127,17 @@ struct MaxSum {
   float m, s;
 };
 
+// The device that holds p (the current one if CUDA cannot say): launchers size their row split
+// for the logits' device, as Python sized the workspace (row_split(rows, V, tensor.device)).
+inline int device_of(const void* p) {
+  cudaPointerAttributes attr;
+  if (cudaPointerGetAttributes(&attr, p) == cudaSuccess && attr.type == cudaMemoryTypeDevice) return attr.device;
+  cudaGetLastError();  // clear a failed query
+  int dev = 0;
+  cudaGetDevice(&dev);
+  return dev;
+}
+
 // 1 / sum of a row's (max, sum); NaN for a +inf max (torch.softmax of such a row is all NaN)
 __device__ __forceinline__ float inv_sum(MaxSum st) { return st.m == INFINITY ? NAN : 1.0f / st.s; }
 

@@ -207,9 +207,7 @@ template <typename T, typename I>
 int launch(const JumpStepArgs& a, cudaStream_t st) {
   const int64_t N = a.rows, V = a.vocab;
   const bool contiguous = a.row_stride == V && (reinterpret_cast<uintptr_t>(a.logits) % (4 * sizeof(T))) == 0;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  const int64_t S = row_split(N, V, dev);
+  const int64_t S = row_split(N, V, device_of(a.logits));
   if (!grid_fits(N * S)) return kErrTooLarge;
   if (S > 1) {
     if (!a.workspace) return kErrArgument;

@@ -177,9 +177,7 @@ __global__ void __launch_bounds__(kThreads) split_grad_kernel(RowLossArgs a, int
 template <typename T, bool GKL>
 int launch(const RowLossArgs& a, cudaStream_t s) {
   const int64_t N = a.rows, V = a.vocab;
-  int dev = 0;
-  cudaGetDevice(&dev);
-  const int64_t S = row_split(N, V, dev);
+  const int64_t S = row_split(N, V, device_of(a.logits));
   const bool aligned = aligned16(a.logits) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
                        (!a.grad || (aligned16(a.grad) && (a.grad_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0));
   if (!grid_fits(N * S)) return kErrTooLarge;
