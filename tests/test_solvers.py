@@ -217,6 +217,8 @@ def test_solver_reuses_only_buffers_no_one_else_holds(keep):
         torch.testing.assert_close(torch.tensor(values), 0.875 ** torch.arange(8.0))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:divide by zero encountered:RuntimeWarning")  # the Triton interpreter's NumPy
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_checks(dtype):
     # float coefficients on plain CPU tensors skip the [B] coefficient tensors (step_combine, and
@@ -257,6 +259,8 @@ def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_check
         assert w.grad is not None
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:divide by zero encountered:RuntimeWarning")  # the Triton interpreter's NumPy
 @pytest.mark.parametrize("source", ["uniform", "mask", "general"])
 @pytest.mark.parametrize("model_output", ["logits", "probs"])
 def test_discrete_solver_loop_path_equals_the_per_step_jump(source, model_output):
