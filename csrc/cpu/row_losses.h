@@ -36,6 +36,11 @@ inline void merge(Stats& acc, double m, double s) {
     acc.m = acc.s = std::numeric_limits<double>::quiet_NaN();
     return;
   }
+  if (acc.m == -std::numeric_limits<double>::infinity() && m != std::numeric_limits<double>::infinity()) {
+    acc.m = m;  // the first chunk (a short row's only one): no exp, which costs more than its sum
+    acc.s = m == -std::numeric_limits<double>::infinity() ? 0.0 : s;
+    return;
+  }
   double mn = acc.m > m ? acc.m : m;
   if (mn == -std::numeric_limits<double>::infinity() || mn == std::numeric_limits<double>::infinity()) {
     acc.m = mn;
