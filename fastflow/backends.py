@@ -122,7 +122,8 @@ def kernel(op: str, backend: str):
 
 
 def float_kernel(op: str, backend: str):
-    """A backend's entry for ``op`` with plain-float coefficients (``<op>_floats``), or None."""
+    """A backend's entry for ``op`` with plain-float coefficients (``<op>_floats``), or None.
+    The csrc entries keep the floats in host memory: callers use them for CPU tensors only."""
     return getattr(_module(backend), op + "_floats", None)
 
 

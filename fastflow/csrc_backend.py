@@ -272,6 +272,12 @@ def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
 _scratch = threading.local()
 
 
+def _host_only(t) -> None:
+    if t.device.type != "cpu":
+        raise ValueError(f"the float-coefficient entries take CPU tensors (their floats live in host memory), "
+                         f"got a tensor on {t.device}")
+
+
 def _float_rows(batch: int, *values: float) -> int:
     """Address of fp32 rows holding ``batch`` copies of each value, in one buffer per thread
     that every call reuses (the CPU kernels are synchronous): no tensor is built per call."""
@@ -290,6 +296,7 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
     """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype
     that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
     the coefficients skip the three ``[B]`` tensors of ``step_combine``'s generic path."""
+    _host_only(x)
     batch, per = _sizes(x)
     res = out if out is not None else _memory.empty_like(x)
     if x.numel():
@@ -382,6 +389,7 @@ def jump_step_floats(logits, x_t, h: float, r1: float, r0: float, p0, source: in
                      temperature: float, final: bool, probs: bool, rng):
     """``jump_step`` with one time step and rates for every row (the discrete solver's step on
     the CPU): the three per-row arrays come from the reused float rows, not three tensors."""
+    _host_only(logits)
     z = _rows(logits)
     N = z.shape[0]
     ptr = _float_rows(N, h, r1, r0)

@@ -164,3 +164,23 @@ def test_overwrite_logits():
 
 def test_row_losses_with_infinite_logits_cuda():
     base.check_infinite_logits(cb, DEV)
+
+
+def test_solvers_loop_paths_on_cuda():
+    # the solvers' loop entries keep their float rows in host memory: on CUDA tensors they must
+    # take the ordinary ops (same samples as the per-step path, same states as the reference)
+    import fastflow as ff
+    V = 11
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(1.5))
+    logits = torch.randn(5, 7, V, device=DEV)
+    solver = ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, model_output="logits")
+    x0 = torch.randint(0, V, (5, 7), device=DEV)
+    loop = solver.sample(x0, step_size=0.1, generator=torch.Generator(DEV).manual_seed(3))
+    per_step = solver.sample(x0, step_size=0.1, div_free=lambda t: 0.0, generator=torch.Generator(DEV).manual_seed(3))
+    assert torch.equal(loop, per_step)
+    x = torch.randn(4, 3, 8, device=DEV)
+    ode = ff.ODESolver(lambda x, t: -x)
+    got = ode.sample(x, step_size=0.1, method="midpoint")
+    with ff.use_backend("reference"):
+        want = ff.ODESolver(lambda x, t: -x).sample(x, step_size=0.1, method="midpoint")
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

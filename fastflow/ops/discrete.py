@@ -360,7 +360,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
     _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
     _checks.tokens("x_init", x_init, vocab_size)
     name = pick("jump_step", x_init, backend)
-    fast = backends.float_kernel("jump_step", name)
+    # float rows live in host memory: the CPU only (csrc_backend also serves CUDA tensors)
+    fast = backends.float_kernel("jump_step", name) if x_init.device.type == "cpu" else None
     generic = not (isinstance(div_free, float) and div_free >= 0 and isinstance(temperature, (int, float))
                    and not isinstance(temperature, bool) and temperature > 0 and fast is not None)
 
@@ -383,8 +384,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
     from .._rng import new_rng
 
     def step(i, logits, x_t, final):
-        if not (type(logits) is Tensor and type(x_t) is Tensor and logits.device == x_t.device
-                and direct(logits, x_t)):
+        if not (type(logits) is Tensor and type(x_t) is Tensor and logits.device.type == "cpu"
+                and x_t.device == logits.device and direct(logits, x_t)):
             return slow(i, logits, x_t, final)
         _check_logits(logits, x_t, "x_t")
         if logits.shape[-1] != vocab_size:

@@ -148,7 +148,7 @@ def stepper(like: Tensor, backend: Optional[str] = None):
     ordinary ``step_combine``.
     """
     name = pick("step_combine", like, backend)
-    fast = backends.float_kernel("step_combine", name)
+    fast = backends.float_kernel("step_combine", name)  # taken for CPU tensors only (_plain_floats)
     shape = like.shape
 
     def combine(x, p, A, B, q=None, C=None, out=None):
