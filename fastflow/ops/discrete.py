@@ -262,6 +262,15 @@ def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free: Tensor) -> tuple[Tensor
     return r1, r0
 
 
+def _rates_at(scheduler, times: list, div_free: float, device) -> tuple[list, list]:
+    """``jump_rates`` at a list of scalar times, as Python floats (their fp32 values)."""
+    t = torch.tensor(times, dtype=torch.float32, device=device)
+    sched = scheduler(t)
+    r1, r0 = jump_rates(sched.alpha_t.float().reshape(-1).expand(len(times)),
+                        sched.d_alpha_t.float().reshape(-1).expand(len(times)), torch.full_like(t, div_free))
+    return r1.tolist(), r0.tolist()
+
+
 def _source(source, mask_id, V, like):
     if isinstance(source, torch.Tensor):
         _checks.tensor("source", source, _checks.FLOAT_DTYPES)
@@ -374,11 +383,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
         return slow
     kind, p0, mid = _source(source, mask_id, vocab_size, x_init)
     steps = len(grid) - 1
-    t = torch.tensor(grid[:-1], dtype=torch.float32, device=x_init.device)
     h = torch.tensor([grid[i + 1] - grid[i] for i in range(steps)], dtype=torch.float32).tolist()
-    sched = scheduler(t)
-    r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), torch.full_like(t, div_free))
-    r1, r0 = r1.tolist(), r0.tolist()
+    r1, r0 = _rates_at(scheduler, grid[:-1], div_free, x_init.device)
     if any(v < 0 for v in h) or any(math.isnan(v) for v in r1 + r0):
         return slow  # let jump_step say what is wrong
     from .._rng import new_rng
