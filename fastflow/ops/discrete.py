@@ -379,8 +379,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
                          source=source, mask_id=mask_id, temperature=temperature, final=final,
                          generator=generator, backend=name)
 
-    if generic:
-        return slow
+    if generic or not all(0.0 <= t <= 1.0 for t in grid[:-1]):
+        return slow  # (times outside [0, 1]: jump_step raises, naming t)
     kind, p0, mid = _source(source, mask_id, vocab_size, x_init)
     steps = len(grid) - 1
     h = torch.tensor([grid[i + 1] - grid[i] for i in range(steps)], dtype=torch.float32).tolist()
