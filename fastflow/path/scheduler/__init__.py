@@ -45,7 +45,7 @@ class CondOTScheduler(ConvexScheduler):
     """alpha_t = t, sigma_t = 1 - t (rectified flow)."""
 
     def __call__(self, t):
-        return SchedulerOutput(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+        return SchedulerOutput(t, 1 - t, torch.ones_like(t), torch.full_like(t, -1.0))
 
     def kappa_inverse(self, kappa):
         return kappa
@@ -61,7 +61,8 @@ class PolynomialConvexScheduler(ConvexScheduler):
 
     def __call__(self, t):
         n = self.n
-        return SchedulerOutput(t**n, 1 - t**n, n * t ** (n - 1), -n * t ** (n - 1))
+        t_n, d = t**n, n * t ** (n - 1)  # each power once (the same values)
+        return SchedulerOutput(t_n, 1 - t_n, d, -d)
 
     def kappa_inverse(self, kappa):
         return torch.pow(kappa, 1.0 / self.n)
