@@ -260,13 +260,17 @@ def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
     A, B, C, N = (_coef(k, batch, dev) for k in (A, B, C, N))
     rng = _rng(rng, dev) if N is not None and noise is None else None
     res, direct = _target(out, x_, dtype)
-    if x_.numel():
-        _run(_C.step_combine, x_, x=_ptr(x_), p=_ptr(p_), q=_ptr(q_), A=_ptr(A), B=_ptr(B), C=_ptr(C),
-             N=_ptr(N), rng=_ptr(rng), noise=_ptr(z_), out=_ptr(res), batch=batch, per_sample=per,
-             dtype=_float_code(dtype))
+    _step_kernel(x_, p_, q_, _ptr(A), _ptr(B), _ptr(C), _ptr(N), rng, z_, res, batch, per)
     if direct:
         return out
     return _finish(res, out, x.dtype)
+
+
+def _step_kernel(x, p, q, A: int, B: int, C: int, N: int, rng, z, out, batch: int, per: int) -> None:
+    """``_C.step_combine`` on contiguous tensors of one dtype; coefficients by address (0: none)."""
+    if x.numel():
+        _run(_C.step_combine, x, x=_ptr(x), p=_ptr(p), q=_ptr(q), A=A, B=B, C=C, N=N, rng=_ptr(rng),
+             noise=_ptr(z), out=_ptr(out), batch=batch, per_sample=per, dtype=_float_code(x.dtype))
 
 
 _scratch = threading.local()
@@ -299,11 +303,9 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
     _host_only(x)
     batch, per = _sizes(x)
     res = out if out is not None else _memory.empty_like(x)
-    if x.numel():
-        ptr = _float_rows(batch, A, B, C) if q is not None else _float_rows(batch, A, B)
-        _run(_C.step_combine, x, x=x.data_ptr(), p=p.data_ptr(), q=_ptr(q), A=ptr, B=ptr + 4 * batch,
-             C=ptr + 8 * batch if q is not None else 0, N=0, rng=0, noise=0, out=res.data_ptr(),
-             batch=batch, per_sample=per, dtype=_float_code(x.dtype))
+    ptr = _float_rows(batch, A, B, C) if q is not None else _float_rows(batch, A, B)
+    _step_kernel(x, p, q, ptr, ptr + 4 * batch, ptr + 8 * batch if q is not None else 0, 0, None, None, res,
+                 batch, per)
     return res
 
 
