@@ -360,22 +360,28 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
                  backend: Optional[str] = None):
     """``jump_step`` for a sampler's loop over ``grid``: ``f(i, logits, x_t, final)`` is the step
     from ``grid[i]`` to ``grid[i + 1]``, the same draw as ``jump_step`` (its own seed per step).
+    ``div_free`` is a number, or a callable of the step's time (an fp32 ``[1]`` tensor).
 
-    The arguments that do not change over the loop are checked once, and the rates of every
-    step come from one scheduler call over the grid; where the backend has a float entry (the
-    CPU one) a step then costs its seed and the kernel. The tokens the kernel returns are valid
-    by construction: only ``x_init``'s are checked. Any other case runs ``jump_step`` as is.
+    The arguments that do not change over the loop are checked once, and with a constant
+    ``div_free`` the rates of every step come from one scheduler call over the grid; where the
+    backend has a float entry (the CPU one) a step then costs its seed and the kernel. The
+    tokens the kernel returns are valid by construction: only ``x_init``'s are checked. Any other
+    case runs ``jump_step`` per step, as is.
     """
     _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
     _checks.tokens("x_init", x_init, vocab_size)
     name = pick("jump_step", x_init, backend)
     # float rows live in host memory: the CPU only (csrc_backend also serves CUDA tensors)
     fast = backends.float_kernel("jump_step", name) if x_init.device.type == "cpu" else None
+    times = torch.tensor(grid, dtype=torch.float32, device=x_init.device) if callable(div_free) else None
+    if isinstance(div_free, int) and not isinstance(div_free, bool):
+        div_free = float(div_free)
     generic = not (isinstance(div_free, float) and div_free >= 0 and isinstance(temperature, (int, float))
                    and not isinstance(temperature, bool) and temperature > 0 and fast is not None)
 
     def slow(i, logits, x_t, final):
-        return jump_step(logits, x_t, grid[i], grid[i + 1] - grid[i], scheduler, probs=probs, div_free=div_free,
+        c = div_free(times[i:i + 1]) if times is not None else div_free
+        return jump_step(logits, x_t, grid[i], grid[i + 1] - grid[i], scheduler, probs=probs, div_free=c,
                          source=source, mask_id=mask_id, temperature=temperature, final=final,
                          generator=generator, backend=name)
 

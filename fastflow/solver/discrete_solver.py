@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..ops.discrete import jump_step, jump_stepper
+from ..ops.discrete import jump_stepper
 
 
 def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
@@ -81,22 +81,12 @@ class MixtureDiscreteEulerSolver:
             bar = tqdm(total=n_steps, desc="NFE: 0")
         batch = x_t.shape[0]
         t_dev = torch.tensor(grid, dtype=torch.float32, device=x_init.device)
-        probs = self.model_output == "probs"
-        constant = isinstance(div_free, (int, float)) and not isinstance(div_free, bool)
-        step = None if not constant else jump_stepper(  # the loop's invariants checked once
-            x_init, grid, self.path.scheduler, self.vocabulary_size, float(div_free), self._source, self._mask_id,
-            temperature, probs, generator, self.backend)
+        step = jump_stepper(x_init, grid, self.path.scheduler, self.vocabulary_size, div_free, self._source,
+                            self._mask_id, temperature, self.model_output == "probs", generator, self.backend)
         with torch.no_grad():
             for i in range(n_steps):
-                t, h = grid[i], grid[i + 1] - grid[i]
                 out = self.model(x=x_t, t=t_dev[i:i + 1].repeat(batch), **model_extras)
-                if step is not None:
-                    x_t = step(i, out, x_t, i == n_steps - 1)
-                else:
-                    c = div_free(t_dev[i:i + 1]) if callable(div_free) else div_free
-                    x_t = jump_step(out, x_t, t, h, self.path.scheduler, probs=probs, div_free=c,
-                                    source=self._source, mask_id=self._mask_id, temperature=temperature,
-                                    final=i == n_steps - 1, generator=generator, backend=self.backend)
+                x_t = step(i, out, x_t, i == n_steps - 1)
                 if return_intermediates and grid[i + 1] in targets and grid[i + 1] not in saved:
                     res.append(x_t.clone())
                     saved.add(grid[i + 1])
