@@ -48,6 +48,12 @@ def _eager(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" or os.environ.get("FASTFLOW_CHECKS") == "1"
 
 
+def _on_host(x: torch.Tensor) -> bool:
+    """A plain CPU tensor checked eagerly: NumPy can read it (a min and a max cost a fraction of
+    the torch ops' time on the small tensors checks see)."""
+    return type(x) is torch.Tensor and x.device.type == "cpu" and _eager(x)
+
+
 def values(name: str, ok: torch.Tensor, what: str):
     """Raise ValueError(name ...) unless ``ok`` is all True (asynchronously off CPU)."""
     ok = ok if ok.dim() == 0 else ok.all()
@@ -61,8 +67,8 @@ def values(name: str, ok: torch.Tensor, what: str):
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
     tensor(name, x, INDEX_DTYPES)
     what = f"token ids must lie in [0, {vocab_size})"
-    if type(x) is torch.Tensor and x.device.type == "cpu" and _eager(x):
-        a = x.numpy()  # a min and a max: a quarter of the torch ops' time on small token tensors
+    if _on_host(x):
+        a = x.numpy()
         if a.size == 0 or (a.min() >= 0 and a.max() < vocab_size):
             return
         ok = (a >= 0) & (a < vocab_size)
@@ -93,8 +99,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         out = out.reshape(-1).expand(batch).contiguous()
     if lo is None and hi is None:  # the common case: one reduction, no element-wise mask
         values(name, ~out.isnan().any(), "values must not be NaN")
-    elif type(out) is torch.Tensor and out.device.type == "cpu" and _eager(out):
-        a = out.detach().numpy()  # a third of the torch ops' time on a [B] tensor; NaN fails both
+    elif _on_host(out):
+        a = out.detach().numpy()  # NaN fails both comparisons
         if not ((lo is None or a.min() >= lo) and (hi is None or a.max() <= hi)):
             raise ValueError(f"{name}: values must lie in [{lo}, {hi}] and not be NaN")
     else:
