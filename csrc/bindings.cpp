@@ -173,6 +173,29 @@ PYBIND11_MODULE(_C, m) {
       py::arg("per_sample"), py::arg("dtype"), rel);
 
   m.def(
+      "step_combine_floats",
+      [](uintptr_t x, uintptr_t p, uintptr_t q, float A, float B, float C, uintptr_t out, int64_t batch,
+         int64_t per_sample, int dtype) {
+        StepCombineArgs g;
+        g.x = ptr<const void*>(x);
+        g.p = ptr<const void*>(p);
+        g.q = ptr<const void*>(q);
+        g.A = &A;
+        g.B = &B;
+        g.C = q ? &C : nullptr;
+        g.out = ptr<void*>(out);
+        g.batch = batch;
+        g.per_sample = per_sample;
+        g.dtype = dtype;
+        g.coef_stride = 0;
+        return cpu::step_combine(g);
+      },
+      "step_combine on CPU memory with one A, B (and C with q) for every sample; called positionally "
+      "(the solvers' hot loop: keyword matching costs a cold call ~10 us)",
+      py::arg("x"), py::arg("p"), py::arg("q"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("out"),
+      py::arg("batch"), py::arg("per_sample"), py::arg("dtype"), rel);
+
+  m.def(
       "mixture_path_sample",
       [](bool cuda, uintptr_t stream, uintptr_t x1, uintptr_t x0, uintptr_t kappa, uintptr_t rng, uintptr_t noise,
          uintptr_t out, int64_t batch, int64_t per_sample, int64_t vocab, int64_t mask_id, int itype) {

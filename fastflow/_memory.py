@@ -167,7 +167,7 @@ def empty_like(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tenso
     """A contiguous ``torch.empty_like`` for an output the caller is about to write in full:
     from 32 MiB (what glibc maps afresh on every allocation) recycled, else advised."""
     dtype = t.dtype if dtype is None else dtype
-    nbytes = t.numel() * dtype.itemsize if t.device.type == "cpu" else 0
+    nbytes = t.numel() * dtype.itemsize if t.is_cpu else 0
     if nbytes < _MIN_BYTES:
         return torch.empty_like(t, dtype=dtype, memory_format=torch.contiguous_format)
     if _CACHE_ON and nbytes <= _CACHE_BYTES:

@@ -7,7 +7,7 @@ saying why not. An op a backend does not define is unsupported there.
 
 ``auto`` picks, for CUDA tensors, ``cuda -> triton -> reference``, and for CPU tensors
 ``cpu -> reference``; Triton runs on CPU tensors only when asked for explicitly under
-``TRITON_INTERPRET=1``. ``FASTFLOW_BACKEND`` sets the default, ``set_backend`` /
+``TRITON_INTERPRET=1``. ``FASTFLOW_BACKEND`` (read at import) sets the default, ``set_backend`` /
 ``use_backend`` change it, and every op takes ``backend=``.
 """
 from __future__ import annotations
@@ -36,16 +36,21 @@ def _check_name(name: str) -> str:
     return name
 
 
+_ENV_DEFAULT = os.environ.get("FASTFLOW_BACKEND")  # read once: os.environ costs a cold call ~15 us
+_thread_choices = [False]  # whether any thread has chosen a default (else skip the thread-local)
+
+
 def _default() -> str:
-    name = getattr(_state, "name", None)
+    name = getattr(_state, "name", None) if _thread_choices[0] else None
     if name is None:
-        name = _check_name(os.environ.get("FASTFLOW_BACKEND", "auto"))
+        name = _check_name(_ENV_DEFAULT or "auto")
     return name
 
 
 def set_backend(name: str) -> None:
     """Set this thread's default backend ('auto', 'reference', 'cpu', 'triton', 'cuda')."""
     _state.name = _check_name(name)
+    _thread_choices[0] = True
 
 
 def get_backend() -> str:
@@ -57,6 +62,7 @@ def use_backend(name: str):
     """``with ff.use_backend("triton"): ...`` runs the block on that backend."""
     previous = getattr(_state, "name", None)
     _state.name = _check_name(name)
+    _thread_choices[0] = True
     try:
         yield
     finally:
@@ -102,6 +108,22 @@ def _constant_under_compile(fn):
 def resolve_name(op: str, device_type: str, backend: str | None = None) -> str:
     """The backend that will run ``op`` on ``device_type``; raises with reasons if none can."""
     name = _check_name(backend) if backend is not None else _default()
+    key = (op, device_type, name)
+    found = _resolved.get(key)
+    if found is not None:
+        return found
+    found = _resolve(op, device_type, name)
+    # every answer is fixed once the modules are imported, except Triton on CPU tensors, which
+    # depends on TRITON_INTERPRET at call time (a cold call pays ~60 us for the reasons)
+    if not (device_type == "cpu" and found == "triton"):
+        _resolved[key] = found
+    return found
+
+
+_resolved: dict = {}
+
+
+def _resolve(op: str, device_type: str, name: str) -> str:
     if name != "auto":
         reason = why_not(name, op, device_type)
         if reason is not None:
@@ -124,7 +146,13 @@ def kernel(op: str, backend: str):
 def float_kernel(op: str, backend: str):
     """A backend's entry for ``op`` with plain-float coefficients (``<op>_floats``), or None.
     The csrc entries keep the floats in host memory: callers use them for CPU tensors only."""
-    return getattr(_module(backend), op + "_floats", None)
+    key = (op, backend)
+    if key not in _float_kernels:
+        _float_kernels[key] = getattr(_module(backend), op + "_floats", None)
+    return _float_kernels[key]
+
+
+_float_kernels: dict = {}
 
 
 def available_backends(device_type: str | None = None) -> list[str]:

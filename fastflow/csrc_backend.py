@@ -76,6 +76,14 @@ def _ptr(t) -> int:
 _THREADS = [0]
 
 
+def _sync_threads() -> None:
+    """The CPU kernels use as many threads as torch does."""
+    n = torch.get_num_threads()
+    if n != _THREADS[0]:
+        _C.set_num_threads(n)
+        _THREADS[0] = n
+
+
 def _run(fn, like: torch.Tensor, **kwargs) -> None:
     """Call a kernel of ``_C`` on ``like``'s device: CUDA kernels on the device's current
     stream, CPU kernels with as many threads as torch uses."""
@@ -83,10 +91,7 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
         with torch.cuda.device(like.device):
             code = fn(cuda=True, stream=torch.cuda.current_stream(like.device).cuda_stream, **kwargs)
     else:
-        n = torch.get_num_threads()
-        if n != _THREADS[0]:
-            _C.set_num_threads(n)
-            _THREADS[0] = n
+        _sync_threads()
         code = fn(cuda=False, stream=0, **kwargs)
     if code:
         raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})")
@@ -299,13 +304,17 @@ def _float_rows(batch: int, *values: float) -> int:
 def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=None):
     """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype
     that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
-    the coefficients skip the three ``[B]`` tensors of ``step_combine``'s generic path."""
+    the coefficients go to the kernel as floats, not as three ``[B]`` tensors."""
     _host_only(x)
-    batch, per = _sizes(x)
     res = out if out is not None else _memory.empty_like(x)
-    ptr = _float_rows(batch, A, B, C) if q is not None else _float_rows(batch, A, B)
-    _step_kernel(x, p, q, ptr, ptr + 4 * batch, ptr + 8 * batch if q is not None else 0, 0, None, None, res,
-                 batch, per)
+    n = x.numel()
+    if n:
+        _sync_threads()
+        batch = x.shape[0]
+        code = _C.step_combine_floats(x.data_ptr(), p.data_ptr(), 0 if q is None else q.data_ptr(), A, B, C,
+                                      res.data_ptr(), batch, n // batch, _FLOAT_CODES[x.dtype])
+        if code:
+            raise RuntimeError(f"fastflow._C.step_combine_floats: {_C.status_message(code)} (status {code})")
     return res
 
 

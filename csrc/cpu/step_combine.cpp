@@ -35,7 +35,8 @@ int run(const StepCombineArgs& a) {
     Scratch t0;
     const float* z = (NZ && !GIVEN) ? normals_range(seed, off, s, e, t0) : nullptr;
     for_segments(s, e, D, [&](int64_t b, int64_t i, int64_t j) {
-      const float ca = coef(a.A, b), cb = coef(a.B, b), cc = coef(a.C, b), cn = coef(a.N, b);
+      const int64_t k = b * a.coef_stride;
+      const float ca = coef(a.A, k), cb = coef(a.B, k), cc = coef(a.C, k), cn = coef(a.N, k);
       staged(j - i, out + i, [&](int64_t o, int64_t len, auto* y, auto* xs, auto* ps, auto* qs, auto* ns) {
         segment<std::remove_pointer_t<decltype(y)>, Q, NZ, GIVEN>(xs, ps, qs, ns, z ? z + (i - s) + o : nullptr, y,
                                                                   len, ca, cb, cc, cn);
@@ -61,6 +62,7 @@ int pick(const StepCombineArgs& a) {
 int step_combine(const StepCombineArgs& a) {
   if (a.batch < 0 || a.per_sample < 0 || !a.x || !a.p || !a.out) return kErrArgument;
   if (a.N && !a.noise && !a.rng) return kErrArgument;
+  if (a.coef_stride != 0 && a.coef_stride != 1) return kErrArgument;
   if (a.batch * a.per_sample == 0) return kOk;
   return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a); });
 }

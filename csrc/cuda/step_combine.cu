@@ -69,6 +69,7 @@ int pick(const StepCombineArgs& a, cudaStream_t s) {
 int step_combine(const StepCombineArgs& a, uintptr_t stream) {
   if (a.batch < 0 || a.per_sample < 0 || !a.x || !a.p || !a.out) return kErrArgument;
   if (a.N && !a.noise && !a.rng) return kErrArgument;
+  if (a.coef_stride != 1) return kErrArgument;  // scalar coefficients live in host memory
   if (a.batch * a.per_sample == 0) return kOk;
   return dispatch_float(a.dtype, [&](auto tag) { return pick<decltype(tag)>(a, as_stream(stream)); });
 }

@@ -24,7 +24,7 @@ def run(op: str, backend: str, *args):
 
 
 def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
-    return backends.resolve_name(op, like.device.type, backend)
+    return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
 
 
 def direct(*tensors, autograd: bool = False) -> bool:

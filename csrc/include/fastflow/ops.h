@@ -77,7 +77,8 @@ struct StepCombineArgs {
   const void* noise = nullptr;
   void* out = nullptr;
   int64_t batch = 0, per_sample = 0;
-  int dtype = kF32;  // of x, p, q, noise, out
+  int dtype = kF32;        // of x, p, q, noise, out
+  int64_t coef_stride = 1;  // of A, B, C, N: 1 per sample; 0 one value for every sample (CPU only)
 };
 
 // out = u < kappa[b] ? x_1 : x_0 (integer tokens, itype for x1, x0 and out).
