@@ -13,18 +13,20 @@ import torch
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
+_DIST = torch.distributed if torch.distributed.is_available() else None
+
+
 def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return _DIST.get_rank() if _DIST is not None and _DIST.is_initialized() else 0
 
 
 def new_rng(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """``(seed, offset = 0)`` as int64 on ``device``, the seed drawn from ``generator``."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-    gen_device = generator.device if generator is not None else torch.device(device)
+    gen_device = generator.device if generator is not None else device
     seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, device=gen_device,
-                         dtype=torch.int64)
+                         dtype=torch.int64)  # (Tensor.random_ would save an op, but dynamo refuses it)
     rank = _rank()
     if rank:  # ranks that seed alike still draw different noise
         seed = seed + ((rank * _GOLDEN) % 2**64 - 2**63)
