@@ -78,6 +78,7 @@ def merge_previous(result: dict, out_dir: Path, ctx: Ctx, log) -> None:
         # rows come from, so that copy stays the table's; this run's goes with its sweeps
         result["meta"]["sweep_copy"] = result["copy"]
         result["copy"] = old["copy"]
+        result["rng"] = old.get("rng")
     measured = {r["row"] for r in result["rows"]}
     kept = [dict(r, merged_from=old["meta"]["date"]) if "merged_from" not in r else r
             for r in old["rows"] if r["row"] not in measured]
@@ -128,8 +129,11 @@ def main(argv=None) -> int:
         if not profile.tiny:
             copy = harness.copy_over_run(copy, harness.copy_bandwidth(device, timer))
             log(f"copy after the rows {copy['samples_gbps'][1]:.1f} GB/s")
-    harness.finalize(records, copy, meta.get("datasheet_gbps"))
-    result = {"meta": meta, "copy": copy, "rows": records, "sweeps": {}}
+    rng = harness.rng_rates(device, tiny=profile.tiny)
+    if rng:
+        log(f"generators: {rng['word_per_s'] / 1e9:.2f} G words/s, {rng['normal_per_s'] / 1e9:.2f} G Gaussians/s")
+    harness.finalize(records, copy, meta.get("datasheet_gbps"), rng)
+    result = {"meta": meta, "copy": copy, "rng": rng, "rows": records, "sweeps": {}}
 
     out_dir = Path(args.out) if args.out else harness.RESULTS_DIR
     save = not args.no_save and (not profile.tiny or args.out is not None)

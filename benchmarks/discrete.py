@@ -261,7 +261,8 @@ def jump_step_case(ctx: Ctx, B, L, V, dtype, step: int) -> Case:
 
         impls.append(peer("flow_matching", fm, note="solver step body, probs given", label=row))
         nbytes = frac * N * V * logits.element_size() + 16 * N
-        return Built(bytes=nbytes, impls=impls, skipped=skipped)
+        # a Philox word per logit of a row read (the race), and a few per token (the jump test)
+        return Built(bytes=nbytes, impls=impls, skipped=skipped, draws={"word": frac * N * V + 4 * N})
 
     return Case(row, "discrete", _config(B, L, V, dtype), build, extras=extras)
 

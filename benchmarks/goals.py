@@ -17,6 +17,10 @@ rows >= 80%; the jump step (the regular steps; the final draw, where flow_matchi
 draws a categorical from the probabilities it is given, is not part of it) >= 50x
 flow_matching at V = 131072.
 
+On the CPU a row that draws random numbers is also bounded by the generators' speed
+(``harness.rng_rates``, measured in the run): where that bound allows less than 100% of copy,
+the detail says how much ("its random numbers allow N%"); the goal is still judged on % copy.
+
 A goal whose rows were not run (``--rows``, ``--groups``) or whose peer was not timed
 (torch.compile under ``--quick`` / ``--no-compile``) is "not measured"; a row measured at
 another configuration than the goal's (``--smoke``) is flagged.
@@ -101,15 +105,15 @@ def _row_value(records: list, goal: Goal):
         else:
             v = r.get("pct_copy")
         if v is not None and (best is None or v > best[0]):
-            best = (v, r["impl"])
+            best = (v, r["impl"], r.get("max_pct_copy") if goal.metric == "pct_copy" else None)
     if best is not None:
         return best
     if goal.metric == "speedup" and not any(r["impl"] == goal.peer and r["status"] == "ok" for r in records):
         peer = next((r for r in records if r["impl"] == goal.peer), None)
         if peer is None:
-            return None, f"{goal.peer} not timed" + (" (--quick / --no-compile)" if goal.peer == "torch.compile" else "")
-        return None, f"{goal.peer} {peer['status']}"
-    return None, "no fastflow backend measured"
+            return None, f"{goal.peer} not timed" + (" (--quick / --no-compile)" if goal.peer == "torch.compile" else ""), None
+        return None, f"{goal.peer} {peer['status']}", None
+    return None, "no fastflow backend measured", None
 
 
 def compute(result: dict) -> dict:
@@ -124,9 +128,11 @@ def compute(result: dict) -> dict:
         rows = [name for name in by_row if rx.fullmatch(name)]
         detail = []
         for name in rows:
-            value, impl = _row_value(by_row[name], goal)
+            value, impl, ceiling = _row_value(by_row[name], goal)
             entry = {"row": name, "config": by_row[name][0]["config"], "value": value}
             entry["impl" if value is not None else "why"] = impl
+            if ceiling is not None and ceiling < 99.5:
+                entry["max_pct_copy"] = ceiling  # the random-number bound allows no more
             detail.append(entry)
         values = [d["value"] for d in detail if d["value"] is not None]
         value = min(values) if values else None
@@ -180,6 +186,8 @@ def _detail(item: dict) -> str:
                 parts.append(f"{tag}: {d['why']}" if tag else d["why"])
             continue
         impl = d["impl"].replace("fastflow/", "")
+        if "max_pct_copy" in d:
+            impl += f"; its random numbers allow {_fmt_value('pct_copy', d['max_pct_copy'])}"
         parts.append(f"{tag + ': ' if tag else ''}{_fmt_value(item['metric'], d['value'])} ({impl})")
     text = ", ".join(parts)
     if item["note"]:

@@ -106,6 +106,9 @@ class Built:
     impls: list
     skipped: dict = field(default_factory=dict)  # impl name -> why it is not measured
     extras: dict = field(default_factory=dict)
+    # random numbers fastflow's kernels draw for the row: {"normal": n, "word": n} (the CPU
+    # random-number bound, ``rng_rates``)
+    draws: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -319,6 +322,32 @@ def copy_bandwidth(device: torch.device, timer: Timer, tiny: bool = False) -> di
             "p80_gbps": 2 * nbytes / _percentile(times, 0.2) / 1e9}
 
 
+def rng_rates(device: torch.device, tiny: bool = False) -> Optional[dict]:
+    """Values a second of the CPU kernels' generators alone (``_C.rng_throughput``: Philox
+    words, and Gaussians by Box-Muller, kept in L1) on torch's thread count; None off the CPU
+    or without the compiled backend. A row that draws ``n`` of them can take no less than
+    ``n / rate``, whatever its memory traffic: its random-number bound."""
+    if device.type != "cpu":
+        return None
+    try:
+        from fastflow import _C
+    except ImportError:
+        return None
+    _C.set_num_threads(torch.get_num_threads())
+    rates = {"threads": torch.get_num_threads()}
+    for kind, key, n in ((0, "word", 1 << 22), (2, "normal", 1 << 21)):
+        n = n >> 6 if tiny else n
+        times = []
+        for _ in range(2 if tiny else 7):
+            t0 = time.perf_counter()
+            code, _ = _C.rng_throughput(n, kind)
+            times.append(time.perf_counter() - t0)
+            if code:
+                return None
+        rates[f"{key}_per_s"] = n / _percentile(times, 0.5)
+    return rates
+
+
 def copy_over_run(before: dict, after: dict) -> dict:
     """The copy bandwidth of a run: the mean of the measurements taken before and after its
     rows (a VM's memory bandwidth drifts by tens of percent over minutes), both kept."""
@@ -347,6 +376,8 @@ def run_case(case: Case, timer: Timer, profile: Profile, log=None) -> list:
     for impl in built.impls:
         rec = dict(base, impl=impl.name, kind=impl.kind, status="ok", note=impl.note,
                    bytes=built.bytes, extras=extras)
+        if built.draws and impl.kind == "fastflow":
+            rec["draws"] = dict(built.draws)
         if log:
             log(f"  {case.row} | {impl.name} ...")
         try:
@@ -380,8 +411,11 @@ def _free(timer: Timer):
         torch.cuda.empty_cache()
 
 
-def finalize(records: list, copy: dict, peak_gbps: Optional[float]) -> list:
-    """Add GB/s, % of the copy, % of the datasheet peak and the speedups over peers."""
+def finalize(records: list, copy: dict, peak_gbps: Optional[float], rng: Optional[dict] = None) -> list:
+    """Add GB/s, % of the copy, % of the datasheet peak and the speedups over peers; for a
+    fastflow row that draws random numbers on the CPU, its bound: the copy's time for its bytes
+    or the generators' time for its draws (``rng_rates``), whichever is longer, as ``bound_ms``,
+    ``pct_bound`` (the share of it reached) and ``max_pct_copy`` (the % of copy it allows)."""
     by_row: dict = {}
     for r in records:
         by_row.setdefault(r["row"], []).append(r)
@@ -397,6 +431,12 @@ def finalize(records: list, copy: dict, peak_gbps: Optional[float]) -> list:
             r["pct_peak"] = 100 * gbps / peak_gbps if gbps and peak_gbps else None
             if r["kind"] == "fastflow":
                 r["speedup"] = {p: t / r["median_ms"] for p, t in peers.items() if r["median_ms"] > 0}
+            if r.get("draws") and rng and copy.get("gbps") and r["median_ms"] > 0:
+                copy_ms = r["bytes"] / copy["gbps"] / 1e6
+                rng_ms = sum(n / rng[f"{k}_per_s"] for k, n in r["draws"].items()) * 1e3
+                r["bound_ms"] = max(copy_ms, rng_ms)
+                r["pct_bound"] = 100 * r["bound_ms"] / r["median_ms"]
+                r["max_pct_copy"] = 100 * copy_ms / r["bound_ms"]
     return records
 
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -91,6 +92,17 @@ PYBIND11_MODULE(_C, m) {
       py::arg("kind"), py::arg("out"), rel,
       "element-wise stream (kind 0 uint32, 1 uniform, 2 normal, 3 open uniform); CUDA reads (seed, offset) "
       "from the int64 pair at rng, CPU takes them as values");
+
+  m.def(
+      "rng_throughput",
+      [](int64_t n, int kind) {
+        uint32_t checksum = 0;
+        const int code = cpu::rng_throughput(n, kind, &checksum);
+        return std::pair<int, uint32_t>(code, checksum);  // made a tuple once the GIL is back
+      },
+      py::arg("n"), py::arg("kind"), py::call_guard<py::gil_scoped_release>(),
+      "(status, checksum): the CPU kernels' generators alone, n uint32 words (kind 0) or Gaussians "
+      "(kind 2) kept in L1 (the benchmarks' random-number bound)");
 
   m.def(
       "affine_path_sample",

@@ -73,6 +73,9 @@ def test_results_files(smoke_run):
     for key in ("device", "commit", "torch", "triton", "date", "mode"):
         assert key in meta
     assert meta["mode"] == "smoke" and data["copy"]["gbps"] > 0
+    assert data["rng"]["normal_per_s"] > 0 and data["rng"]["word_per_s"] > 0
+    drawn = [r for r in data["rows"] if r["row"].startswith("path sample") and r["impl"] == "fastflow/cpu"]
+    assert drawn and all(r["bound_ms"] > 0 and r["draws"]["normal"] > 0 for r in drawn)
     rows = data["rows"]
     assert {r["row"] for r in rows} == set(row_names(_smoke_ctx()))
     # the reference backend and flow_matching run every row; nothing they run may fail
@@ -198,6 +201,29 @@ def test_goals_compute_gpu():
     text = "\n".join(goals.lines(goals.compute(result)))
     assert "Goals (GPU, full run" in text and "| jump step (regular steps) vs flow_matching | 60x | >= 50x | met |" in text
     assert "| path loss fwd+bwd % copy | 50% | >= 90% | NOT MET |" in text
+
+
+def test_random_number_bound():
+    """A row's bound is the longer of its copy time and its generators' time; the goal detail
+    says how much of copy the generators allow, and the goal is still judged on % copy."""
+    from benchmarks import goals, harness
+
+    cont = goals.CONTINUOUS
+    rows = [_rec("path sample fp32", "fastflow/cpu", cont, 4.0),   # 1e9 bytes at 1000 GB/s: 1 ms
+            _rec("path sample bf16", "fastflow/cpu", cont, 2.0)]
+    rows[0]["draws"] = {"normal": 2e9}                # 2 ms at 1e12 a second: the bound
+    rows[1]["draws"] = {"word": 5e8, "normal": 2.5e8}  # 0.25 + 0.25 ms: the copy bounds it
+    copy, rng = {"gbps": 1000.0}, {"normal_per_s": 1e12, "word_per_s": 2e12, "threads": 2}
+    harness.finalize(rows, copy, None, rng)
+    assert rows[0]["bound_ms"] == pytest.approx(2.0) and rows[0]["pct_bound"] == pytest.approx(50.0)
+    assert rows[0]["max_pct_copy"] == pytest.approx(50.0) and rows[0]["pct_copy"] == pytest.approx(25.0)
+    assert rows[1]["bound_ms"] == pytest.approx(1.0) and rows[1]["max_pct_copy"] == pytest.approx(100.0)
+    result = {"meta": {"device_type": "cpu", "mode": "full"}, "copy": copy, "rows": rows}
+    item = {i["id"]: i for i in goals.compute(result)["items"]}["path_sample_pct_copy"]
+    assert item["met"] is False and item["value"] == pytest.approx(25.0)
+    assert [d.get("max_pct_copy") for d in item["rows"]] == [pytest.approx(50.0), None]
+    assert "fp32: 25% (cpu; its random numbers allow 50%), bf16: 50% (cpu)" in "\n".join(goals.lines(
+        goals.compute(result)))
 
 
 def test_goal_configs_are_the_pinned_ones():

@@ -7,6 +7,7 @@ exactly when the noise is explicit. The ``_check_*`` helpers take a device so th
 tests/test_cuda_backend.py runs the same checks on CUDA tensors.
 """
 import math
+import numpy as np
 import os
 from types import SimpleNamespace
 
@@ -117,6 +118,21 @@ def _check_philox(device):
 
 def test_philox_bit_identical():
     _check_philox("cpu")
+
+
+def test_rng_throughput_draws_the_kernels_stream(isa):
+    # the benchmarks' random-number bound times these generators: they must be the contract's
+    # stream (kind 0: the words; kind 2: Gaussians, bit-identical to the kernels' in-kernel draw)
+    n = 4 * 1500 + 2  # more than one sub-block, a ragged end
+    words = philox.uint32_stream(0x5EED, 0, n).numpy().view("uint32")
+    code, checksum = cb._C.rng_throughput(n, 0)
+    assert code == 0 and checksum == int(np.bitwise_xor.reduce(words))
+    x = torch.zeros(1, n)
+    ones, zeros = torch.ones(1), torch.zeros(1)
+    z = cb.affine_path_sample(x, None, zeros, ones, None, torch.tensor([0x5EED, 0]))
+    code, checksum = cb._C.rng_throughput(n, 2)
+    assert code == 0 and checksum == int(np.bitwise_xor.reduce(z.numpy().reshape(-1).view("uint32")))
+    assert cb._C.rng_throughput(10, 1)[0] != 0 and cb._C.rng_throughput(-1, 0)[0] != 0  # refused
 
 
 def test_pinned_triton_words():

@@ -14,19 +14,24 @@ namespace fastflow {
 namespace cpu {
 
 #define FF_DECLARE_VARIANT(name, Args) int name(const Args& args);
+#define FF_DECLARE_EXTRAS int rng_throughput(int64_t n, int kind, uint32_t* checksum);
 namespace baseline {
 FASTFLOW_OPS(FF_DECLARE_VARIANT)
+FF_DECLARE_EXTRAS
 }
 #if defined(FASTFLOW_CPU_AVX2)
 namespace avx2 {
 FASTFLOW_OPS(FF_DECLARE_VARIANT)
+FF_DECLARE_EXTRAS
 }
 #endif
 #if defined(FASTFLOW_CPU_AVX512)
 namespace avx512 {
 FASTFLOW_OPS(FF_DECLARE_VARIANT)
+FF_DECLARE_EXTRAS
 }
 #endif
+#undef FF_DECLARE_EXTRAS
 #undef FF_DECLARE_VARIANT
 
 namespace {
@@ -92,21 +97,22 @@ const char* isas() {
   return all.c_str();
 }
 
+// fn of the variant the level selects
 #if defined(FASTFLOW_CPU_AVX512)
-#define FF_DEFINE_ENTRY(name, Args)                                                              \
-  int name(const Args& args) {                                                                   \
-    const int l = level();                                                                       \
-    return l == kAvx512 ? avx512::name(args) : l == kAvx2 ? avx2::name(args) : baseline::name(args); \
-  }
+#define FF_BY_LEVEL(fn, ...)                                                                           \
+  (level() == kAvx512 ? avx512::fn(__VA_ARGS__) : level() == kAvx2 ? avx2::fn(__VA_ARGS__) : baseline::fn(__VA_ARGS__))
 #elif defined(FASTFLOW_CPU_AVX2)
-#define FF_DEFINE_ENTRY(name, Args) \
-  int name(const Args& args) { return level() == kAvx2 ? avx2::name(args) : baseline::name(args); }
+#define FF_BY_LEVEL(fn, ...) (level() == kAvx2 ? avx2::fn(__VA_ARGS__) : baseline::fn(__VA_ARGS__))
 #else
-#define FF_DEFINE_ENTRY(name, Args) \
-  int name(const Args& args) { return baseline::name(args); }
+#define FF_BY_LEVEL(fn, ...) baseline::fn(__VA_ARGS__)
 #endif
+#define FF_DEFINE_ENTRY(name, Args) \
+  int name(const Args& args) { return FF_BY_LEVEL(name, args); }
 FASTFLOW_OPS(FF_DEFINE_ENTRY)
 #undef FF_DEFINE_ENTRY
+
+int rng_throughput(int64_t n, int kind, uint32_t* checksum) { return FF_BY_LEVEL(rng_throughput, n, kind, checksum); }
+#undef FF_BY_LEVEL
 
 // kind 0: uint32 words, 1: uniforms (tl.rand), 2: Gaussians (tl.randn), 3: open uniforms.
 int philox_stream(int64_t seed, int64_t offset, int64_t n, int kind, void* out) {

@@ -164,6 +164,9 @@ FASTFLOW_OPS(FF_DECLARE_CPU)
 #undef FF_DECLARE_CPU
 // The uint32 / uniform / normal element-wise streams, for tests: out[i] for i < n.
 int philox_stream(int64_t seed, int64_t offset, int64_t n, int kind, void* out);
+// The kernels' generators alone (kind 0: n uint32 words, 2: n Gaussians), for the benchmarks'
+// random-number bound; *checksum: the xor of every value.
+int rng_throughput(int64_t n, int kind, uint32_t* checksum);
 const char* isa();  // which compiled variant runs ("avx512", "avx2" or "baseline")
 bool set_isa(const char* name);  // run a narrower variant (tests); false if unknown or unsupported
 const char* isas();  // the variants this build and processor can run, comma-separated, narrowest first
