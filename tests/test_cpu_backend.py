@@ -237,6 +237,29 @@ def test_affine_path_loss_long_samples_deterministic():
     torch.testing.assert_close(a, R.affine_path_loss(v, x1, None, c, d, None, rng, None), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("with_e,mask_mode", [(False, None), (True, "full")])
+def test_affine_path_loss_short_samples_share_their_noise(with_e, mask_mode):
+    # samples shorter than a noise piece draw it per group of samples (several groups, over
+    # two threads): the same sums and gradient as the reference, and the same bits on 1 thread
+    shape = (7001, 3)
+    for dtype in (torch.float32, torch.float16):
+        _check_affine_loss("cpu", dtype, shape, False, with_e, mask_mode, noncontig=False)
+    g = torch.Generator().manual_seed(5)
+    v, x1, _, c, d, e, mask = _loss_inputs("cpu", torch.float32, shape, False, with_e, mask_mode, g)
+    rng = _rng("cpu", seed=78)
+    gs = torch.rand(shape[0], generator=g)
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            dv = torch.empty_like(v)
+            runs.append((cb.affine_path_loss(v, x1, None, c, d, e, rng, mask, gs, dv), dv))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
 def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig):
     g = torch.Generator().manual_seed(4)
     x, p, q, z = (torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(4))
