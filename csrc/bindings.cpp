@@ -42,6 +42,8 @@ PYBIND11_MODULE(_C, m) {
   auto rel = py::call_guard<py::gil_scoped_release>();
 
   m.def("has_cuda", &cuda::compiled, "whether the CUDA kernels were compiled in");
+  m.def("cuda_last_error", [] { return std::string(cuda::last_error()); },
+        "the CUDA runtime's error behind this thread's last 'CUDA kernel launch failed' ('' if none)");
   m.def("cuda_problem", [] { return std::string(cuda::runtime_problem()); },
         "'' when the CUDA kernels can run on this machine, else why not");
   m.def(

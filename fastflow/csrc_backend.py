@@ -94,7 +94,9 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
         _sync_threads()
         code = fn(cuda=False, stream=0, **kwargs)
     if code:
-        raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})")
+        why = _C.cuda_last_error() if like.is_cuda else ""
+        raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})"
+                           + (f": {why}" if why else ""))
 
 
 def _float_code(dtype) -> int:
@@ -281,10 +283,11 @@ def _step_kernel(x, p, q, A: int, B: int, C: int, N: int, rng, z, out, batch: in
 _scratch = threading.local()
 
 
-def _host_only(t) -> None:
-    if t.device.type != "cpu":
-        raise ValueError(f"the float-coefficient entries take CPU tensors (their floats live in host memory), "
-                         f"got a tensor on {t.device}")
+def _host_only(*tensors) -> None:
+    for t in tensors:
+        if t is not None and not t.is_cpu:
+            raise ValueError(f"the float-coefficient entries take CPU tensors (their floats live in host memory), "
+                             f"got a tensor on {t.device}")
 
 
 def _float_rows(batch: int, *values: float) -> int:
@@ -305,7 +308,7 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
     """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype
     that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
     the coefficients go to the kernel as floats, not as three ``[B]`` tensors."""
-    _host_only(x)
+    _host_only(x, p, q, out)
     res = out if out is not None else _memory.empty_like(x)
     n = x.numel()
     if n:
@@ -400,7 +403,7 @@ def jump_step_floats(logits, x_t, h: float, r1: float, r0: float, p0, source: in
                      temperature: float, final: bool, probs: bool, rng):
     """``jump_step`` with one time step and rates for every row (the discrete solver's step on
     the CPU): the three per-row arrays come from the reused float rows, not three tensors."""
-    _host_only(logits)
+    _host_only(logits, x_t, p0)
     z = _rows(logits)
     N = z.shape[0]
     ptr = _float_rows(N, h, r1, r0)

@@ -135,6 +135,22 @@ def test_rng_throughput_draws_the_kernels_stream(isa):
     assert cb._C.rng_throughput(10, 1)[0] != 0 and cb._C.rng_throughput(-1, 0)[0] != 0  # refused
 
 
+def test_float_entries_refuse_tensors_off_the_host():
+    # their coefficients live in host memory and they run the CPU kernels: every tensor they
+    # are handed must be a CPU one (a device pointer would be read by the CPU)
+    x = torch.zeros(2, 3)
+    meta = torch.empty(2, 3, device="meta")
+    for args in ((meta, x), (x, meta)):
+        with pytest.raises(ValueError, match="CPU tensors"):
+            cb.step_combine_floats(*args, 1.0, 0.5)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        cb.step_combine_floats(x, x, 1.0, 0.5, q=meta, C=1.0)
+    with pytest.raises(ValueError, match="CPU tensors"):
+        cb.jump_step_floats(torch.zeros(2, 5), torch.zeros(2, dtype=torch.int64, device="meta"), 0.1, 1.0, 0.0,
+                            None, 1, -1, 1.0, False, False, torch.tensor([1, 0]))
+    assert cb._C.cuda_last_error() == ""  # no failed CUDA launch on this thread
+
+
 def test_pinned_triton_words():
     # tl.randint4x values pinned in tests/test_philox.py (Triton 3.9's interpreter)
     assert cb.philox_stream(1234, 0, 4, "uint32").tolist() == [546353992, 3665621163, 1140953199, 3419031310]

@@ -84,7 +84,7 @@ def test_row_losses_cuda(op, dtype, N, V):
 
 
 @pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))
-@pytest.mark.parametrize("N,V", [(9, 301), (2, 70_001)])
+@pytest.mark.parametrize("N,V", [(9, 301), (9, 5000), (2, 70_001)])  # warp, block, split rows
 def test_row_losses_in_place_cuda(op, N, V):
     g = torch.Generator().manual_seed(9)
     z, x1, xt, gs, jump = base._row_inputs(DEV, torch.float32, N, V, g)
@@ -155,6 +155,31 @@ def test_graph_capture_step_combine():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("N,V", [(9, 5000), (2, 70_001)])  # a block a row; split rows
+def test_graph_capture_row_ops(N, V):
+    # the row kernels size their split from device queries on the host: they must capture too
+    g = torch.Generator().manual_seed(10)
+    z, x1, xt, gs, jump = base._row_inputs(DEV, torch.float32, N, V, g)
+    h, r1, r0 = torch.full((N,), 0.1, device=DEV), torch.full((N,), 3.0, device=DEV), torch.zeros(N, device=DEV)
+    rng = base._rng(DEV)
+
+    def run():
+        grad = torch.empty_like(z)
+        loss = cb.cross_entropy(z, x1, -100, gs, grad)
+        new = cb.jump_step(z, xt, h, r1, r0, None, 1, -1, 1.0, False, False, rng, None, None, None)
+        return loss, grad, new
+
+    ref = run()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
 
 
 def test_overwrite_logits():

@@ -72,12 +72,18 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(AffineLossArgs a, int64_
   }
 }
 
+// One warp a sample: lane k adds the partials k, k + 32, ... in double, then a fixed shuffle
+// tree (the same order on every run); a thread a sample would add 65536 partials of a
+// [1, 2^28] input one after another.
 __global__ void finish_kernel(const float* part, float* loss, int64_t batch, int64_t nch) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b >= batch) return;
+  const int64_t b = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (b >= batch) return;  // whole warps: blockDim.x is a multiple of 32
   double s = 0.0;
-  for (int64_t c = 0; c < nch; ++c) s += part[b * nch + c];
-  loss[b] = static_cast<float>(s);
+  for (int64_t c = lane; c < nch; c += 32) s += part[b * nch + c];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffffu, s, o);
+  if (lane == 0) loss[b] = static_cast<float>(s);
 }
 
 bool all_aligned(const AffineLossArgs& a) {
@@ -90,16 +96,17 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t items = a.batch * nch;
   if (nch > 1 && !a.workspace) return kErrArgument;
   const bool aligned = all_aligned(a);
-  if (!grid_fits(items)) return kErrTooLarge;
-  if (a.per_sample <= 2048) {
+  const bool warp_items = a.per_sample <= 2048;  // one warp an item, else one block
+  if (!grid_fits(warp_items ? (items + (kThreads / 32) - 1) / (kThreads / 32) : items)) return kErrTooLarge;
+  if (warp_items) {
     const int64_t blocks = (items + (kThreads / 32) - 1) / (kThreads / 32);
     loss_kernel<T, X0, E, M, GRAD, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
   } else {
     loss_kernel<T, X0, E, M, GRAD, kThreads><<<static_cast<unsigned>(items), kThreads, 0, s>>>(a, nch, aligned);
   }
-  if (nch > 1)
-    finish_kernel<<<static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, s>>>(a.workspace, a.loss,
-                                                                                                 a.batch, nch);
+  if (nch > 1)  // batch <= items / 2 warps here, so its grid fits too
+    finish_kernel<<<static_cast<unsigned>((a.batch + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0, s>>>(
+        a.workspace, a.loss, a.batch, nch);
   return launch_status();
 }
 

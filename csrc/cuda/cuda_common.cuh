@@ -35,7 +35,15 @@ inline unsigned grid_for(int64_t items, int threads_per_item_group = kThreads, i
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
-inline int launch_status() { return cudaGetLastError() == cudaSuccess ? kOk : kErrCuda; }
+// kOk, or kErrCuda with the runtime's error kept for last_error() (a launch error, or an earlier
+// asynchronous one of any CUDA work on this thread that the launch surfaced).
+void record_error(cudaError_t e);
+inline int launch_status() {
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) return kOk;
+  record_error(e);
+  return kErrCuda;
+}
 
 // gridDim.x takes at most 2^31 - 1 blocks: launchers that size a grid by rows check it first,
 // so a huge input is refused (kErrTooLarge) instead of running a wrapped, silently short grid.

@@ -208,7 +208,9 @@ int launch(const JumpStepArgs& a, cudaStream_t st) {
   const int64_t N = a.rows, V = a.vocab;
   const bool contiguous = a.row_stride == V && (reinterpret_cast<uintptr_t>(a.logits) % (4 * sizeof(T))) == 0;
   const int64_t S = row_split(N, V, device_of(a.logits));
-  if (!grid_fits(N * S)) return kErrTooLarge;
+  const int G = row_threads(V);
+  // the grid each launch below takes (a warp a row for short rows)
+  if (!grid_fits(S > 1 ? N * S : G == 32 ? (N + 7) / 8 : N)) return kErrTooLarge;
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
@@ -216,7 +218,6 @@ int launch(const JumpStepArgs& a, cudaStream_t st) {
     split_finish_kernel<T, I><<<static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, st>>>(a, S);
     return launch_status();
   }
-  const int G = row_threads(V);
   if (G == 32) {
     jump_kernel<T, I, 32, kThreads><<<static_cast<unsigned>((N + 7) / 8), kThreads, 0, st>>>(a, contiguous);
   } else if (G == 256) {

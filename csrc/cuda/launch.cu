@@ -8,6 +8,17 @@ namespace cuda {
 
 bool compiled() { return true; }
 
+namespace {
+thread_local cudaError_t g_last_error = cudaSuccess;
+}
+
+void record_error(cudaError_t e) { g_last_error = e; }
+
+const char* last_error() {
+  if (g_last_error == cudaSuccess) return "";
+  return cudaGetErrorString(g_last_error);  // static strings: no lifetime to manage
+}
+
 const char* runtime_problem() {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);

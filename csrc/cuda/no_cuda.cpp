@@ -7,6 +7,7 @@ namespace cuda {
 
 bool compiled() { return false; }
 const char* runtime_problem() { return "fastflow._C was built without CUDA"; }
+const char* last_error() { return ""; }
 #define FF_NO_CUDA(name, Args) \
   int name(const Args&, uintptr_t) { return kErrNoCuda; }
 FASTFLOW_OPS(FF_NO_CUDA)

@@ -180,7 +180,9 @@ int launch(const RowLossArgs& a, cudaStream_t s) {
   const int64_t S = row_split(N, V, device_of(a.logits));
   const bool aligned = aligned16(a.logits) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
                        (!a.grad || (aligned16(a.grad) && (a.grad_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0));
-  if (!grid_fits(N * S)) return kErrTooLarge;
+  const int G = row_threads(V);
+  // the grid each launch below takes (a warp a row for short rows)
+  if (!grid_fits(S > 1 ? N * S : G == 32 ? (N + kThreads / 32 - 1) / (kThreads / 32) : N)) return kErrTooLarge;
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
@@ -188,7 +190,6 @@ int launch(const RowLossArgs& a, cudaStream_t s) {
     split_grad_kernel<T, GKL><<<static_cast<unsigned>(N * S), kThreads, 0, s>>>(a, S, chunk, aligned);
     return launch_status();
   }
-  const int G = row_threads(V);
   if (G == 32) {
     constexpr int B = kThreads;
     row_kernel<T, GKL, 32, B><<<static_cast<unsigned>((N + B / 32 - 1) / (B / 32)), B, 0, s>>>(a, aligned);

@@ -176,6 +176,8 @@ namespace cuda {
 bool compiled();
 // "" when the CUDA runtime linked into _C can use a device here, else why not.
 const char* runtime_problem();
+// The CUDA error behind this thread's last kErrCuda ("" if none): the runtime's own words.
+const char* last_error();
 #define FF_DECLARE_CUDA(name, Args) int name(const Args& args, uintptr_t stream);
 FASTFLOW_OPS(FF_DECLARE_CUDA)
 #undef FF_DECLARE_CUDA
