@@ -61,14 +61,14 @@ build(M("cross_entropy")._cross_entropy_kernel, dict(
 build(M("generalized_kl")._generalized_kl_kernel, dict(
     z_ptr=P, stride_z="i64", x1_ptr="*i32", xt_ptr="*i32", jump_ptr="*fp32", gs_ptr="*fp32", g_ptr=P, stride_g="i64",
     loss_ptr="*fp32", N="i32", V="i32", ignore_index="i64", WRITE_GRAD=True, R=4, BLOCK_V=1024), 8)
-build(M("scale_rows")._scale_rows_kernel, dict(g_ptr="*fp32", grad_ptr=P, stride="i64", N="i32", V="i32", R=1,
-                                               BLOCK_V=4096), 8)
+build(M("scale_rows")._scale_rows_kernel, dict(g_ptr="*fp32", grad_ptr=P, stride="i64", N="i32", V="i32",
+                                               n_col_tiles="i32", R=1, BLOCK_V=4096), 8)
 m = M("jump_step")
 for source, final, noise in [(3, False, False), (1, True, True), (2, False, True)]:
     spec = dict(z_ptr=P, stride_z="i64", xt_ptr="*i64", h_ptr="*fp32", r1_ptr="*fp32", r0_ptr="*fp32",
                 p0_ptr="*fp32", rng_ptr="*i64", nt_ptr="*fp32", nr_ptr="*fp32", nr0_ptr="*fp32", out_ptr="*i32",
                 pv_ptr="*fp32", pj_ptr="*i64", pv0_ptr="*fp32", pj0_ptr="*i64", N="i32", V="i32", mask_id="i32",
-                p0_uniform="fp32", temperature="fp32", n_tiles="i32", p0_stream="i64", S="i32",
+                p0_uniform="fp32", temperature="fp32", n_tiles="i32", p0_base="i64", S="i32",
                 tiles_per_split="i32", SOURCE=source, FINAL=final, PROBS=noise, HAS_TEMP=noise, NOISE=noise,
                 NOISE_RACE=noise, NOISE_RACE0=False, USE_LIBDEVICE=True, R=1, BLOCK_V=4096, BLOCK_S=16)
     build(m._jump_step_kernel, spec, 8)

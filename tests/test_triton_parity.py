@@ -30,6 +30,7 @@ tk_common = importlib.import_module("fastflow.triton_kernels._common")
 tk_ce = importlib.import_module("fastflow.triton_kernels.cross_entropy")
 tk_gkl = importlib.import_module("fastflow.triton_kernels.generalized_kl")
 tk_jump = importlib.import_module("fastflow.triton_kernels.jump_step")
+tk_scale = importlib.import_module("fastflow.triton_kernels.scale_rows")
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # interpreter: masked lanes
 
@@ -66,7 +67,7 @@ def assert_rule(fused, ref32, reflow, floor=FLOOR):
     assert not bool(bad.any()), f"max excess {float((err - bound)[bad].max())} at {int(bad.sum())} elements"
 
 
-SHAPES = [(3, 37), (2, 3, 5), (4, 1)]
+SHAPES = [(3, 37), (2, 3, 5), (4, 1), (3, 2, 8)]  # the last: samples start at Philox counters
 
 
 @pytest.fixture
@@ -200,9 +201,13 @@ def test_step_combine_public(dtype):
                 ops_step.step_combine(x, p, 1.0, h, backend="reference"))
 
 
-def test_continuous_ops_multi_window_samples(small_tiles):
-    """D = 300 with 128-element windows: 3 windows per sample, the first not at a sample start."""
-    B, D = 2, 301
+@pytest.mark.parametrize("D", [301, 256])
+def test_continuous_ops_multi_window_samples(D, small_tiles):
+    """128-element windows: D = 301 takes 3 windows per sample, the first not at a sample start;
+    D = 256 (samples start at Philox counters) exactly 2."""
+    B = 2
+    if D % 4 == 0:
+        assert tk_common.sample_tiling(B, D)[2] == 2
     x1, x0, v = randn(B, D), randn(B, D), randn(B, D)
     a, b, s, gs = coef(B), coef(B), coef(B), coef(B, 0.5, 2)
     mask = torch.rand(B, D, device=DEVICE) > 0.3
@@ -349,8 +354,11 @@ SNAN_BITS = {torch.float32: (torch.int32, 0x7F800001), torch.bfloat16: (torch.in
              torch.float16: (torch.int16, 0x7C01)}
 
 
+@pytest.mark.parametrize("block", [None, 64])  # 64: five column tiles a row
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_scale_rows_skips_rows_with_g_equal_one(dtype):
+def test_scale_rows_skips_rows_with_g_equal_one(dtype, block, monkeypatch):
+    if block:
+        monkeypatch.setattr(tk_scale, "MAX_BLOCK_V", block)
     N, V = 9, 300
     grad = torch.randn(N, V, device=DEVICE).to(dtype)
     g = torch.rand(N, device=DEVICE) + 0.5
@@ -453,6 +461,25 @@ def test_jump_step_large_vocab_split_rows(source, split, small_tiles, monkeypatc
         rng = rng_tensor(seed=source, offset=17)
         got, expect = tk.jump_step(*args, rng, None, None, None), ref.jump_step(*args, rng, None, None, None)
         _assert_tokens(got, expect)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NumPy
+@pytest.mark.parametrize("split", [None, 12])
+def test_jump_step_nan_logits_race_as_torch_argmax(split, small_tiles, monkeypatch):
+    # a NaN key is the largest (torch.argmax's order, the reference's and the CPU's): a row's
+    # first NaN logit is its x_1, in whichever tile or split it lies
+    monkeypatch.setattr(tk_jump, "TARGET_PROGRAMS", split)
+    N, V = 6, 1000
+    z, xt, h, r1, r0, p0, mask_id, noise = _jump_inputs(N, V, 1, torch.float32, seed=4)
+    for row, cols in enumerate(([3], [999], [70, 640], [200, 900], [], [0, 1])):
+        z[row, cols] = float("nan")
+    z[4, 500] = float("inf")
+    args = (z, xt, h, r1, r0, p0, 1, mask_id, 1.0, True, False)
+    expect = ref.jump_step(*args, None, *noise)
+    assert expect.tolist()[:4] == [3, 999, 70, 200] and expect[4] == 500 and expect[5] == 0
+    assert torch.equal(tk.jump_step(*args, None, *noise), expect)
+    rng = rng_tensor(seed=4, offset=3)
+    assert torch.equal(tk.jump_step(*args, rng, None, None, None), ref.jump_step(*args, rng, None, None, None))
 
 
 def test_jump_step_int32_tokens_and_strided_logits():

@@ -9,7 +9,25 @@ to ``fastflow.reference.philox`` whatever the installed Triton version.
 """
 from __future__ import annotations
 
+import functools
 import os
+
+import torch
+
+
+def _on_data_device(fn):
+    """``fn`` launched on its first tensor's device. Triton launches on the current CUDA
+    device and its stream, whatever device the tensors are on: without this, ``cuda:1``
+    data with device 0 current (a DDP script that never calls set_device) would be read by
+    a kernel on device 0."""
+    @functools.wraps(fn)
+    def op(data, *args, **kwargs):
+        if data.is_cuda and data.device.index != torch.cuda.current_device():
+            with torch.cuda.device(data.device):
+                return fn(data, *args, **kwargs)
+        return fn(data, *args, **kwargs)
+    return op
+
 
 OPS = ("affine_path_sample", "affine_path_loss", "step_combine",
        "mixture_path_sample", "cross_entropy", "generalized_kl", "jump_step", "scale_rows")
@@ -27,6 +45,8 @@ try:
     from .scale_rows import scale_rows
 
     _IMPORT_ERROR = None
+    for _name in OPS:  # launched on their data's device
+        globals()[_name] = _on_data_device(globals()[_name])
 except Exception as exc:  # triton missing or too old: the backend says why instead of failing
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 

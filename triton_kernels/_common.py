@@ -7,8 +7,9 @@ flattened elements ``[b D, (b + 1) D)``. A program handles ``R`` samples by a wi
 (``w`` the window index) so that its Philox counters are whole (element ``i`` uses word
 ``i % 4`` of counter ``i // 4``), and elements outside ``[b D, (b + 1) D)`` are masked (they
 belong to the neighbouring sample, whose own program handles them). Large ``D``: ``R = 1``,
-``BLOCK = 4096`` and ``ceil((D + 3) / 4096)`` windows per sample; small ``D``: one window of
-``next_pow2(D + 3)`` elements and many samples per program. Per-sample coefficients are then
+``BLOCK = 4096`` and ``ceil((D + pad) / 4096)`` windows per sample; small ``D``: one window of
+``next_pow2(D + pad)`` elements and many samples per program (``pad``: the 3 elements a window
+may start before its sample, none when ``D`` is a multiple of 4 and every sample starts a counter). Per-sample coefficients are then
 one load per row, and per-sample sums are plain row reductions (no atomics).
 """
 from __future__ import annotations
@@ -40,15 +41,23 @@ def flat(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
+def counter_pad(D: int) -> int:
+    """Elements a window aligned down to a Philox counter may start before row ``b``'s first,
+    ``b D``: up to 3, none when ``D`` is a multiple of 4 (a D = 4096 sample would otherwise take
+    a second, all-masked window that still draws its noise)."""
+    return 0 if D % 4 == 0 else 3
+
+
 def sample_tiling(B: int, D: int):
     """``(BLOCK, R, n_win, grid, num_warps)`` of the per-sample tiling (module docstring)."""
-    if D + 3 <= MAX_TILE:
-        BLOCK = max(16, next_pow2(D + 3))
+    span = D + counter_pad(D)
+    if span <= MAX_TILE:
+        BLOCK = max(16, next_pow2(span))
         R = max(1, min(MAX_TILE // BLOCK, next_pow2(B)))
         n_win = 1
     else:
         BLOCK, R = MAX_TILE, 1
-        n_win = triton.cdiv(D + 3, BLOCK)
+        n_win = triton.cdiv(span, BLOCK)
     grid = (triton.cdiv(B, R) * n_win,)
     num_warps = 8 if R * BLOCK >= 4096 else 4
     return BLOCK, R, n_win, grid, num_warps

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from . import _philox
-from ._common import next_pow2, use_libdevice
+from ._common import counter_pad, next_pow2, use_libdevice
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
 MAX_BLOCK_V = 4096        # V tile (tests lower it to get multi-tile rows on small V)
@@ -97,6 +97,20 @@ def _token_state(rows, rmask, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt
 
 
 @triton.jit
+def _argmax_nan_first(val, BLOCK: tl.constexpr):
+    """``(max, first index of it)`` along axis 1 of ``val [R, BLOCK]`` in torch.argmax's order:
+    NaN is the largest value, ties go to the lowest index. (Compiled ``tl.max`` and
+    ``tl.argmax`` do not order NaN, nor alike; the interpreter's NumPy has its own rule.)"""
+    cols = tl.arange(0, BLOCK)[None, :] + tl.zeros(val.shape, tl.int32)
+    nan = val != val
+    first_nan = tl.min(tl.where(nan, cols, BLOCK), axis=1)
+    clean = tl.where(nan, -float("inf"), val)
+    has_nan = first_nan < BLOCK
+    best = tl.where(has_nan, float("nan"), tl.max(clean, axis=1))
+    return best, tl.where(has_nan, first_nan, tl.argmax(clean, axis=1, tie_break_left=True))
+
+
+@triton.jit
 def _race(rows, active, xt, k_lo, k_hi, z_ptr, stride_z, p0_ptr, noise_ptr, rng_ptr, N, V,
           stream_base, temperature,
           ON_P0: tl.constexpr, PROBS: tl.constexpr, HAS_TEMP: tl.constexpr, NOISE: tl.constexpr,
@@ -131,9 +145,9 @@ def _race(rows, active, xt, k_lo, k_hi, z_ptr, stride_z, p0_ptr, noise_ptr, rng_
                     key = tl.math.div_rn(key, tl.zeros_like(key) + temperature)
             val = key - tl.log(_philox.exp1_from_open_uniform(u, USE_LIBDEVICE))
             val = tl.where(cm, val, -float("inf"))
-            tile_v = tl.max(val, axis=1)
-            tile_j = tl.argmax(val, axis=1, tie_break_left=True).to(tl.int64) + (base - e_row)
-            upd = tile_v > best_v
+            tile_v, tile_j = _argmax_nan_first(val, BLOCK_V)
+            tile_j = tile_j.to(tl.int64) + (base - e_row)
+            upd = (tile_v > best_v) | ((tile_v != tile_v) & (best_v == best_v))  # a first NaN wins
             best_v = tl.where(upd, tile_v, best_v)
             best_j = tl.where(upd, tile_j, best_j)
     return best_v, best_j
@@ -153,7 +167,7 @@ def _decide(x1, xt, r1, rate0, h, e_tok, u_choice, may):
 @triton.jit
 def _jump_step_kernel(
     z_ptr, stride_z, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt_ptr, nr_ptr, nr0_ptr, out_ptr,
-    N, V, mask_id, p0_uniform, temperature, n_tiles, p0_stream,
+    N, V, mask_id, p0_uniform, temperature, n_tiles, p0_base,
     SOURCE: tl.constexpr, FINAL: tl.constexpr, PROBS: tl.constexpr, HAS_TEMP: tl.constexpr,
     NOISE: tl.constexpr, NOISE_RACE: tl.constexpr, NOISE_RACE0: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
     R: tl.constexpr, BLOCK_V: tl.constexpr,
@@ -175,7 +189,7 @@ def _jump_step_kernel(
             y0 = tl.zeros_like(xt) + mask_id
         elif SOURCE == 3:
             _, y0 = _race(rows, tl.where(pick, False, jump), xt, 0, n_tiles, z_ptr, stride_z, p0_ptr, nr0_ptr,
-                          rng_ptr, N, V, N + p0_stream, temperature, True, PROBS, HAS_TEMP, NOISE_RACE0,
+                          rng_ptr, N, V, p0_base, temperature, True, PROBS, HAS_TEMP, NOISE_RACE0,
                           USE_LIBDEVICE, R, BLOCK_V)
         else:
             y0 = x1
@@ -187,7 +201,7 @@ def _jump_step_kernel(
 def _jump_split_stage1(
     z_ptr, stride_z, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt_ptr, nr_ptr, nr0_ptr,
     pv_ptr, pj_ptr, pv0_ptr, pj0_ptr,
-    N, V, mask_id, p0_uniform, temperature, n_tiles, p0_stream, S, tiles_per_split,
+    N, V, mask_id, p0_uniform, temperature, n_tiles, p0_base, S, tiles_per_split,
     SOURCE: tl.constexpr, FINAL: tl.constexpr, PROBS: tl.constexpr, HAS_TEMP: tl.constexpr,
     NOISE: tl.constexpr, NOISE_RACE: tl.constexpr, NOISE_RACE0: tl.constexpr, USE_LIBDEVICE: tl.constexpr,
     R: tl.constexpr, BLOCK_V: tl.constexpr,
@@ -208,7 +222,7 @@ def _jump_split_stage1(
     tl.store(pj_ptr + rows * S + s, bj, mask=rmask)
     if SOURCE == 3 and not FINAL:  # x_1 is not known yet: race p0 wherever a source jump can happen
         bv0, bj0 = _race(rows, may & (rate0 > 0), xt, k_lo, k_hi, z_ptr, stride_z, p0_ptr, nr0_ptr,
-                         rng_ptr, N, V, N + p0_stream, temperature, True, PROBS, HAS_TEMP, NOISE_RACE0,
+                         rng_ptr, N, V, p0_base, temperature, True, PROBS, HAS_TEMP, NOISE_RACE0,
                          USE_LIBDEVICE, R, BLOCK_V)
         tl.store(pv0_ptr + rows * S + s, bv0, mask=rmask)
         tl.store(pj0_ptr + rows * S + s, bj0, mask=rmask)
@@ -216,11 +230,12 @@ def _jump_split_stage1(
 
 @triton.jit
 def _reduce_splits(pv_ptr, pj_ptr, rows, active, S, BLOCK_S: tl.constexpr):
-    """First ``j`` of the largest partial over the splits (ties to the lowest split)."""
+    """First ``j`` of the largest partial over the splits (ties and NaN to the lowest split)."""
     sc = tl.arange(0, BLOCK_S).to(tl.int64)
     m = active[:, None] & (sc < S)[None, :]
     v = tl.load(pv_ptr + rows[:, None] * S + sc[None, :], mask=m, other=-float("inf"))
-    best = tl.argmax(v, axis=1, tie_break_left=True).to(tl.int64)
+    _, best = _argmax_nan_first(v, BLOCK_S)
+    best = best.to(tl.int64)
     return tl.load(pj_ptr + rows * S + best, mask=active, other=0)
 
 
@@ -281,9 +296,10 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     nr = noise_race.contiguous() if noise_race is not None else dummy
     nr0 = noise_race_p0.contiguous() if noise_race_p0 is not None else dummy
     rngp = rng if rng is not None else dummy
-    BLOCK_V = min(max(16, next_pow2(V + 3)), MAX_BLOCK_V)
+    span = V + counter_pad(V)  # rows start at counter boundaries when V is a multiple of 4
+    BLOCK_V = min(max(16, next_pow2(span)), MAX_BLOCK_V)
     R = max(1, min(MAX_TILE // BLOCK_V, next_pow2(N)))
-    n_tiles = triton.cdiv(V + 3, BLOCK_V)
+    n_tiles = triton.cdiv(span, BLOCK_V)
     n_rb = triton.cdiv(N, R)
     target = _target_programs(dev)
     S = 1
@@ -296,10 +312,12 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
                      NOISE_RACE0=noise_race_p0 is not None)
     num_warps = 8 if R * BLOCK_V >= 4096 else 4
     scalars = (N, V, int(mask_id) if mask_id is not None else -1, 1.0 / V, temperature)
-    p0_stream = (N * V + 3) // 4
+    # the p0 race's first counter, after the token words (N) and the x_1 race's; summed here:
+    # as kernel arguments N and the stream's length are int32 up to 2^31 and would wrap
+    p0_base = N + (N * V + 3) // 4
     if S == 1:
         _jump_step_kernel[(n_rb,)](
-            z, z.stride(0), xt, hh, rr1, rr0, p0c, rngp, nt, nr, nr0, out, *scalars, n_tiles, p0_stream,
+            z, z.stride(0), xt, hh, rr1, rr0, p0c, rngp, nt, nr, nr0, out, *scalars, n_tiles, p0_base,
             **meta, **race_meta, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
         return out
     pv = torch.empty((N, S), dtype=torch.float32, device=dev)
@@ -309,7 +327,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     pj0 = torch.empty((N, S), dtype=torch.int64, device=dev) if general else pj
     _jump_split_stage1[(n_rb * S,)](
         z, z.stride(0), xt, hh, rr1, rr0, p0c, rngp, nt, nr, nr0, pv, pj, pv0, pj0, *scalars, n_tiles,
-        p0_stream, S, tps, **meta, **race_meta, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
+        p0_base, S, tps, **meta, **race_meta, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
     R2 = max(1, min(128, next_pow2(N)))
     _jump_split_stage2[(triton.cdiv(N, R2),)](
         xt, hh, rr1, rr0, p0c, rngp, nt, pv, pj, pv0, pj0, out, N, V, scalars[2], scalars[3], S,
