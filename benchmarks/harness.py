@@ -2,10 +2,13 @@
 
 Timing (see benchmarks/README.md):
 
-- GPU: CUDA events around each call, a 256 MB buffer written between calls so no input is
-  served from L2, ``torch.cuda.synchronize`` after each call;
-- CPU: ``time.perf_counter`` around each call, a 64 MB buffer (twice this machine's L3)
-  written between calls;
+- GPU: device time, by CUDA events around each call, a 256 MB buffer written between calls so
+  no input is served from L2, then a ~1 ms spin kernel queued behind it, so that the call's
+  Python (checks, dispatch, launches) runs while the GPU is busy and the events time the
+  kernels, as triton.testing.do_bench's cache clearing does (a host sync inside the call still
+  counts); ``torch.cuda.synchronize`` after each call;
+- CPU: wall time, ``time.perf_counter`` around each call, a 256 MB buffer read between calls
+  so the data and the Python of the call start cold;
 - warm-up calls first (Triton JIT, torch.compile and lazy imports happen there), then one
   untimed call that measures peak memory, then the timed repetitions; the number of
   repetitions adapts to the cost of a call (``Profile.budget_s`` per implementation,
@@ -147,6 +150,14 @@ def _is_oom(exc: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
 
 
+def _spin_cycles(device: torch.device, ms: float = 1.0) -> int:
+    """GPU clock cycles in ``ms`` for ``torch.cuda._sleep`` (0 where it is missing)."""
+    if not hasattr(torch.cuda, "_sleep"):
+        return 0
+    khz = getattr(torch.cuda.get_device_properties(device), "clock_rate", 0) or 2_000_000
+    return int(khz * ms)
+
+
 class Timer:
     def __init__(self, device: torch.device, tiny: bool = False):
         self.device = device
@@ -157,6 +168,7 @@ class Timer:
         flush_bytes = 0 if tiny and not self.cuda else 256 << 20
         self._flush = torch.ones(flush_bytes, dtype=torch.uint8, device=device) if flush_bytes else None
         self.flush_bytes = flush_bytes
+        self._spin_cycles = _spin_cycles(device) if self.cuda else 0
         if not self.cuda:  # the profiler's first start is slow (lazy imports): do it now
             _cpu_peak_memory(lambda: torch.zeros(4))
 
@@ -179,6 +191,8 @@ class Timer:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             self.sync()
+            if self._spin_cycles:  # busy while fn's Python runs: the events time its kernels
+                torch.cuda._sleep(self._spin_cycles)
             start.record()
             out = fn()
             end.record()
