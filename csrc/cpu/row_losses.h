@@ -57,6 +57,18 @@ inline float inv_sum(const Stats& st) {
                                                          : 1.0f / static_cast<float>(st.s);
 }
 
+// x[0] = the largest of x[0, 2W) / the sum of x[0, 2W), halving with constant widths (each
+// step one vector operation; a loop of dependent scalar steps is what the compiler makes of
+// a plain reduction, whose order it may not change)
+template <int W> inline void fold_max(float* x) {
+  for (int l = 0; l < W; ++l) x[l] = x[l + W] > x[l] ? x[l + W] : x[l];
+  if constexpr (W > 1) fold_max<W / 2>(x);
+}
+template <int W> inline void fold_add(double* x) {
+  for (int l = 0; l < W; ++l) x[l] += x[l + W];
+  if constexpr (W > 1) fold_add<W / 2>(x);
+}
+
 // (max, sum exp(z - max)) of z[0, len), len <= kRowChunk, merged into acc; with e, the
 // terms exp(z - shift) are also stored there (e may alias z) and the shift is returned
 template <typename T>
@@ -67,20 +79,23 @@ inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr
     return chunk_stats<float>(zf, len, acc, e);
   }
   const float ninf = -std::numeric_limits<float>::infinity();
-  float mx[kMaxLanes];
-  for (int l = 0; l < kMaxLanes; ++l) mx[l] = ninf;
-  int64_t j0 = 0;
-  for (; j0 + kMaxLanes <= len; j0 += kMaxLanes)
-    for (int l = 0; l < kMaxLanes; ++l) {
-      float v = ld(z, j0 + l);
-      mx[l] = v > mx[l] ? v : mx[l];
-    }
-  for (int64_t j = j0; j < len; ++j) {
-    float v = ld(z, j);
-    mx[j - j0] = v > mx[j - j0] ? v : mx[j - j0];
-  }
+  // Whole groups of lanes folded as a tree, then the tail as a chain: a chain over the 32 lanes
+  // was a fifth of a row of 64, and scalar tail stores into the lanes stall the fold's vector
+  // loads. The max skips NaN (`v > m` is false for one), so its order cannot matter.
   float m = ninf;
-  for (int l = 0; l < kMaxLanes; ++l) m = mx[l] > m ? mx[l] : m;
+  int64_t j0 = 0;
+  if (len >= kMaxLanes) {
+    float mx[kMaxLanes];
+    for (int l = 0; l < kMaxLanes; ++l) mx[l] = ninf;
+    for (; j0 + kMaxLanes <= len; j0 += kMaxLanes)
+      for (int l = 0; l < kMaxLanes; ++l) {
+        float v = ld(z, j0 + l);
+        mx[l] = v > mx[l] ? v : mx[l];
+      }
+    fold_max<kMaxLanes / 2>(mx);
+    m = mx[0];
+  }
+  for (int64_t j = j0; j < len; ++j) m = ld(z, j) > m ? ld(z, j) : m;
   if (m == std::numeric_limits<float>::infinity()) {  // rare: a NaN among the logits still wins
     bool nan = false;
     for (int64_t j = 0; j < len; ++j) nan |= ld(z, j) != ld(z, j);
@@ -90,19 +105,28 @@ inline float chunk_stats(const T* z, int64_t len, Stats& acc, float* e = nullptr
     return 0.0f;
   }
   const float shift = m == ninf ? 0.0f : m;
-  float sm[kLanes] = {0.0f};
-  if (e) {
-    for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
-      for (int l = 0; l < kLanes; ++l) sm[l] += (e[j0 + l] = fm::exp_nonpos(ld(z, j0 + l) - shift));
-    for (int64_t j = j0; j < len; ++j) sm[j - j0] += (e[j] = fm::exp_nonpos(ld(z, j) - shift));
-  } else {
-    for (j0 = 0; j0 + kLanes <= len; j0 += kLanes)
-      for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp_nonpos(ld(z, j0 + l) - shift);
-    for (int64_t j = j0; j < len; ++j) sm[j - j0] += fm::exp_nonpos(ld(z, j) - shift);
+  double s = 0.0;  // the same way: whole lane groups as a tree in double, then the tail
+  j0 = 0;
+  if (len >= kLanes) {
+    float sm[kLanes] = {0.0f};
+    if (e) {
+      for (; j0 + kLanes <= len; j0 += kLanes)
+        for (int l = 0; l < kLanes; ++l) sm[l] += (e[j0 + l] = fm::exp_nonpos(ld(z, j0 + l) - shift));
+    } else {
+      for (; j0 + kLanes <= len; j0 += kLanes)
+        for (int l = 0; l < kLanes; ++l) sm[l] += fm::exp_nonpos(ld(z, j0 + l) - shift);
+    }
+    double d[kLanes];
+    for (int l = 0; l < kLanes; ++l) d[l] = sm[l];
+    fold_add<kLanes / 2>(d);
+    s = d[0];
   }
-  double s = 0.0;
-  for (int l = 0; l < kLanes; ++l) s += sm[l];
-  merge(acc, m, s);  // a NaN logit made s NaN: so is the row
+  for (int64_t j = j0; j < len; ++j) {
+    const float t = fm::exp_nonpos(ld(z, j) - shift);
+    if (e) e[j] = t;
+    s += t;
+  }
+  merge(acc, m, s);  // a NaN logit made the sum NaN: so is the row
   return shift;
 }
 
