@@ -57,6 +57,42 @@ def test_generalized_kl_matches_flow_matching():
         torch.testing.assert_close(logits.grad, l2.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:divide by zero encountered:RuntimeWarning")  # the Triton interpreter's NumPy
+@pytest.mark.parametrize("logits_grad", [True, False])
+def test_generalized_kl_gradient_in_t_matches_flow_matching(logits_grad):
+    # flow_matching's loss is differentiable in t (through the jump coefficient of its
+    # scheduler), as a learned schedule or time weighting needs: so is the fused one, on every
+    # backend, with or without the logits' gradient (t = 0 with n = 2: a zero jump coefficient)
+    B, L, V = 3, 5, 17
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(B, L, V, generator=g)
+    x1, xt = torch.randint(0, V, (B, L), generator=g), torch.randint(0, V, (B, L), generator=g)
+    xt[:, :2] = x1[:, :2]
+    t0 = torch.tensor([0.0, 0.5, 0.9])
+    up = torch.randn(B, L, generator=g)
+    theirs = FMKL(FMPath(fm.PolynomialConvexScheduler(2)), reduction="none")
+    zf, tf = logits.clone().requires_grad_(logits_grad), t0.clone().requires_grad_()
+    (theirs(zf, x1, xt, tf) * up).sum().backward()
+    for backend in ff.available_backends("cpu"):
+        for red in ("none", "mean"):
+            ours = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2)),
+                                               reduction=red, backend=backend)
+            z, t = logits.clone().requires_grad_(logits_grad), t0.clone().requires_grad_()
+            loss = ours(z, x1, xt, t)
+            (loss * up).sum().backward() if red == "none" else loss.backward()
+            if red == "none":
+                torch.testing.assert_close(t.grad, tf.grad, rtol=1e-5, atol=1e-6)
+                if logits_grad:
+                    torch.testing.assert_close(z.grad, zf.grad, rtol=1e-5, atol=1e-6)
+            else:
+                t2 = t0.clone().requires_grad_()
+                theirs_mean = FMKL(FMPath(fm.PolynomialConvexScheduler(2)), reduction="mean")
+                theirs_mean(logits.clone(), x1, xt, t2).backward()
+                torch.testing.assert_close(t.grad, t2.grad, rtol=1e-5, atol=1e-6)
+            assert t.grad[0] != 0 and torch.isfinite(t.grad).all()
+
+
 def test_generalized_kl_rejects_t_equal_one():
     loss = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.CondOTScheduler()))
     with pytest.raises(ValueError, match="t"):

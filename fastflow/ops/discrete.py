@@ -74,7 +74,9 @@ def _loss_fwd(op, backend, logits, args, grad_scale, need_grad, overwrite):
     loss = run(op, backend, rows, *args, grad_scale if need_grad else None, grad)
     if grad is rows and rows.data_ptr() == logits.data_ptr():  # written over the logits themselves:
         torch.autograd.graph.increment_version(logits)  # a node that saved them now fails loudly
-    return loss * grad_scale, grad if grad is not None else rows.new_empty(0)
+    # (the weighted row losses, the gradient buffer, the row losses: the gradient of the first
+    # with respect to grad_scale)
+    return loss * grad_scale, grad if grad is not None else rows.new_empty(0), loss
 
 
 def _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend, overwrite=False):
@@ -88,42 +90,52 @@ def _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backe
 
 @torch.library.custom_op("fastflow::cross_entropy", mutates_args=())
 def _ce(logits: Tensor, x_1: Tensor, ignore_index: int, grad_scale: Tensor, need_grad: bool,
-        backend: str) -> tuple[Tensor, Tensor]:
+        backend: str) -> tuple[Tensor, Tensor, Tensor]:
     return _ce_impl(logits, x_1, ignore_index, grad_scale, need_grad, backend)
 
 
 @torch.library.custom_op("fastflow::generalized_kl", mutates_args=())
 def _gkl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor, ignore_index: int,
-         grad_scale: Tensor, need_grad: bool, backend: str) -> tuple[Tensor, Tensor]:
+         grad_scale: Tensor, need_grad: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     return _gkl_impl(logits, x_1, x_t, jump, ignore_index, grad_scale, need_grad, backend)
 
 
 def _fake(logits, grad_scale, need_grad):
     rows = _rows(logits)
     grad = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_grad else rows.new_empty(0)
-    return grad_scale.new_empty(grad_scale.shape), grad
+    return grad_scale.new_empty(grad_scale.shape), grad, grad_scale.new_empty(grad_scale.shape)
 
 
 _ce.register_fake(lambda logits, x_1, ii, gs, ng, b: _fake(logits, gs, ng))
 _gkl.register_fake(lambda logits, x_1, x_t, j, ii, gs, ng, b: _fake(logits, gs, ng))
 
 
-def _backward(ctx, grad_loss, _grad_of_grad):
-    # no gradient reached the loss, or only inputs other than the logits want one (the row
-    # scales and jumps come from token counts and schedules; they get none)
-    if grad_loss is None or not ctx.needs_input_grad[0]:
-        return (None,) * ctx.n_inputs
-    _fused_grad.claim(ctx)
-    (grad,) = ctx.saved_tensors
-    return _fused_grad.scaled_grad(ctx, grad_loss, grad), *([None] * (ctx.n_inputs - 1))
+def _backward(ctx, grad_loss, _grad_of_grad, _grad_of_rows):
+    """The logits' gradient is the buffer the forward wrote, scaled; the row scale's (which
+    carries the jump coefficient when that requires grad, see generalized_kl) is the upstream
+    gradient times the row losses. Nothing else gets one (tokens, ignore index)."""
+    grads = [None] * ctx.n_inputs
+    if grad_loss is None:
+        return tuple(grads)
+    need = ctx.needs_input_grad
+    if need[0]:
+        _fused_grad.claim(ctx)
+    grad, rows = ctx.saved_tensors
+    if need[ctx.scale_index]:
+        grads[ctx.scale_index] = grad_loss * rows
+    if need[0]:
+        grads[0] = _fused_grad.scaled_grad(ctx, grad_loss, grad)
+    return tuple(grads)
 
 
 def _ce_setup(ctx, inputs, output):  # the custom op's inputs, or those plus `overwrite` (eager)
-    _fused_grad.setup(ctx, output[1], inputs[5], inputs[0].shape, len(inputs))
+    _fused_grad.setup(ctx, output[1], inputs[5], inputs[0].shape, len(inputs), output[2])
+    ctx.scale_index = 3
 
 
 def _gkl_setup(ctx, inputs, output):
-    _fused_grad.setup(ctx, output[1], inputs[7], inputs[0].shape, len(inputs))
+    _fused_grad.setup(ctx, output[1], inputs[7], inputs[0].shape, len(inputs), output[2])
+    ctx.scale_index = 5
 
 
 _ce.register_autograd(_backward, setup_context=_ce_setup)
@@ -191,9 +203,9 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
     args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
-        weighted, _ = _ce_eager(*args, overwrite)
+        weighted, _, _ = _ce_eager(*args, overwrite)
     else:
-        weighted, _ = _ce(*args)
+        weighted, _, _ = _ce(*args)
     return _reduce(weighted, x_1, reduction, divisor)
 
 
@@ -204,6 +216,10 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
 
     ``mean`` averages over all tokens as flow_matching does (over the non-ignored ones when
     ``ignore_index`` is given). ``overwrite_logits``: as in ``mixture_cross_entropy``.
+
+    A ``jump`` that requires grad (a ``t`` or a scheduler that does) gets its gradient: the
+    loss of a row is ``jump * L_row``, so the kernels run with a jump of 1 and the jump joins the
+    row scale, whose gradient is the row losses ``L_row`` (no second pass over the logits).
     """
     _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
     _check_logits(logits, x_1)
@@ -213,19 +229,19 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     ii = -(2**62) if ignore_index is None else int(ignore_index)
     _checks.tokens("x_1", x_1, V, ignore_index)
     _checks.tokens("x_t", x_t, V)
-    if torch.is_grad_enabled() and jump.requires_grad:
-        raise ValueError("jump: the fused generalized KL has no gradient with respect to the jump "
-                         "coefficient (nor the t it comes from); pass it detached (t.detach())")
+    _checks.tensor("jump", jump)
     per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
+    if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
+        scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
     args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
             pick("generalized_kl", logits, backend))
     if direct(logits, x_1, x_t, per_row, scale, autograd=True):
-        weighted, _ = _gkl_eager(*args, overwrite)
+        weighted, _, _ = _gkl_eager(*args, overwrite)
     else:
-        weighted, _ = _gkl(*args)
+        weighted, _, _ = _gkl(*args)
     return _reduce(weighted, x_1, reduction, divisor)
 
 
