@@ -28,6 +28,9 @@ def _cases():
     yield ops.mixture_path_sample, (tok.view(2, 3), None, torch.rand(2), rng, None, 7, -1, B)
     yield ops.cross_entropy, (logits, tok, -100, torch.full((6,), 1 / 6), True, B)
     yield ops.generalized_kl, (logits, tok, tok.roll(1), torch.rand(6), -100, torch.ones(6), True, B)
+    # a row scale that requires grad (how a jump coefficient that does reaches the op)
+    yield ops.generalized_kl, (logits, tok, tok.roll(1), torch.ones(6), -100, torch.rand(6, requires_grad=True),
+                               True, B)
     yield ops.jump_step, (logits.detach(), tok, torch.full((6,), 0.1), torch.rand(6), torch.rand(6), None, 1, -1,
                           1.0, False, False, rng, None, None, None, B)
     yield ops.scale_rows, (torch.randn(6, 7), torch.rand(6), B)
