@@ -261,7 +261,9 @@ def jump_step_case(ctx: Ctx, B, L, V, dtype, step: int) -> Case:
 
         impls.append(peer("flow_matching", fm, note="solver step body, probs given", label=row))
         nbytes = frac * N * V * logits.element_size() + 16 * N
-        # a Philox word per logit of a row read (the race), and a few per token (the jump test)
+        # a Philox word per logit of a row read (the race; it skips the words of a block that
+        # cannot win whatever its noise, which never happens with these Gaussian logits) and a
+        # few per token (the jump test)
         return Built(bytes=nbytes, impls=impls, skipped=skipped, draws={"word": frac * N * V + 4 * N})
 
     return Case(row, "discrete", _config(B, L, V, dtype), build, extras=extras)

@@ -109,7 +109,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         out = out.reshape(-1).expand(batch).contiguous()
     if _on_host(out):
         if not _host_in_range(out, -math.inf if lo is None else lo, math.inf if hi is None else hi):
-            raise ValueError(f"{name}: values must lie in [{lo}, {hi}] and not be NaN")
+            what = "must not be NaN" if lo is None and hi is None else f"must lie in [{lo}, {hi}] and not be NaN"
+            raise ValueError(f"{name}: values {what}")
     elif lo is None and hi is None:  # the common case: one reduction, no element-wise mask
         values(name, ~out.isnan().any(), "values must not be NaN")
     else:

@@ -43,7 +43,7 @@ _thread_choices = [False]  # whether any thread has chosen a default (else skip 
 def _default() -> str:
     name = getattr(_state, "name", None) if _thread_choices[0] else None
     if name is None:
-        name = _check_name(_ENV_DEFAULT or "auto")
+        name = _check_name("auto" if _ENV_DEFAULT is None else _ENV_DEFAULT)
     return name
 
 

@@ -74,6 +74,7 @@ def _ptr(t) -> int:
 
 
 _THREADS = [0]
+_ERR_CUDA = 4  # kErrCuda (csrc/include/fastflow/common.h): a failed launch, whose CUDA error _C keeps
 
 
 def _sync_threads() -> None:
@@ -94,7 +95,7 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
         _sync_threads()
         code = fn(cuda=False, stream=0, **kwargs)
     if code:
-        why = _C.cuda_last_error() if like.is_cuda else ""
+        why = _C.cuda_last_error() if like.is_cuda and code == _ERR_CUDA else ""
         raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})"
                            + (f": {why}" if why else ""))
 
