@@ -274,6 +274,24 @@ def test_jump_step_explicit_noise_is_deterministic_and_skips_rows():
     assert torch.equal(a, c)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:divide by zero encountered:RuntimeWarning")  # the Triton interpreter's NumPy
+def test_jump_step_infinite_rate_jumps_even_with_an_infinite_e():
+    # at kappa = 1 the rate to x_1 is infinite: every token whose x_1 differs jumps, also where
+    # its Exp(1) variable is infinite (a 32-bit uniform that rounds to 1, probability 2^-25)
+    B, L, V = 2, 6, 9
+    g = torch.Generator().manual_seed(12)
+    logits, xt = torch.randn(B, L, V, generator=g), torch.randint(0, V, (B, L), generator=g)
+    token = torch.rand(B, L, 3, generator=g)
+    token[..., 0] = 1.0
+    noise = JumpNoise(token, torch.rand(B, L, V, generator=g))
+    for backend in ff.available_backends("cpu"):
+        kw = dict(noise=noise, backend=backend)
+        x1 = ff.jump_step(logits, xt, 1.0, 0.1, ff.CondOTScheduler(), final=True, **kw)
+        assert bool((x1 != xt).any())
+        assert torch.equal(ff.jump_step(logits, xt, 1.0, 0.1, ff.CondOTScheduler(), **kw), x1), backend
+
+
 def test_jump_step_int32_tokens_and_per_sample_times():
     B, L, V = 3, 5, 6
     xt = torch.randint(0, V, (B, L), dtype=torch.int32)

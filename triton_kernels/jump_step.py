@@ -51,9 +51,11 @@ TARGET_PROGRAMS = None    # split rows until this many programs run (None: 4 per
 
 
 @triton.jit
-def _times(h, rate):
-    """``h * rate`` with ``h * inf = inf`` for h > 0 and 0 for h = 0."""
-    return tl.where(rate == float("inf"), tl.where(h > 0, float("inf"), 0.0), h * rate)
+def _jumps(e, h, rate):
+    """The jump test ``E < h * rate`` (``h * inf = inf`` for h > 0, 0 for h = 0); an infinite
+    ``h * rate`` jumps even where E is."""
+    ht = tl.where(rate == float("inf"), tl.where(h > 0, float("inf"), 0.0), h * rate)
+    return (e < ht) | (ht == float("inf"))
 
 
 @triton.jit
@@ -92,7 +94,7 @@ def _token_state(rows, rmask, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt
     if FINAL:
         may = rmask
     else:
-        may = rmask & (e_tok < _times(h, r1 + rate0))
+        may = rmask & _jumps(e_tok, h, r1 + rate0)
     return xt, h, r1, rate0, e_tok, u_choice, y_unif, may
 
 
@@ -158,7 +160,7 @@ def _decide(x1, xt, r1, rate0, h, e_tok, u_choice, may):
     """Whether the row jumps and whether to ``x_1`` (else to the source draw)."""
     ri1 = tl.where(x1 != xt, r1, 0.0)
     total = ri1 + rate0
-    jump = may & (e_tok < _times(h, total))
+    jump = may & _jumps(e_tok, h, total)
     pick = tl.where(ri1 == float("inf"), True,
                     tl.where(rate0 == float("inf"), False, u_choice * total < ri1))
     return jump, pick

@@ -6,7 +6,8 @@ Per row ``i`` (a token; its sample's coefficients expanded to rows by ``fastflow
     r1 = (1 + c) * d_kappa / (1 - kappa),  r0 = c * d_kappa / kappa   (c: div-free weight)
     x_1 = argmax_j (z_j / temperature - log E_j),  E_j = -log1p(-(w_j + 0.5) 2^-32)
 
-The token jumps iff ``E < h * total`` (E ~ Exp(1) of the row, ``total = sum_y u(y)``), so
+The token jumps iff ``E < h * total`` or ``h * total = inf`` (E ~ Exp(1) of the row, ``total
+= sum_y u(y)``; E is infinite where its 32-bit uniform rounds to 1, with probability 2^-25), so
 with probability ``1 - exp(-h total)``, to ``x_1`` with probability ``r1 [x_1 != x_t] /
 total`` and otherwise to a draw from ``p0`` restricted to ``y != x_t``. Rows with
 ``E >= h * tmax``, ``tmax = r1 + r0 (1 - p0(x_t))`` the largest total over ``x_1``, cannot
@@ -44,6 +45,12 @@ def _exp1(u):
 def _times(h, rate):
     """``h * rate`` with ``h * inf = inf`` for h > 0 and 0 for h = 0."""
     return torch.where(torch.isinf(rate), torch.where(h > 0, math.inf, 0.0), h * rate)
+
+
+def _jumps(e, h, rate):
+    """The jump test ``E < h * rate``; an infinite ``h * rate`` jumps even where E is."""
+    ht = _times(h, rate)
+    return (e < ht) | torch.isinf(ht)
 
 
 def _race(keys, race_u):
@@ -87,7 +94,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     # r0 * (1 - p0(x_t)) with 0 * inf = 0: no p0 mass off x_t means no p0 rate
     rate0 = torch.where(p0_xt >= 1.0, 0.0, r0 * (1.0 - p0_xt))
     tmax = r1 + rate0
-    may_jump = torch.ones(N, dtype=torch.bool, device=dev) if final else e_tok < _times(h, tmax)
+    may_jump = torch.ones(N, dtype=torch.bool, device=dev) if final else _jumps(e_tok, h, tmax)
 
     new = xt.clone()
     cand = may_jump.nonzero().squeeze(-1)
@@ -106,7 +113,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
             continue
         ri1 = torch.where(x1 != xt[idx], r1[idx], 0.0)
         total = ri1 + rate0[idx]
-        jump = e_tok[idx] < _times(h[idx], total)
+        jump = _jumps(e_tok[idx], h[idx], total)
         pick_x1 = torch.where(torch.isinf(ri1), True,
                               torch.where(torch.isinf(rate0[idx]), False, u_choice[idx] * total < ri1))
         if source == SOURCE_UNIFORM:

@@ -32,6 +32,13 @@ FF_HD float jump_times(float h, float rate) {
   return fm::isinf(rate) ? (h > 0.0f ? kJumpInf : 0.0f) : h * rate;
 }
 
+// The jump test E < h * rate; an infinite h * rate jumps even where E is (its 32-bit uniform
+// rounds to 1 with probability 2^-25)
+FF_HD bool jumps(float e, float h, float rate) {
+  const float t = jump_times(h, rate);
+  return e < t || t == kJumpInf;
+}
+
 FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64_t i, int64_t xt) {
   JumpRow r;
   r.xt = xt;
@@ -60,7 +67,7 @@ FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64
   // r0 * (1 - p0(x_t)) with 0 * inf = 0: no p0 mass off x_t means no p0 rate
   r.rate0 = p0_xt >= 1.0f ? 0.0f : a.r0[i] * (1.0f - p0_xt);
   const float tmax = a.r1[i] + r.rate0;
-  r.may_jump = a.final_step || r.e_tok < jump_times(a.h[i], tmax);
+  r.may_jump = a.final_step || jumps(r.e_tok, a.h[i], tmax);
   return r;
 }
 
@@ -71,7 +78,7 @@ FF_HD int jump_choice(const JumpStepArgs& a, int64_t i, const JumpRow& r, int64_
   if (a.final_step) return kTakeX1;
   const float ri1 = x1 != r.xt ? a.r1[i] : 0.0f;
   const float total = ri1 + r.rate0;
-  if (!(r.e_tok < jump_times(a.h[i], total))) return kStay;
+  if (!jumps(r.e_tok, a.h[i], total)) return kStay;
   const bool pick_x1 = fm::isinf(ri1) ? true : (fm::isinf(r.rate0) ? false : r.u_choice * total < ri1);
   if (pick_x1 || a.source == kSourceNone) return kTakeX1;
   return kTakeSource;
