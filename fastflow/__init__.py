@@ -24,7 +24,7 @@ from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler, 
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
                              Scheduler, SchedulerOutput, VPScheduler)
 from .solver import MixtureDiscreteEulerSolver, ODESolver, euler_step  # noqa: E402
-from .utils import ModelWrapper  # noqa: E402
+from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [n for n in dir() if not n.startswith("_")]

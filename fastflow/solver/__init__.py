@@ -2,5 +2,6 @@
 from .discrete_solver import MixtureDiscreteEulerSolver
 from .euler import euler_step
 from .ode_solver import ODESolver
+from ..utils import ModelWrapper  # flow_matching.solver exports it too
 
-__all__ = ["ODESolver", "MixtureDiscreteEulerSolver", "euler_step"]
+__all__ = ["ODESolver", "MixtureDiscreteEulerSolver", "euler_step", "ModelWrapper"]
