@@ -22,7 +22,7 @@ from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: 
                    MixtureDiscreteProbPath, PathSample)
 from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
-                             Scheduler, SchedulerOutput, VPScheduler)
+                             ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler)
 from .solver import MixtureDiscreteEulerSolver, ODESolver, euler_step  # noqa: E402
 from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
 

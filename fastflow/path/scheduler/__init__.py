@@ -143,6 +143,46 @@ def is_convex(scheduler) -> bool:
     return bool(torch.allclose(out.alpha_t + out.sigma_t, torch.ones_like(t), atol=1e-5))
 
 
+class ScheduleTransformedModel(torch.nn.Module):
+    """A velocity model trained on one scheduler, sampled on another (flow_matching's).
+
+    Paths of two schedulers with the same source are the same up to a change of time and
+    scale: ``x'_t = s_t x_r`` at the time ``r`` where the original signal-to-noise ratio
+    ``alpha_r / sigma_r`` equals the new one, ``s_t = sigma'_t / sigma_r``. Differentiating,
+
+        u'_t(x) = (ds/dt / s_t) x + s_t dr/dt u_r(x / s_t),
+        dr/dt = sigma_r^2 (sigma'_t d_alpha'_t - alpha'_t d_sigma'_t)
+                / (sigma'_t^2 (sigma_r d_alpha_r - alpha_r d_sigma_r)),
+        ds/dt = (d_sigma'_t - s_t d_sigma_r dr/dt) / sigma_r.
+
+    ``original_scheduler`` must have ``snr_inverse``.
+    """
+
+    def __init__(self, velocity_model, original_scheduler, new_scheduler):
+        super().__init__()
+        if not callable(velocity_model):
+            raise TypeError("velocity_model: expected a callable model(x=..., t=...)")
+        if not callable(getattr(original_scheduler, "snr_inverse", None)):
+            raise TypeError("original_scheduler: expected a scheduler with snr_inverse")
+        self.model = velocity_model
+        self.original_scheduler, self.new_scheduler = original_scheduler, new_scheduler
+
+    def forward(self, x: Tensor, t: Tensor, **extras) -> Tensor:
+        new = self.new_scheduler(t)
+        r = self.original_scheduler.snr_inverse(new.alpha_t / new.sigma_t)
+        old = self.original_scheduler(r)
+        s = new.sigma_t / old.sigma_t
+        dr = (old.sigma_t ** 2 * (new.sigma_t * new.d_alpha_t - new.alpha_t * new.d_sigma_t)
+              / (new.sigma_t ** 2 * (old.sigma_t * old.d_alpha_t - old.alpha_t * old.d_sigma_t)))
+        ds = (new.d_sigma_t - s * old.d_sigma_t * dr) / old.sigma_t
+
+        def per_sample(c):  # a scalar or [B] coefficient against x [B, ...]
+            return c.reshape(*c.shape, *([1] * (x.dim() - c.dim()))) if c.dim() else c
+
+        u_r = self.model(x=x / per_sample(s), t=r, **extras)
+        return per_sample(ds / s) * x + per_sample(s * dr) * u_r
+
+
 __all__ = ["SchedulerOutput", "Scheduler", "ConvexScheduler", "CondOTScheduler",
            "PolynomialConvexScheduler", "VPScheduler", "LinearVPScheduler", "CosineScheduler",
-           "OTSigmaMinScheduler", "is_convex"]
+           "OTSigmaMinScheduler", "ScheduleTransformedModel", "is_convex"]
