@@ -20,6 +20,20 @@ def _seed():
     yield
 
 
+def time_mlp(g: torch.Generator, width: int = 16):
+    """A small 2-D velocity model ``model(x, t, scale=1)`` (an MLP of x and t, its weights drawn
+    from ``g``) and its network, for tests that compare solvers and wrappers with flow_matching."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Tanh(), torch.nn.Linear(width, 2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def model(x, t, **extras):
+        return net(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1)], 1)) * extras.get("scale", 1.0)
+
+    return net, model
+
+
 def chi2_pvalue(counts, probs):
     """Pearson chi-square p-value of observed counts against probabilities (zero-prob bins must be empty)."""
     from scipy.stats import chisquare

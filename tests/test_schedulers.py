@@ -59,14 +59,10 @@ def test_schedule_transformed_model_matches_flow_matching():
 
     from fastflow.path.scheduler import ScheduleTransformedModel
 
-    g = torch.Generator().manual_seed(6)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    from conftest import time_mlp
 
-    def model(x, t, **extras):
-        return net(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1)], 1))
+    g = torch.Generator().manual_seed(6)
+    _, model = time_mlp(g)
 
     x = torch.randn(6, 2, generator=g)
     pairs = [(ff.CondOTScheduler(), ff.CosineScheduler(), fms.CondOTScheduler(), fms.CosineScheduler()),

@@ -294,14 +294,10 @@ def test_discrete_solver_loop_path_equals_the_per_step_jump(source, model_output
 # ---------------------------------------------------------------- compute_likelihood
 def _likelihood_setup():
     import math
-    g = torch.Generator().manual_seed(5)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
-    def model(x, t, **extras):
-        return net(torch.cat([x, t.reshape(-1, 1).expand(x.shape[0], 1)], 1)) * extras.get("scale", 1.0)
+    from conftest import time_mlp
+    g = torch.Generator().manual_seed(5)
+    net, model = time_mlp(g)
 
     def log_p0(x):
         return -0.5 * (x ** 2).sum(1) - math.log(2 * math.pi)
