@@ -23,7 +23,7 @@ from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: 
 from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
                              ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler)
-from .solver import MixtureDiscreteEulerSolver, ODESolver, euler_step  # noqa: E402
+from .solver import MixtureDiscreteEulerSolver, ODESolver, Solver, euler_step  # noqa: E402
 from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
 
 __version__ = "0.1.0"

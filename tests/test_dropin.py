@@ -33,7 +33,19 @@ def test_utils_and_module_names_match_flow_matching():
         theirs = importlib.import_module(f"flow_matching.{mod}")
         ours = importlib.import_module(f"fastflow.{mod}")
         missing = {n for n in theirs.__all__ if not hasattr(ours, n)}
-        assert missing <= {"ProbPath", "GeodesicProbPath", "RiemannianODESolver", "Solver"}, (mod, missing)
+        assert missing <= {"ProbPath", "GeodesicProbPath", "RiemannianODESolver"}, (mod, missing)
+    # the solvers are nn.Modules as flow_matching's: a model they hold moves with them and shows
+    # in their state_dict under the same keys
+    from flow_matching.solver import ODESolver as FMODESolver
+
+    import fastflow as ff
+    net = torch.nn.Linear(2, 2)
+    ours, theirs = ff.ODESolver(net), FMODESolver(net)
+    assert isinstance(ours, ff.Solver) and isinstance(ours, torch.nn.Module)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.to(torch.float64)
+    assert net.weight.dtype == torch.float64
+    assert isinstance(ff.MixtureDiscreteEulerSolver(net, None, 5), torch.nn.Module)
     s, t = torch.randn(4), torch.randn(4, 3, 2)
     for how in ("suffix", "prefix"):
         assert torch.equal(ffu.unsqueeze_to_match(s, t, how), fmu.unsqueeze_to_match(s, t, how))

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .. import _checks
 from ..ops.discrete import jump_stepper
+from .base import Solver
 
 
 def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
@@ -29,10 +30,11 @@ def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]
     return [t_init + step_size * i for i in range(n_steps)] + [t_final]
 
 
-class MixtureDiscreteEulerSolver:
+class MixtureDiscreteEulerSolver(Solver):
     def __init__(self, model: Callable, path, vocabulary_size: int,
                  source_distribution_p: Optional[Tensor] = None, model_output: str = "probs",
                  mask_id: Optional[int] = None, backend: Optional[str] = None):
+        super().__init__()
         if not callable(model):
             raise TypeError("model: expected a callable model(x=..., t=...)")
         if not isinstance(vocabulary_size, int) or vocabulary_size < 1:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .. import _checks, _memory
 from ..ops.step_combine import step_combine, stepper
+from .base import Solver
 
 FIXED_METHODS = ("euler", "midpoint", "heun", "heun2", "rk4")
 PREDICTIONS = ("velocity", "x1", "epsilon")
@@ -40,11 +41,12 @@ def fixed_grid(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
     return [sign * float(v) for v in grid]
 
 
-class ODESolver:
+class ODESolver(Solver):
     """``ODESolver(velocity_model, path=None, prediction="velocity").sample(x_init, ...)``."""
 
     def __init__(self, velocity_model: Callable, path=None, prediction: str = "velocity",
                  backend: Optional[str] = None):
+        super().__init__()
         if not callable(velocity_model):
             raise TypeError("velocity_model: expected a callable model(x=..., t=...)")
         _checks.choice("prediction", prediction, PREDICTIONS)
