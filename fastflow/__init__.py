@@ -19,7 +19,7 @@ from .ops.affine_path import affine_path_loss, affine_path_sample  # noqa: E402
 from .ops.discrete import JumpNoise, jump_step, mixture_path_sample  # noqa: E402
 from .ops.step_combine import step_combine  # noqa: E402
 from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: E402
-                   MixtureDiscreteProbPath, PathSample)
+                   MixtureDiscreteProbPath, PathSample, ProbPath)
 from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
                              ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler)

@@ -33,7 +33,7 @@ def test_utils_and_module_names_match_flow_matching():
         theirs = importlib.import_module(f"flow_matching.{mod}")
         ours = importlib.import_module(f"fastflow.{mod}")
         missing = {n for n in theirs.__all__ if not hasattr(ours, n)}
-        assert missing <= {"ProbPath", "GeodesicProbPath", "RiemannianODESolver"}, (mod, missing)
+        assert missing <= {"GeodesicProbPath", "RiemannianODESolver"}, (mod, missing)
     # the solvers are nn.Modules as flow_matching's: a model they hold moves with them and shows
     # in their state_dict under the same keys
     from flow_matching.solver import ODESolver as FMODESolver
@@ -46,6 +46,10 @@ def test_utils_and_module_names_match_flow_matching():
     ours.to(torch.float64)
     assert net.weight.dtype == torch.float64
     assert isinstance(ff.MixtureDiscreteEulerSolver(net, None, 5), torch.nn.Module)
+    assert isinstance(ff.CondOTProbPath(), ff.ProbPath) and isinstance(
+        ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), ff.ProbPath)
+    with pytest.raises(ValueError, match="^t"):
+        ff.CondOTProbPath().assert_sample_shape(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(2))
     s, t = torch.randn(4), torch.randn(4, 3, 2)
     for how in ("suffix", "prefix"):
         assert torch.equal(ffu.unsqueeze_to_match(s, t, how), fmu.unsqueeze_to_match(s, t, how))

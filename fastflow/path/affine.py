@@ -16,6 +16,7 @@ from .. import _checks
 from .._rng import new_rng
 from ..ops.affine_path import affine_path_loss, affine_path_sample
 from ..ops.step_combine import step_combine
+from .base import ProbPath
 from .path_sample import PathSample
 from .scheduler import CondOTScheduler
 
@@ -29,7 +30,7 @@ def _batch_vector(c: Tensor, batch: int) -> Tensor:
     return c.float().reshape(-1).expand(batch).contiguous()
 
 
-class AffineProbPath:
+class AffineProbPath(ProbPath):
     """The affine path of a scheduler (any object with the flow_matching scheduler interface)."""
 
     def __init__(self, scheduler):

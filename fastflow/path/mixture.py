@@ -12,11 +12,12 @@ from torch import Tensor
 from .. import _checks
 from .._rng import new_rng
 from ..ops.discrete import mixture_path_sample
+from .base import ProbPath
 from .path_sample import DiscretePathSample
 from .scheduler import is_convex
 
 
-class MixtureDiscreteProbPath:
+class MixtureDiscreteProbPath(ProbPath):
     """Mixture path of a convex scheduler (``kappa_t = alpha_t``, ``alpha_t + sigma_t = 1``)."""
 
     def __init__(self, scheduler):
