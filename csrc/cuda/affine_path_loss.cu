@@ -97,13 +97,12 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   if (nch > 1 && !a.workspace) return kErrArgument;
   const bool aligned = all_aligned(a);
   const bool warp_items = a.per_sample <= 2048;  // one warp an item, else one block
-  if (!grid_fits(warp_items ? (items + (kThreads / 32) - 1) / (kThreads / 32) : items)) return kErrTooLarge;
-  if (warp_items) {
-    const int64_t blocks = (items + (kThreads / 32) - 1) / (kThreads / 32);
+  const int64_t blocks = warp_items ? (items + (kThreads / 32) - 1) / (kThreads / 32) : items;
+  if (!grid_fits(blocks)) return kErrTooLarge;
+  if (warp_items)
     loss_kernel<T, X0, E, M, GRAD, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
-  } else {
-    loss_kernel<T, X0, E, M, GRAD, kThreads><<<static_cast<unsigned>(items), kThreads, 0, s>>>(a, nch, aligned);
-  }
+  else
+    loss_kernel<T, X0, E, M, GRAD, kThreads><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
   if (nch > 1)  // batch <= items / 2 warps here, so its grid fits too
     finish_kernel<<<static_cast<unsigned>((a.batch + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0, s>>>(
         a.workspace, a.loss, a.batch, nch);

@@ -50,6 +50,12 @@ inline int launch_status() {
 constexpr int64_t kMaxBlocks = 2147483647;
 inline bool grid_fits(int64_t blocks) { return blocks <= kMaxBlocks; }
 
+// Blocks of the row kernels (row losses, jump step): S > 1 chunks of every row a block each,
+// else a warp a row for short rows (G == 32, kThreads / 32 rows a block) or a block a row.
+inline int64_t row_blocks(int64_t N, int64_t S, int G) {
+  return S > 1 ? N * S : G == 32 ? (N + kThreads / 32 - 1) / (kThreads / 32) : N;
+}
+
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // ---------------------------------------------------------------- vector groups

@@ -209,21 +209,22 @@ int launch(const JumpStepArgs& a, cudaStream_t st) {
   const bool contiguous = a.row_stride == V && (reinterpret_cast<uintptr_t>(a.logits) % (4 * sizeof(T))) == 0;
   const int64_t S = row_split(N, V, device_of(a.logits));
   const int G = row_threads(V);
-  // the grid each launch below takes (a warp a row for short rows)
-  if (!grid_fits(S > 1 ? N * S : G == 32 ? (N + 7) / 8 : N)) return kErrTooLarge;
+  const int64_t blocks = row_blocks(N, S, G);
+  if (!grid_fits(blocks)) return kErrTooLarge;
+  const unsigned grid = static_cast<unsigned>(blocks);
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
-    split_race_kernel<T, I><<<static_cast<unsigned>(N * S), kThreads, 0, st>>>(a, S, chunk, contiguous);
+    split_race_kernel<T, I><<<grid, kThreads, 0, st>>>(a, S, chunk, contiguous);
     split_finish_kernel<T, I><<<static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, st>>>(a, S);
     return launch_status();
   }
   if (G == 32) {
-    jump_kernel<T, I, 32, kThreads><<<static_cast<unsigned>((N + 7) / 8), kThreads, 0, st>>>(a, contiguous);
+    jump_kernel<T, I, 32, kThreads><<<grid, kThreads, 0, st>>>(a, contiguous);
   } else if (G == 256) {
-    jump_kernel<T, I, 256, 256><<<static_cast<unsigned>(N), 256, 0, st>>>(a, contiguous);
+    jump_kernel<T, I, 256, 256><<<grid, 256, 0, st>>>(a, contiguous);
   } else {
-    jump_kernel<T, I, 512, 512><<<static_cast<unsigned>(N), 512, 0, st>>>(a, contiguous);
+    jump_kernel<T, I, 512, 512><<<grid, 512, 0, st>>>(a, contiguous);
   }
   return launch_status();
 }

@@ -181,22 +181,22 @@ int launch(const RowLossArgs& a, cudaStream_t s) {
   const bool aligned = aligned16(a.logits) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
                        (!a.grad || (aligned16(a.grad) && (a.grad_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0));
   const int G = row_threads(V);
-  // the grid each launch below takes (a warp a row for short rows)
-  if (!grid_fits(S > 1 ? N * S : G == 32 ? (N + kThreads / 32 - 1) / (kThreads / 32) : N)) return kErrTooLarge;
+  const int64_t blocks = row_blocks(N, S, G);
+  if (!grid_fits(blocks)) return kErrTooLarge;
+  const unsigned grid = static_cast<unsigned>(blocks);
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
-    split_stats_kernel<T, GKL><<<static_cast<unsigned>(N * S), kThreads, 0, s>>>(a, S, chunk, aligned);
-    split_grad_kernel<T, GKL><<<static_cast<unsigned>(N * S), kThreads, 0, s>>>(a, S, chunk, aligned);
+    split_stats_kernel<T, GKL><<<grid, kThreads, 0, s>>>(a, S, chunk, aligned);
+    split_grad_kernel<T, GKL><<<grid, kThreads, 0, s>>>(a, S, chunk, aligned);
     return launch_status();
   }
   if (G == 32) {
-    constexpr int B = kThreads;
-    row_kernel<T, GKL, 32, B><<<static_cast<unsigned>((N + B / 32 - 1) / (B / 32)), B, 0, s>>>(a, aligned);
+    row_kernel<T, GKL, 32, kThreads><<<grid, kThreads, 0, s>>>(a, aligned);
   } else if (G == 256) {
-    row_kernel<T, GKL, 256, 256><<<static_cast<unsigned>(N), 256, 0, s>>>(a, aligned);
+    row_kernel<T, GKL, 256, 256><<<grid, 256, 0, s>>>(a, aligned);
   } else {
-    row_kernel<T, GKL, 512, 512><<<static_cast<unsigned>(N), 512, 0, s>>>(a, aligned);
+    row_kernel<T, GKL, 512, 512><<<grid, 512, 0, s>>>(a, aligned);
   }
   return launch_status();
 }
