@@ -94,9 +94,14 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
     else:
         _sync_threads()
         code = fn(cuda=False, stream=0, **kwargs)
+    _raise_status(fn.__name__, code, like)
+
+
+def _raise_status(name: str, code: int, like: torch.Tensor) -> None:
+    """RuntimeError for a nonzero status of ``_C.<name>`` (with CUDA's own words for a failed launch)."""
     if code:
         why = _C.cuda_last_error() if like.is_cuda and code == _ERR_CUDA else ""
-        raise RuntimeError(f"fastflow._C.{fn.__name__}: {_C.status_message(code)} (status {code})"
+        raise RuntimeError(f"fastflow._C.{name}: {_C.status_message(code)} (status {code})"
                            + (f": {why}" if why else ""))
 
 
@@ -317,8 +322,7 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
         batch = x.shape[0]
         code = _C.step_combine_floats(x.data_ptr(), p.data_ptr(), 0 if q is None else q.data_ptr(), A, B, C,
                                       res.data_ptr(), batch, n // batch, _FLOAT_CODES[x.dtype])
-        if code:
-            raise RuntimeError(f"fastflow._C.step_combine_floats: {_C.status_message(code)} (status {code})")
+        _raise_status("step_combine_floats", code, x)
     return res
 
 
