@@ -71,6 +71,14 @@ class ODESolver(Solver):
                              "start the grid after it")
         return da / al, (ds * al - da * si) / al
 
+    def _begin(self, like: Tensor, time_grid: Tensor, guidance_scale: float = 0.0,
+               uncond_extras: Optional[dict] = None) -> None:
+        """The state of one integration: guidance, the step kernel (the backend resolved once
+        for the loop) and the dtype of the times given to the model."""
+        self._w, self._uncond_extras = guidance_scale, uncond_extras or {}
+        self._combine = stepper(like, self.backend)
+        self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
+
     def _eval(self, x: Tensor, t: float, extras: dict):
         tt = torch.full((), t, dtype=self._t_dtype, device=x.device)  # a fill, not a host copy
         cond = self.velocity_model(x=x, t=tt, **extras)
@@ -137,19 +145,16 @@ class ODESolver(Solver):
         _checks.tensor("time_grid", time_grid)
         if time_grid.dim() != 1 or time_grid.numel() < 2:
             raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
-        if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
-            raise ValueError(f"step_size: expected a positive float or None, got {step_size!r}")
+        _check_step_size(step_size)
         if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
-        self._w, self._uncond_extras = float(guidance_scale), uncond_model_extras or {}
-        self._combine = stepper(x_init, self.backend)  # the backend resolved once for the loop
+        self._begin(x_init, time_grid, float(guidance_scale), uncond_model_extras)
         if method not in FIXED_METHODS:
             return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
                                      return_intermediates, enable_grad, model_extras)
         time_grid = time_grid.cpu()
-        self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
         outputs = [float(v) for v in time_grid]
         grid = fixed_grid(time_grid.to(self._t_dtype), step_size)
         forward = outputs[-1] >= outputs[0]
@@ -194,16 +199,9 @@ class ODESolver(Solver):
                 or float(time_grid[-1]) != 0.0):
             raise ValueError("time_grid: expected a 1-D grid from 1.0 to 0.0 (the likelihood of x_1 at t = 1 "
                              f"is carried back to p_0 at t = 0), got {time_grid.tolist()}")
-        if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
-            raise ValueError(f"step_size: expected a positive float or None, got {step_size!r}")
-        try:
-            from torchdiffeq import odeint
-        except ImportError:
-            raise ValueError("method: compute_likelihood integrates with torchdiffeq, which is not installed "
-                             "(pip install torchdiffeq)") from None
-        self._w, self._uncond_extras = 0.0, {}
-        self._combine = stepper(x_1, self.backend)
-        self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
+        _check_step_size(step_size)
+        odeint = _odeint("compute_likelihood integrates with torchdiffeq")
+        self._begin(x_1, time_grid)
         z = None if exact_divergence else (torch.randn_like(x_1) < 0) * 2.0 - 1.0
 
         def dynamics(t, state):
@@ -223,12 +221,7 @@ class ODESolver(Solver):
 
     def _torchdiffeq(self, x_init, step_size, method, atol, rtol, time_grid, return_intermediates,
                      enable_grad, model_extras):
-        try:
-            from torchdiffeq import odeint
-        except ImportError:
-            raise ValueError(f"method: {method!r} is not a fixed-grid method {FIXED_METHODS} and "
-                             "torchdiffeq (for adaptive methods) is not installed") from None
-        self._t_dtype = time_grid.dtype
+        odeint = _odeint(f"{method!r} is not a fixed-grid method {FIXED_METHODS}: adaptive methods need torchdiffeq")
 
         def func(t, x):
             return self._u(x, float(t), model_extras)
@@ -237,6 +230,20 @@ class ODESolver(Solver):
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+def _check_step_size(step_size) -> None:
+    if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
+        raise ValueError(f"step_size: expected a positive float or None, got {step_size!r}")
+
+
+def _odeint(why: str):
+    """torchdiffeq's odeint, or a ValueError naming ``method`` that says ``why`` it is needed."""
+    try:
+        from torchdiffeq import odeint
+    except ImportError:
+        raise ValueError(f"method: {why}, and torchdiffeq is not installed (pip install torchdiffeq)") from None
+    return odeint
 
 
 def _divergence(u: Tensor, x: Tensor, z: Optional[Tensor], create_graph: bool) -> Tensor:
