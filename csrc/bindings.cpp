@@ -42,6 +42,7 @@ PYBIND11_MODULE(_C, m) {
   auto rel = py::call_guard<py::gil_scoped_release>();
 
   m.def("has_cuda", &cuda::compiled, "whether the CUDA kernels were compiled in");
+  m.attr("ERR_CUDA") = static_cast<int>(kErrCuda);  // the status of a failed launch (cuda_last_error says why)
   m.def("cuda_last_error", [] { return std::string(cuda::last_error()); },
         "the CUDA runtime's error behind this thread's last 'CUDA kernel launch failed' ('' if none)");
   m.def("cuda_problem", [] { return std::string(cuda::runtime_problem()); },

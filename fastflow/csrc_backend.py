@@ -74,7 +74,6 @@ def _ptr(t) -> int:
 
 
 _THREADS = [0]
-_ERR_CUDA = 4  # kErrCuda (csrc/include/fastflow/common.h): a failed launch, whose CUDA error _C keeps
 
 
 def _sync_threads() -> None:
@@ -100,7 +99,7 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
 def _raise_status(name: str, code: int, like: torch.Tensor) -> None:
     """RuntimeError for a nonzero status of ``_C.<name>`` (with CUDA's own words for a failed launch)."""
     if code:
-        why = _C.cuda_last_error() if like.is_cuda and code == _ERR_CUDA else ""
+        why = _C.cuda_last_error() if like.is_cuda and code == _C.ERR_CUDA else ""
         raise RuntimeError(f"fastflow._C.{name}: {_C.status_message(code)} (status {code})"
                            + (f": {why}" if why else ""))
 
