@@ -85,9 +85,51 @@ inline void store(uint32_t* p, VU v) { *p = v; }
 
 constexpr int kPhiloxGroup = kWidth * kChains;  // counters per round loop
 
+// Smallest word j of the counters k = m (mod 8), folded while the words are still in registers
+// (the jump race's lane bounds): lane_min[4 m + j].
+struct LaneMin {
+  VU v[4];
+#if defined(__AVX512F__)
+  void reset() { for (auto& x : v) x = set1(0xFFFFFFFFu); }
+  void add(int j, VU x) { v[j] = _mm512_min_epu32(v[j], x); }
+  void finish(const uint32_t*, int64_t, int64_t, uint32_t* out) const {
+    alignas(64) uint32_t t[16];
+    for (int j = 0; j < 4; ++j) {
+      store(t, v[j]);
+      for (int m = 0; m < 8; ++m) out[4 * m + j] = t[m] < t[m + 8] ? t[m] : t[m + 8];
+    }
+  }
+#elif defined(__AVX2__)
+  void reset() { for (auto& x : v) x = set1(0xFFFFFFFFu); }
+  void add(int j, VU x) { v[j] = _mm256_min_epu32(v[j], x); }
+  void finish(const uint32_t*, int64_t, int64_t, uint32_t* out) const {
+    alignas(32) uint32_t t[8];
+    for (int j = 0; j < 4; ++j) {
+      store(t, v[j]);
+      for (int m = 0; m < 8; ++m) out[4 * m + j] = t[m];
+    }
+  }
+#else  // one counter a register: fold the stored words afterwards
+  void reset() {}
+  void add(int, VU) {}
+  void finish(const uint32_t* w, int64_t stride, int64_t count, uint32_t* out) const {
+    for (int i = 0; i < 32; ++i) out[i] = 0xFFFFFFFFu;
+    for (int j = 0; j < 4; ++j)
+      for (int64_t k = 0; k < count; ++k) {
+        uint32_t& o = out[4 * (k & 7) + j];
+        o = w[j * stride + k] < o ? w[j * stride + k] : o;
+      }
+  }
+#endif
+};
+
 // Words of counters c0 .. c0 + count - 1: w[j * stride + k] = word j of counter c0 + k.
-// Computes whole groups: w must have room for count rounded up to kPhiloxGroup.
-inline void philox_soa(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w, int64_t stride) {
+// Computes whole groups: w must have room for count rounded up to kPhiloxGroup. With
+// lane_min (count then a multiple of kPhiloxGroup), also LaneMin's 32 lane minima.
+inline void philox_soa(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w, int64_t stride,
+                       uint32_t* lane_min = nullptr) {
+  LaneMin mins;
+  mins.reset();
   uint32_t key0[10], key1[10];
   key0[0] = static_cast<uint32_t>(seed);
   key1[0] = static_cast<uint32_t>(seed >> 32);
@@ -121,8 +163,15 @@ inline void philox_soa(uint64_t seed, uint64_t c0, int64_t count, uint32_t* w, i
       store(p + stride, x1[q]);
       store(p + 2 * stride, x2[q]);
       store(p + 3 * stride, x3[q]);
+      if (lane_min) {
+        mins.add(0, x0[q]);
+        mins.add(1, x1[q]);
+        mins.add(2, x2[q]);
+        mins.add(3, x3[q]);
+      }
     }
   }
+  if (lane_min) mins.finish(w, stride, count, lane_min);
 }
 
 }  // namespace simd
