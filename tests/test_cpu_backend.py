@@ -537,7 +537,8 @@ def _pruning_logits(kind, N, V, g):
 
 
 @pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges"])
-@pytest.mark.parametrize("N, V, temp", [(37, 5003, 1.0), (21, 1500, 0.6), (3, 70_001, 1.0)])
+@pytest.mark.parametrize("N, V, temp", [(37, 5003, 1.0), (21, 1500, 0.6), (3, 70_001, 1.0),
+                                        (301, 33, 1.0), (97, 1024, 0.6)])  # short rows: one draw, no lanes
 def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
     # with generated noise the race skips the pieces of a row that cannot win (their
     # logarithms are never taken); with the same uniforms passed explicitly it computes every

@@ -124,6 +124,15 @@ inline float gumbel_bound(uint32_t word) {
   return 0.6931472f * (159.0f - static_cast<float>(bits) * 0x1p-23f);
 }
 
+// The race key of column j (its key and Philox word), merged into acc
+inline void merge_key(float key, uint32_t word, int64_t j, Best& acc) {
+  Best b;
+  b.v = key - fm::log(exp1_from_uniform(uint_to_open_uniform(word)));
+  b.j = j;
+  b.any = true;
+  combine(acc, b);
+}
+
 // A block's Philox words: element k's, and the smallest of each lane (k = l, l + kRaceLanes, ...).
 // Any block, from words_range (counter-major words reordered into element order):
 struct ElementWords {
@@ -160,26 +169,34 @@ inline void race_pruned(const float* sc, const float* mx, const Words& w, int64_
   alignas(64) float bound[kRaceLanes];
   w.lane_min(wmin);
   for (int l = 0; l < kRaceLanes; ++l) bound[l] = mx[l] + gumbel_bound(wmin[l]);
-  // lane l is beaten when bound[l] < thr (a NaN threshold, nothing known yet, beats none)
-  auto thr = [&] { return acc.any ? acc.v - bound_slack(acc.v) : std::numeric_limits<float>::quiet_NaN(); };
-  const float t0 = thr();
+  auto race_key = [&](int64_t k) { merge_key(sc[k], w(k), j0 + k, acc); };
+  if (!acc.any) {  // nothing known yet: first the likeliest winner, the element with the largest
+    int lb = 0;    // own bound in the lane with the largest bound, so that few other keys are computed
+    float top = bound[0];
+    for (int l = 1; l < kRaceLanes && l < len; ++l)
+      if (bound[l] > top) top = bound[l], lb = l;
+    int64_t kb = lb;
+    top = -kInf;
+    for (int64_t k = lb; k < len; k += kRaceLanes) {
+      const float cb = sc[k] + gumbel_bound(w(k));
+      if (cb > top) top = cb, kb = k;
+    }
+    race_key(kb);
+  }
+  // lane l is beaten when bound[l] < thr (a NaN threshold, a NaN key so far, beats none)
+  auto thr = [&] { return acc.v - bound_slack(acc.v); };
+  float t = thr();
   uint32_t open = 0;  // bit l: lane l open; the common case, none, in one vectorised pass
-  for (int l = 0; l < kRaceLanes; ++l) open |= (bound[l] < t0 ? 0u : 1u) << l;
+  for (int l = 0; l < kRaceLanes; ++l) open |= (bound[l] < t ? 0u : 1u) << l;
   if (len < kRaceLanes) open &= (1u << len) - 1;  // lanes past the end have no keys
   // the open lanes in order, each raced unless beaten by then; in a lane, a key is computed
   // only where the element's own bound can win
-  float t = t0;
   for (; open; open &= open - 1) {
     const int l = __builtin_ctz(open);
     if (bound[l] < t) continue;
     for (int64_t k = l; k < len; k += kRaceLanes) {
-      const uint32_t wk = w(k);
-      if (sc[k] + gumbel_bound(wk) < t) continue;
-      Best b;
-      b.v = sc[k] - fm::log(exp1_from_uniform(uint_to_open_uniform(wk)));
-      b.j = j0 + k;
-      b.any = true;
-      combine(acc, b);
+      if (sc[k] + gumbel_bound(w(k)) < t) continue;
+      race_key(k);
       t = thr();
     }
   }
@@ -190,6 +207,28 @@ struct Ctx {
   uint64_t seed = 0, off = 0, n_tok = 0;
 };
 
+// The keys of columns [j0, j0 + len) of a row (KEY as in race), in sc or, for fp32 logits at
+// temperature 1 and generated noise, where they are.
+template <typename T, int KEY>
+inline const float* race_keys_of(const JumpStepArgs& a, const T* z, int64_t j0, int64_t len, int64_t xt,
+                                 bool explicit_noise, float* sc) {
+  const float temp = a.temperature;
+  if (KEY == 0 && std::is_same<T, float>::value && temp == 1.0f && !explicit_noise)
+    return reinterpret_cast<const float*>(z + j0);  // fp32 logits are the keys: no copy
+  if (KEY == 0) {
+    load_f32(z + j0, len, sc);
+    if (temp != 1.0f)
+      for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
+  } else if (KEY == 1) {
+    load_f32(z + j0, len, sc);
+    for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(sc[k]) / temp;
+  } else {
+    for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
+    if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;
+  }
+  return sc;
+}
+
 // Race over keys of row i, columns [lo, hi): argmax_j key_j - log E_j.
 // KEY: 0 logits, 1 probabilities (log), 2 log p0 with x_t excluded.
 template <typename T, int KEY>
@@ -197,7 +236,6 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
   const T* z = static_cast<const T*>(a.logits) + i * a.row_stride;
   const float* noise = KEY == 2 ? a.noise_race_p0 : a.noise_race;
   const uint64_t base = cx.off + static_cast<uint64_t>(cx.N) + (KEY == 2 ? cx.n_tok : 0);
-  const float temp = a.temperature;
   alignas(64) float sc[kRaceBlock], ex[kRaceBlock], mx[kRaceLanes];
   WordScratch ws;
   SoaWords soa;
@@ -206,20 +244,7 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     // the first block ends where a Philox counter starts, so that the whole blocks after it
     // start at one (CounterWords)
     len = std::min(j0 == lo ? kRaceBlock - (e0 & 3) : kRaceBlock, hi - j0);
-    const float* keys = sc;
-    if (KEY == 0 && std::is_same<T, float>::value && temp == 1.0f && !noise) {
-      keys = reinterpret_cast<const float*>(z + j0);  // fp32 logits are the keys: no copy
-    } else if (KEY == 0) {
-      load_f32(z + j0, len, sc);
-      if (temp != 1.0f)
-        for (int64_t k = 0; k < len; ++k) sc[k] = sc[k] / temp;
-    } else if (KEY == 1) {
-      load_f32(z + j0, len, sc);
-      for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(sc[k]) / temp;
-    } else {
-      for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
-      if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;
-    }
+    const float* keys = race_keys_of<T, KEY>(a, z, j0, len, xt, noise != nullptr, sc);
     if (noise) {  // explicit noise: every key
       const float* u = noise + e0;
       for (int64_t k = 0; k < len; ++k) ex[k] = -fm::log1p(-u[k]);
@@ -241,6 +266,53 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
       race_pruned(keys, mx, CounterWords{&soa.w[0][0], mins}, len, j0, acc);
     } else {
       race_pruned(keys, mx, ElementWords{words_range(cx.seed, base, e0, e0 + len, ws), len}, len, j0, acc);
+    }
+  }
+}
+
+// Rows of at most kRaceBlock keys (small vocabularies: V = 33 for proteins) with generated
+// noise. Their words come from one Philox draw shared by the consecutive rows it covers (a row
+// of V = 33 needs 9 counters, not the 64 of a Philox group), and the race needs no lanes: each
+// element's own bound in one vectorised pass, the largest one's key first, then the keys of the
+// few elements whose bound can still win (exact, as race_pruned).
+struct ShortRowWords {
+  WordScratch ws;
+  int64_t lo = 0, hi = 0;  // ws holds the words of elements [lo, hi) of the stream
+  // words of elements [e0, e1); a new draw covers at least `span` elements, at most kSub
+  const uint32_t* get(uint64_t seed, uint64_t base, int64_t e0, int64_t e1, int64_t span, int64_t end) {
+    if (e0 < lo || e1 > hi) {
+      lo = e0 & ~int64_t{3};
+      hi = std::max(e1, std::min(lo + span, std::min(lo + kSub, end)));
+      words_range(seed, base, lo, hi, ws);
+    }
+    return ws.w + (e0 - lo);
+  }
+};
+
+template <typename T, int KEY>
+void race_short(const JumpStepArgs& a, int64_t i, int64_t V, const uint32_t* w, Best& acc) {
+  alignas(64) float sc[kRaceBlock], cb[kRaceBlock], mx[kMaxLanes];
+  const float* keys = race_keys_of<T, KEY>(a, static_cast<const T*>(a.logits) + i * a.row_stride, 0, V, -1,
+                                           false, sc);
+  const int64_t padded = (V + kMaxLanes - 1) / kMaxLanes * kMaxLanes;  // <= kRaceBlock
+  for (int64_t k = 0; k < V; ++k) cb[k] = keys[k] + gumbel_bound(w[k]);
+  for (int64_t k = V; k < padded; ++k) cb[k] = -kInf;
+  lane_max(cb, padded, mx);
+  float top = mx[0];
+  for (int l = 1; l < kMaxLanes; ++l) top = mx[l] > top ? mx[l] : top;
+  int64_t kb = 0;  // the seed: the first largest bound (any element would do: a NaN one, say)
+  while (kb < V - 1 && !(cb[kb] == top)) ++kb;
+  merge_key(keys[kb], w[kb], kb, acc);
+  float t = acc.v - bound_slack(acc.v);
+  for (int64_t k0 = 0; k0 < padded; k0 += kMaxLanes) {
+    uint32_t open = 0;  // bit l: element k0 + l may win (a NaN bound or threshold does)
+    for (int l = 0; l < kMaxLanes; ++l) open |= (cb[k0 + l] < t ? 0u : 1u) << l;
+    if (V - k0 < kMaxLanes) open &= (1u << (V - k0)) - 1;  // the padding never races
+    for (; open; open &= open - 1) {
+      const int64_t k = k0 + __builtin_ctz(open);
+      if (cb[k] < t) continue;
+      merge_key(keys[k], w[k], k, acc);
+      t = acc.v - bound_slack(acc.v);
     }
   }
 }
@@ -297,14 +369,30 @@ int run(const JumpStepArgs& a) {
   if (nc == 0) return kOk;
 
   if (!(nc < 16 && V >= 2 * kSplitChunk)) {
-#pragma omp parallel for schedule(dynamic, 1) if (nc * V >= kParallelMin && nc > 1)
-    for (int64_t k = 0; k < nc; ++k) {
-      const int64_t i = cand[static_cast<size_t>(k)];
-      JumpRow r = row_state<I>(a, cx, i);
-      Best b;
-      if (a.probs) race<T, 1>(a, cx, i, 0, V, r.xt, b);
-      else race<T, 0>(a, cx, i, 0, V, r.xt, b);
-      out[i] = static_cast<I>(decide<T>(a, cx, i, r, b.j, nullptr));
+    // rows handed out a few at a time: short rows (V = 33, say) take ~0.3 us each, less than
+    // a one-row hand-out costs; with 16K keys a chunk, load balance still holds for long ones
+    const int chunk = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(nc / (4 * max_threads()) + 1, (1 << 14) / V)));
+    const bool short_rows = !a.noise_race && V <= kRaceBlock;
+    const int64_t span = std::max(V, kSub * nc / N);  // one draw per row when few rows race
+#pragma omp parallel if (nc * V >= kParallelMin && nc > 1)
+    {
+      ShortRowWords words;
+#pragma omp for schedule(dynamic, chunk)
+      for (int64_t k = 0; k < nc; ++k) {
+        const int64_t i = cand[static_cast<size_t>(k)];
+        JumpRow r = row_state<I>(a, cx, i);
+        Best b;
+        if (short_rows) {
+          const uint32_t* w = words.get(cx.seed, cx.off + static_cast<uint64_t>(N), i * V, i * V + V, span, N * V);
+          if (a.probs) race_short<T, 1>(a, i, V, w, b);
+          else race_short<T, 0>(a, i, V, w, b);
+        } else if (a.probs) {
+          race<T, 1>(a, cx, i, 0, V, r.xt, b);
+        } else {
+          race<T, 0>(a, cx, i, 0, V, r.xt, b);
+        }
+        out[i] = static_cast<I>(decide<T>(a, cx, i, r, b.j, nullptr));
+      }
     }
     return kOk;
   }
