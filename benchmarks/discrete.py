@@ -4,6 +4,8 @@ few (t, h) points, and a full discrete sampling loop.
 Pinned configurations: B x L tokens over V words, logits ~ 2 N(0, 1):
 CPU 4 x 128 tokens at V = 32768 fp32; GPU 64 x 1024 tokens at V = 131072 bf16 (17 GB of
 logits: peers that materialise [B, L, V] temporaries may run out of memory, reported as OOM).
+The "small-vocab jump step" rows take V = 33 (a protein alphabet) over 32 x 256 tokens (GPU:
+64 x 1024), where the per-row costs, not the bytes, decide; no goal is set on them.
 The CondOT mixture path (kappa = t); sampling uses the time grid linspace(0, 0.999, 11)
 (10 steps, the last one the final x_1 draw) and a model stub returning fixed logits
 (fastflow, ``model_output="logits"``) or their softmax (flow_matching, computed once outside
@@ -40,6 +42,7 @@ from .harness import Built, Case
 
 GRID = torch.linspace(0.0, 0.999, 11)  # the discrete sampling time grid
 JUMP_STEPS = (0, 8, 9)  # grid steps timed alone: the first, the last regular, the final draw
+SMALL_V = 33  # the small-vocabulary jump rows (20 amino acids plus special tokens)
 
 
 def dims_for(ctx: Ctx):
@@ -233,12 +236,12 @@ def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return p
 
 
-def jump_step_case(ctx: Ctx, B, L, V, dtype, step: int) -> Case:
+def jump_step_case(ctx: Ctx, B, L, V, dtype, step: int, name: str = "jump step") -> Case:
     t, h, final = _grid_step(step)
     N = B * L
     frac = expected_fraction(t, h, final)
-    row = (f"jump step t={t:.4f} final reads 100%" if final
-           else f"jump step t={t:.4f} h={h:.4f} reads {100 * frac:.1f}%")
+    row = (f"{name} t={t:.4f} final reads 100%" if final
+           else f"{name} t={t:.4f} h={h:.4f} reads {100 * frac:.1f}%")
     extras = {"t": t, "h": h, "final": final, "rows_read_expected": frac,
               "rows_read_counted": counted_fraction(t, h, final, N)}
 
@@ -326,5 +329,9 @@ def cases(ctx: Ctx) -> list:
            generalized_kl_case(ctx, B, L, V, dtype)]
     out += [jump_step_case(ctx, B, L, V, dtype, i) for i in JUMP_STEPS]
     out.append(sampling_loop(ctx, B, L, V, dtype))
+    if not ctx.tiny:  # a protein-sized vocabulary: many short rows, where per-row costs show
+        Bs, Ls = (64, 1024) if ctx.gpu else (32, 256)
+        out += [jump_step_case(ctx, Bs, Ls, SMALL_V, torch.float32, i, name="small-vocab jump step")
+                for i in JUMP_STEPS[1:]]
     return out
 

@@ -39,7 +39,8 @@ FF_HD bool jumps(float e, float h, float rate) {
   return e < t || t == kJumpInf;
 }
 
-FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64_t i, int64_t xt) {
+// Row i's state from its token words w = philox(seed, offset + i) (unused with explicit noise).
+FF_HD JumpRow jump_row_of(const JumpStepArgs& a, const Words4& w, int64_t i, int64_t xt) {
   JumpRow r;
   r.xt = xt;
   const int64_t V = a.vocab;
@@ -54,7 +55,6 @@ FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64
       r.y_unif = 0;
     }
   } else {
-    Words4 w = philox4x32(seed, off + static_cast<uint64_t>(i));
     r.e_tok = exp1_from_uniform(uint_to_open_uniform(w.w0));
     r.u_choice = uint_to_uniform(w.w1);
     r.y_unif = static_cast<int64_t>((static_cast<uint64_t>(w.w2) * static_cast<uint64_t>(V - 1)) >> 32);
@@ -69,6 +69,11 @@ FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64
   const float tmax = a.r1[i] + r.rate0;
   r.may_jump = a.final_step || jumps(r.e_tok, a.h[i], tmax);
   return r;
+}
+
+FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64_t i, int64_t xt) {
+  const Words4 w = a.noise_token ? Words4{0u, 0u, 0u, 0u} : philox4x32(seed, off + static_cast<uint64_t>(i));
+  return jump_row_of(a, w, i, xt);
 }
 
 enum JumpChoice : int { kStay = 0, kTakeX1 = 1, kTakeSource = 2 };
