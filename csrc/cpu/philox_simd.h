@@ -33,6 +33,7 @@ using VU = __m512i;
 constexpr int kWidth = 16, kChains = 4;
 inline VU set1(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
 inline VU vxor3(VU a, VU b, VU c) { return _mm512_ternarylogic_epi32(a, b, c, 0x96); }
+inline VU vmin(VU a, VU b) { return _mm512_min_epu32(a, b); }
 // hi and lo 32-bit halves of m * b for 16 lanes (m a broadcast constant, so it needs no shift
 // for the odd lanes); the even / odd products merge with one masked pair swap each.
 inline void mulhilo(VU m, VU b, VU& hi, VU& lo) {
@@ -55,6 +56,7 @@ using VU = __m256i;
 constexpr int kWidth = 8, kChains = 2;
 inline VU set1(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
 inline VU vxor3(VU a, VU b, VU c) { return _mm256_xor_si256(_mm256_xor_si256(a, b), c); }
+inline VU vmin(VU a, VU b) { return _mm256_min_epu32(a, b); }
 inline void mulhilo(VU m, VU b, VU& hi, VU& lo) {  // m: a broadcast constant
   VU even = _mm256_mul_epu32(m, b);
   VU odd = _mm256_mul_epu32(m, _mm256_srli_epi64(b, 32));
@@ -88,25 +90,21 @@ constexpr int kPhiloxGroup = kWidth * kChains;  // counters per round loop
 // Smallest word j of the counters k = m (mod 8), folded while the words are still in registers
 // (the jump race's lane bounds): lane_min[4 m + j].
 struct LaneMin {
+#if defined(__AVX512F__) || defined(__AVX2__)
   VU v[4];
-#if defined(__AVX512F__)
-  void reset() { for (auto& x : v) x = set1(0xFFFFFFFFu); }
-  void add(int j, VU x) { v[j] = _mm512_min_epu32(v[j], x); }
-  void finish(const uint32_t*, int64_t, int64_t, uint32_t* out) const {
-    alignas(64) uint32_t t[16];
-    for (int j = 0; j < 4; ++j) {
-      store(t, v[j]);
-      for (int m = 0; m < 8; ++m) out[4 * m + j] = t[m] < t[m + 8] ? t[m] : t[m + 8];
-    }
+  void reset() {
+    for (auto& x : v) x = set1(0xFFFFFFFFu);
   }
-#elif defined(__AVX2__)
-  void reset() { for (auto& x : v) x = set1(0xFFFFFFFFu); }
-  void add(int j, VU x) { v[j] = _mm256_min_epu32(v[j], x); }
+  void add(int j, VU x) { v[j] = vmin(v[j], x); }
   void finish(const uint32_t*, int64_t, int64_t, uint32_t* out) const {
-    alignas(32) uint32_t t[8];
+    alignas(64) uint32_t t[kWidth];
     for (int j = 0; j < 4; ++j) {
       store(t, v[j]);
-      for (int m = 0; m < 8; ++m) out[4 * m + j] = t[m];
+      for (int m = 0; m < 8; ++m) {
+        uint32_t x = t[m];
+        for (int p = m + 8; p < kWidth; p += 8) x = t[p] < x ? t[p] : x;
+        out[4 * m + j] = x;
+      }
     }
   }
 #else  // one counter a register: fold the stored words afterwards
