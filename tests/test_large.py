@@ -53,11 +53,11 @@ def _big(shape, dtype, dev):
     return torch.empty(shape, dtype=dtype) if dev == "cpu" else torch.zeros(shape, dtype=dtype, device=dev)
 
 
-def test_jump_step_indexes_rows_past_2_31_elements(case):
+@pytest.mark.parametrize("V", [32768, 1024])  # long rows (lanes, blocks) and short ones (shared draws)
+def test_jump_step_indexes_rows_past_2_31_elements(case, V):
     dev, K = case
     # the one row that may jump starts past element 2^31: its logits, its race counters
     # (e = i V + j) and its explicit noise row must all be the right ones
-    V = 32768
     N = BIG // V + 1
     z = _big((N, V), torch.bfloat16, dev)
     g = torch.Generator().manual_seed(0)
