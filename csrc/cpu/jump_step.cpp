@@ -124,6 +124,18 @@ inline float gumbel_bound(uint32_t word) {
   return 0.6931472f * (159.0f - static_cast<float>(bits) * 0x1p-23f);
 }
 
+// The threshold below which a bound cannot beat acc: its key less the slack, +inf for an
+// infinite key (only a NaN or a tie can follow it); NaN (nothing is beaten) for a NaN key.
+inline float race_threshold(const Best& acc) {
+  return acc.v == kInf ? kInf : acc.v - bound_slack(acc.v);
+}
+
+// Whether keys bounded by `bound`, the first at column j, lose to acc: below the threshold, or
+// all -inf and after acc's column while acc's key is -inf too (a tie the lowest column wins).
+inline bool race_loses(float bound, float t, int64_t j, const Best& acc) {
+  return bound < t || (bound == -kInf && j > acc.j);
+}
+
 // The race key of column j (its key and Philox word), merged into acc
 inline void merge_key(float key, uint32_t word, int64_t j, Best& acc) {
   Best b;
@@ -170,8 +182,8 @@ inline void race_pruned(const float* sc, const float* mx, const Words& w, int64_
   w.lane_min(wmin);
   for (int l = 0; l < kRaceLanes; ++l) bound[l] = mx[l] + gumbel_bound(wmin[l]);
   auto race_key = [&](int64_t k) { merge_key(sc[k], w(k), j0 + k, acc); };
-  if (!acc.any) {  // nothing known yet: first the likeliest winner, the element with the largest
-    int lb = 0;    // own bound in the lane with the largest bound, so that few other keys are computed
+  if (!acc.any || acc.v == -kInf) {  // nothing useful known yet: first the likeliest winner, the
+    int lb = 0;  // element with the largest own bound in the lane with the largest bound
     float top = bound[0];
     for (int l = 1; l < kRaceLanes && l < len; ++l)
       if (bound[l] > top) top = bound[l], lb = l;
@@ -183,9 +195,8 @@ inline void race_pruned(const float* sc, const float* mx, const Words& w, int64_
     }
     race_key(kb);
   }
-  // lane l is beaten when bound[l] < thr (a NaN threshold, a NaN key so far, beats none)
-  auto thr = [&] { return acc.v - bound_slack(acc.v); };
-  float t = thr();
+  // lane l is beaten when bound[l] < t (a NaN threshold, a NaN key so far, beats none)
+  float t = race_threshold(acc);
   uint32_t open = 0;  // bit l: lane l open; the common case, none, in one vectorised pass
   for (int l = 0; l < kRaceLanes; ++l) open |= (bound[l] < t ? 0u : 1u) << l;
   if (len < kRaceLanes) open &= (1u << len) - 1;  // lanes past the end have no keys
@@ -193,11 +204,11 @@ inline void race_pruned(const float* sc, const float* mx, const Words& w, int64_
   // only where the element's own bound can win
   for (; open; open &= open - 1) {
     const int l = __builtin_ctz(open);
-    if (bound[l] < t) continue;
+    if (race_loses(bound[l], t, j0 + l, acc)) continue;
     for (int64_t k = l; k < len; k += kRaceLanes) {
-      if (sc[k] + gumbel_bound(w(k)) < t) continue;
+      if (race_loses(sc[k] + gumbel_bound(w(k)), t, j0 + k, acc)) continue;
       race_key(k);
-      t = thr();
+      t = race_threshold(acc);
     }
   }
 }
@@ -303,16 +314,16 @@ void race_short(const JumpStepArgs& a, int64_t i, int64_t V, const uint32_t* w, 
   int64_t kb = 0;  // the seed: the first largest bound (any element would do: a NaN one, say)
   while (kb < V - 1 && !(cb[kb] == top)) ++kb;
   merge_key(keys[kb], w[kb], kb, acc);
-  float t = acc.v - bound_slack(acc.v);
+  float t = race_threshold(acc);
   for (int64_t k0 = 0; k0 < padded; k0 += kMaxLanes) {
     uint32_t open = 0;  // bit l: element k0 + l may win (a NaN bound or threshold does)
     for (int l = 0; l < kMaxLanes; ++l) open |= (cb[k0 + l] < t ? 0u : 1u) << l;
     if (V - k0 < kMaxLanes) open &= (1u << (V - k0)) - 1;  // the padding never races
     for (; open; open &= open - 1) {
       const int64_t k = k0 + __builtin_ctz(open);
-      if (cb[k] < t) continue;
+      if (race_loses(cb[k], t, k, acc)) continue;
       merge_key(keys[k], w[k], k, acc);
-      t = acc.v - bound_slack(acc.v);
+      t = race_threshold(acc);
     }
   }
 }
