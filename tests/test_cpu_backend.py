@@ -527,6 +527,8 @@ def _pruning_logits(kind, N, V, g):
         z = z - 20 * (torch.rand(N, V, generator=g) < 0.99)
     elif kind == "flat":  # equal keys: only the noise decides
         z = torch.zeros(N, V)
+    elif kind == "probs":  # probabilities (probs=True: the keys are their logarithms)
+        z = torch.softmax(z, -1)
     elif kind in ("top-k", "sparse probs"):  # a few finite keys, all in a row's second half
         keep = V // 2 + torch.randint(0, V - V // 2, (N, 5), generator=g)
         z = torch.full((N, V), -math.inf).scatter(1, keep, z.gather(1, keep))
@@ -543,7 +545,7 @@ def _pruning_logits(kind, N, V, g):
     return z
 
 
-@pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges", "top-k", "sparse probs"])
+@pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges", "top-k", "probs", "sparse probs"])
 @pytest.mark.parametrize("N, V, temp", [(37, 5003, 1.0), (21, 1500, 0.6), (3, 70_001, 1.0),
                                         (301, 33, 1.0), (97, 1024, 0.6)])  # short rows: one draw, no lanes
 def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
@@ -560,7 +562,7 @@ def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
     noise_tok = torch.stack((philox.uint_to_open_uniform(w_tok[:, 0]), philox.uint_to_uniform(w_tok[:, 1]),
                              torch.zeros(N)), dim=-1)
     noise_race = philox.uint_to_open_uniform(philox.uint32_stream(seed, off + N, N * V)).view(N, V)
-    common = (z, xt, ones, ones, ones * 0, None, 1, -1, temp, True, kind == "sparse probs")
+    common = (z, xt, ones, ones, ones * 0, None, 1, -1, temp, True, kind.endswith("probs"))
     pruned = cb.jump_step(*common, rng, None, None, None)
     full = cb.jump_step(*common, None, noise_tok, noise_race, None)
     assert torch.equal(pruned, full)
