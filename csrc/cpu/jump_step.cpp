@@ -248,8 +248,10 @@ inline const float* race_keys_of(const JumpStepArgs& a, const T* z, int64_t j0, 
     load_f32(z + j0, len, sc);
     if (explicit_noise)
       for (int64_t k = 0; k < len; ++k) sc[k] = fm::log(sc[k]) / temp;
-    else
-      for (int64_t k = 0; k < len; ++k) sc[k] = log_bound(sc[k]) / temp;
+    else if (temp == 1.0f)
+      for (int64_t k = 0; k < len; ++k) sc[k] = log_bound(sc[k]);
+    else  // a bound: a product's rounding is within bound_slack, and a division is slow
+      for (int64_t k = 0; k < len; ++k) sc[k] = log_bound(sc[k]) * (1.0f / temp);
   } else {
     for (int64_t k = 0; k < len; ++k) sc[k] = a.logp0[j0 + k];
     if (xt >= j0 && xt < j0 + len) sc[xt - j0] = -kInf;
