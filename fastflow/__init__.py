@@ -19,12 +19,13 @@ from .ops.affine_path import affine_path_loss, affine_path_sample  # noqa: E402
 from .ops.discrete import JumpNoise, jump_step, mixture_path_sample  # noqa: E402
 from .ops.step_combine import step_combine  # noqa: E402
 from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: E402
-                   MixtureDiscreteProbPath, PathSample, ProbPath)
+                   GeodesicProbPath, MixtureDiscreteProbPath, PathSample, ProbPath)
 from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
                              ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler)
-from .solver import MixtureDiscreteEulerSolver, ODESolver, Solver, euler_step  # noqa: E402
+from .solver import MixtureDiscreteEulerSolver, ODESolver, RiemannianODESolver, Solver, euler_step  # noqa: E402
 from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
+from .utils.manifolds import Euclidean, FlatTorus, Manifold, Product, Sphere, geodesic  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [n for n in dir() if not n.startswith("_")]

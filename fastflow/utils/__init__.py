@@ -53,4 +53,9 @@ def categorical(probs: Tensor) -> Tensor:
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, replacement=True).view(probs.shape[:-1])
 
 
-__all__ = ["ModelWrapper", "unsqueeze_to_match", "expand_tensor_like", "gradient", "categorical"]
+# the manifolds live in fastflow.utils.manifolds (flow_matching's module path), also here
+from . import manifolds  # noqa: E402
+from .manifolds import Euclidean, FlatTorus, Manifold, Product, Sphere, geodesic  # noqa: E402
+
+__all__ = ["ModelWrapper", "unsqueeze_to_match", "expand_tensor_like", "gradient", "categorical", "manifolds",
+           "Manifold", "Euclidean", "Sphere", "FlatTorus", "Product", "geodesic"]
