@@ -7,8 +7,10 @@
 // Pass 1 (cheap, per row): the jump test against the largest possible total rate; rows
 // that cannot jump keep their token and their logits are never read. Pass 2 (the rows that
 // may jump): the exponential race for x_1 over the row, the exact jump test, and the
-// source draw. Few long rows are raced in fixed chunks by all threads (the argmax with the
-// lowest index on ties is the same however the row is cut).
+// source draw. The race takes logarithms only for keys that can still win (race_pruned,
+// race_short); its winner is the full race's. Few long rows are raced in fixed chunks by all
+// threads (the argmax with the lowest index on ties is the same however the row is cut);
+// short rows (V <= kRaceBlock) share their Philox draws.
 #include <cmath>
 #include <cstring>
 #include <limits>
