@@ -268,11 +268,15 @@ def _(logits, x_t, h, r1, r0, p0, source, mask_id, temperature, final, probs, rn
     return torch.empty_like(x_t, memory_format=torch.contiguous_format)
 
 
-def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free: Tensor) -> tuple[Tensor, Tensor]:
+def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free) -> tuple[Tensor, Tensor]:
     """Per-sample rates ``r1 = (1 + c) d_kappa / (1 - kappa)`` and ``r0 = c d_kappa / kappa``
     (FORMULAS.md §5), with their limits: ``r1 = inf`` at kappa = 1, ``r0 = inf`` at kappa = 0
     when c > 0, ``r0 = 0`` when c = 0."""
     lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
+    if not isinstance(div_free, Tensor):  # a number, checked by the caller
+        if div_free == 0.0:  # the default: (1 + 0) lam is lam and r0 is 0, bit for bit
+            return lam, torch.zeros_like(lam)
+        div_free = torch.full_like(lam, div_free)
     r1 = (1 + div_free) * lam
     r0 = torch.where(div_free > 0, torch.where(kappa <= 0, math.inf, div_free * d_kappa / kappa.clamp_min(1e-30)), 0.0)
     return r1, r0
@@ -330,7 +334,8 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     batch = x_t.shape[0]
     t_b = _checks.time("t", t, batch, logits)
     h_b = _checks.coefficient("h", h, batch, logits, lo=0.0)
-    c_b = _checks.coefficient("div_free", div_free, batch, logits, lo=0.0)
+    c_b = (_checks.scalar("div_free", div_free, 0.0) if type(div_free) is float
+           else _checks.coefficient("div_free", div_free, batch, logits, lo=0.0))
     kind, p0, mid = _source(source, mask_id, V, logits)
     sched = scheduler(t_b)
     r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), c_b)
