@@ -26,6 +26,12 @@ def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]
     t_init, t_final = float(time_grid[0]), float(time_grid[-1])
     if not t_final - t_init > step_size:
         raise ValueError(f"step_size: must be smaller than the time interval [{t_init}, {t_final}], got {step_size}")
+    return steps_between(t_init, t_final, step_size)
+
+
+def steps_between(t_init: float, t_final: float, step_size: float) -> list[float]:
+    """``t_init + k * step_size`` for ``k < ceil((t_final - t_init) / step_size)``, then ``t_final``
+    (a shortened last step): flow_matching's fixed-step grids."""
     n_steps = math.ceil((t_final - t_init) / step_size)
     return [t_init + step_size * i for i in range(n_steps)] + [t_final]
 

@@ -9,7 +9,6 @@ cost, so the fused step kernels of ``ODESolver`` have nothing to fuse here.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -18,6 +17,7 @@ from torch import Tensor
 from .. import _checks
 from ..utils.manifolds import geodesic
 from .base import Solver
+from .discrete_solver import steps_between
 from .ode_solver import _check_step_size, _progress
 
 REAL_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)
@@ -111,5 +111,4 @@ def _discretize(time_grid: Tensor, step_size: Optional[float], device) -> Tensor
     t_init, t_final = float(time_grid[0]), float(time_grid[-1])
     if not t_final > t_init:
         raise ValueError(f"time_grid: spans no time ([{t_init}, {t_final}]), nothing to integrate with step_size")
-    n_steps = math.ceil((t_final - t_init) / step_size)
-    return torch.tensor([t_init + step_size * k for k in range(n_steps)] + [t_final], device=device)
+    return torch.tensor(steps_between(t_init, t_final, step_size), device=device)
