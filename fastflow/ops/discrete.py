@@ -287,7 +287,7 @@ def _rates_at(scheduler, times: list, div_free: float, device) -> tuple[list, li
     t = torch.tensor(times, dtype=torch.float32, device=device)
     sched = scheduler(t)
     r1, r0 = jump_rates(sched.alpha_t.float().reshape(-1).expand(len(times)),
-                        sched.d_alpha_t.float().reshape(-1).expand(len(times)), torch.full_like(t, div_free))
+                        sched.d_alpha_t.float().reshape(-1).expand(len(times)), div_free)
     return r1.tolist(), r0.tolist()
 
 
