@@ -196,7 +196,7 @@ inline void race_pruned(const float* sc, const Key& key, const float* mx, const 
   alignas(64) float bound[kRaceLanes];
   w.lane_min(wmin);
   for (int l = 0; l < kRaceLanes; ++l) bound[l] = mx[l] + gumbel_bound(wmin[l]);
-  auto race_key = [&](int64_t k) { merge_key(key(k), w(k), j0 + k, acc); };
+  auto race_at = [&](int64_t k) { merge_key(key(k), w(k), j0 + k, acc); };  // element k raced
   if (!acc.any || acc.v == -kInf) {  // nothing useful known yet: first the likeliest winner, the
     int lb = 0;  // element with the largest own bound in the lane with the largest bound
     float top = bound[0];
@@ -208,7 +208,7 @@ inline void race_pruned(const float* sc, const Key& key, const float* mx, const 
       const float cb = sc[k] + gumbel_bound(w(k));
       if (cb > top) top = cb, kb = k;
     }
-    race_key(kb);
+    race_at(kb);
   }
   // lane l is beaten when bound[l] < t (a NaN threshold, a NaN key so far, beats none)
   float t = race_threshold(acc);
@@ -222,7 +222,7 @@ inline void race_pruned(const float* sc, const Key& key, const float* mx, const 
     if (race_loses(bound[l], t, j0 + l, acc)) continue;
     for (int64_t k = l; k < len; k += kRaceLanes) {
       if (race_loses(sc[k] + gumbel_bound(w(k)), t, j0 + k, acc)) continue;
-      race_key(k);
+      race_at(k);
       t = race_threshold(acc);
     }
   }
