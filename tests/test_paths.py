@@ -167,3 +167,21 @@ def test_fused_loss_refuses_double_backward_and_a_second_backward():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="runs once"):
         loss.backward()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_loss_of_a_reduction_is_one_autograd_node(reduction):
+    """Eager: a mean or sum loss is one node straight onto v (its sum is taken inside the fused
+    op), and an upstream gradient other than 1 scales the gradient written in the forward."""
+    v = torch.randn(3, 5, requires_grad=True)
+    path = ff.CondOTProbPath()
+    x0, x1 = torch.randn(3, 5), torch.randn(3, 5)
+    s = path.sample(x_0=x0, x_1=x1, t=torch.rand(3))
+    loss = path.loss(v, s, reduction=reduction)
+    assert loss.dim() == 0
+    assert [f for f, _ in loss.grad_fn.next_functions if f is not None][0].variable is v
+    (2.5 * loss).backward()
+    want = 2.5 * 2 * (v.detach() - (x1 - x0)) / (v.numel() if reduction == "mean" else 1)
+    torch.testing.assert_close(v.grad, want)
+    with torch.no_grad():
+        assert path.loss(v, s, reduction=reduction).grad_fn is None

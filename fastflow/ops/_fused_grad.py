@@ -56,30 +56,38 @@ def claim(ctx) -> None:
 
 
 def scaled_grad(ctx, grad_weighted: Tensor, grad: Tensor) -> Tensor:
-    """The saved gradient buffer ``grad`` with row ``i`` scaled by ``grad_weighted[i]``, in
-    ``ctx.shape`` (after ``claim``; unpack every saved tensor first: the scaling is in place)."""
-    rows = grad.view(grad_weighted.numel(), -1)
+    """The saved gradient buffer ``grad`` (rows first) with row ``i`` scaled by
+    ``grad_weighted[i]`` (a scalar: every row alike), in ``ctx.shape`` (after ``claim``; unpack
+    every saved tensor first: the scaling is in place)."""
+    rows = grad.view(grad.shape[0], -1)
     if torch.compiler.is_compiling() or _tracing(grad):
-        g = grad_weighted.float().contiguous().view(-1)
+        g = grad_weighted.float().expand(rows.shape[0])
         rows = (rows.float() * g[:, None]).to(rows.dtype)  # fp32: 1 / divisor is subnormal in fp16
-    elif torch.is_grad_enabled():  # create_graph=True: the stored gradient is not differentiable
+        return rows.view(ctx.shape)
+    if torch.is_grad_enabled():  # create_graph=True: the stored gradient is not differentiable
         raise RuntimeError("fastflow's fused losses do not support double backward (create_graph=True): "
                            "the gradient is a buffer written in the forward pass")
-    elif not _all_one_on_cpu(grad_weighted):  # else loss.backward() of a mean or sum: nothing to do
-        g = grad_weighted.float().contiguous().view(-1)
+    if not _all_one_on_cpu(grad_weighted):  # else loss.backward() of a mean or sum: nothing to do
+        g = grad_weighted.float().expand(rows.shape[0]).contiguous()
         if direct(rows, g):
             run("scale_rows", ctx.backend, rows, g)
             torch.autograd.graph.increment_version(rows)
         else:
             _scale_rows(rows, g, ctx.backend)
-    return rows.view(ctx.shape)
+    # a fresh view unless the buffer is already one of its own (the logits' rows, overwritten,
+    # are a view made without grad mode, which autograd may not hand on)
+    return grad if grad.shape == ctx.shape and not grad._is_view() else grad.view(ctx.shape)
 
 
 def _all_one_on_cpu(g: Tensor) -> bool:
-    """``g`` is one value broadcast (the gradient of ``.sum()``), on the CPU, equal to 1: read
-    without a device sync, and the scaling call is skipped (the kernel would skip every row)."""
-    return (g.device.type == "cpu" and g.dim() == 1 and g.stride(0) == 0 and type(g) is Tensor
-            and g.numel() > 0 and g[0].item() == 1.0)
+    """``g`` is one value (a scalar, or one broadcast: the gradient of ``.sum()``) on the CPU,
+    equal to 1: read without a device sync, and the scaling call is skipped (the kernel would
+    skip every row)."""
+    if type(g) is not Tensor or g.device.type != "cpu":
+        return False
+    if g.dim() == 0:
+        return g.item() == 1.0
+    return g.dim() == 1 and g.stride(0) == 0 and g.numel() > 0 and g[0].item() == 1.0
 
 
 def _tracing(t: Tensor) -> bool:

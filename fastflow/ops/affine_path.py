@@ -10,6 +10,7 @@ costs no further pass (see ``_fused_grad``).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -115,6 +116,12 @@ _loss.register_autograd(_loss_bwd, setup_context=_loss_setup)
 _loss_eager = eager_function(_loss_impl, _loss_setup, _loss_bwd)
 
 
+@functools.lru_cache(maxsize=64)
+def _reciprocal_fp32(n: int) -> float:
+    """``1 / n`` rounded once to fp32, as an fp32 division by ``n`` gives it (a loop's sizes repeat)."""
+    return float(np.float32(1) / np.float32(n))
+
+
 def _check_pair(x_1, x_0, name_1="x_1", name_0="x_0"):
     _checks.tensor(name_1, x_1, _checks.FLOAT_DTYPES, ndim_min=1)
     if x_0 is not None:
@@ -177,7 +184,7 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         divisor = 1
     fold = _fused_grad.fold_divisor(v.dtype)
     if w is None and type(divisor) is int:  # one fill: 1 / divisor rounded once to fp32, as the division
-        scale = torch.full((batch,), float(np.float32(1) / np.float32(divisor)) if fold else 1.0,
+        scale = torch.full((batch,), _reciprocal_fp32(divisor) if fold else 1.0,
                            dtype=torch.float32, device=v.device)
     else:
         scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
@@ -187,6 +194,8 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d
         t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
     args = (v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
     if direct(v, x_1, x_0, c, d, e, rng, mask, scale, autograd=True):
+        if fold and reduction != "per_sample":  # the loss is the weighted sums' sum
+            return _loss_eager(*args, total=True)
         weighted, _, _ = _loss_eager(*args)
     else:
         weighted, _, _ = _loss(*args)

@@ -203,6 +203,8 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
     args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
+        if reduction != "none" and divisor is None and not overwrite:  # the loss: the weighted rows' sum
+            return _ce_eager(*args, overwrite, total=True)  # (overwritten rows unpack only as an output)
         weighted, _, _ = _ce_eager(*args, overwrite)
     else:
         weighted, _, _ = _ce(*args)
@@ -239,6 +241,8 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
             pick("generalized_kl", logits, backend))
     if direct(logits, x_1, x_t, per_row, scale, autograd=True):
+        if reduction != "none" and divisor is None and not overwrite:
+            return _gkl_eager(*args, overwrite, total=True)
         weighted, _, _ = _gkl_eager(*args, overwrite)
     else:
         weighted, _, _ = _gkl(*args)
