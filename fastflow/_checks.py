@@ -13,6 +13,7 @@ from numbers import Real
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FP32_MAX = 3.4028234663852886e38
 INDEX_DTYPES = (torch.int64, torch.int32)
 
 
@@ -93,12 +94,16 @@ def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None
     values(name, ok, what)
 
 
-def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None) -> torch.Tensor:
-    """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device."""
+def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None,
+                finite: bool = False) -> torch.Tensor:
+    """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device (NaN refused,
+    and values outside [lo, hi], and infinities when ``finite``)."""
     if not isinstance(value, torch.Tensor):  # a number: checked as one, then filled in
         if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
             raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
-        return torch.full((batch,), scalar(name, value, lo, hi), dtype=torch.float32, device=like.device)
+        return torch.full((batch,), scalar(name, value, lo, hi, finite), dtype=torch.float32, device=like.device)
+    if finite:  # fp32's largest finite values as the bounds
+        lo, hi = -FP32_MAX if lo is None else lo, FP32_MAX if hi is None else hi
     if value.dim() > 1 or (value.dim() == 1 and value.numel() not in (1, batch)):
         raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
@@ -109,33 +114,53 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         out = out.reshape(-1).expand(batch).contiguous()
     if _on_host(out):
         if not _host_in_range(out, -math.inf if lo is None else lo, math.inf if hi is None else hi):
-            what = "must not be NaN" if lo is None and hi is None else f"must lie in [{lo}, {hi}] and not be NaN"
-            raise ValueError(f"{name}: values {what}")
+            raise ValueError(f"{name}: values {_allowed(lo, hi)}")
     elif lo is None and hi is None:  # the common case: one reduction, no element-wise mask
         values(name, ~out.isnan().any(), "values must not be NaN")
     else:
         ok = out >= lo if lo is not None else ~out.isnan()  # NaN fails every comparison
         if hi is not None:
             ok &= out <= hi
-        values(name, ok, f"values must lie in [{lo}, {hi}] and not be NaN")
+        values(name, ok, f"values {_allowed(lo, hi)}")
     return out
 
 
-def scalar(name: str, value, lo=None, hi=None) -> float:
-    """A real number (not a bool), not NaN, within [lo, hi], as a float."""
+def _allowed(lo, hi) -> str:
+    if lo is None and hi is None:
+        return "must not be NaN"
+    if hi == FP32_MAX:
+        return "must be finite" + ("" if lo == -FP32_MAX else f" and >= {lo}")
+    return f"must lie in [{lo}, {hi}] and not be NaN"
+
+
+def rng(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    """A Philox ``(seed, offset)`` state: an int64 tensor of shape (2,) on ``like``'s device."""
+    tensor(name, value, (torch.int64,))
+    if value.shape != (2,):
+        raise ValueError(f"{name}: expected a (seed, offset) tensor of shape (2,), got {tuple(value.shape)}")
+    same_device(name, value, like)
+    return value
+
+
+def scalar(name: str, value, lo=None, hi=None, finite: bool = False) -> float:
+    """A real number (not a bool), not NaN, within [lo, hi] (and finite in fp32 when
+    ``finite``), as a float."""
     if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
         raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
     if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {value}")
+    if finite and not -FP32_MAX <= value <= FP32_MAX:
+        raise ValueError(f"{name}: expected a finite value, got {value}")
     return float(value)
 
 
-def scalar_or_coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None):
+def scalar_or_coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None,
+                          finite: bool = False):
     """A float stays a float (checked as ``scalar``), a tensor becomes ``coefficient``'s [B]:
     arithmetic on coefficients then costs no tensor op when they are plain numbers."""
     if type(value) is float or (isinstance(value, Real) and not isinstance(value, bool)):
-        return scalar(name, value, lo, hi)
-    return coefficient(name, value, batch, like, lo, hi)
+        return scalar(name, value, lo, hi, finite)
+    return coefficient(name, value, batch, like, lo, hi, finite)
 
 
 def time(name: str, t, batch: int, like: torch.Tensor) -> torch.Tensor:

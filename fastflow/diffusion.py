@@ -30,33 +30,54 @@ class DDPMScheduler:
         self.beta = torch.cat((torch.zeros(1, dtype=torch.float64), beta))  # index k = 1..K
         self.alpha = 1 - self.beta
         self.alpha_bar = torch.cumprod(self.alpha, 0)  # alpha_bar[0] = 1
+        self._on = {}  # device -> (beta, alpha, alpha_bar): the tables where the data is
 
-    def _k(self, k, batch: int, like: Tensor, name="k", lo=1) -> Tensor:
-        if isinstance(k, Tensor):
-            if k.dtype.is_floating_point or k.dim() > 1:
-                raise TypeError(f"{name}: expected an int or an integer tensor [B], got {k.dtype} {tuple(k.shape)}")
-            k = k.reshape(-1).cpu().expand(batch)
-        elif isinstance(k, int) and not isinstance(k, bool):
-            k = torch.full((batch,), k)
-        else:
+    def tables(self, device) -> tuple[Tensor, Tensor, Tensor]:
+        """``(beta, alpha, alpha_bar)`` (fp64, index k = 0..K) on ``device``, copied there once:
+        steps and times index them where the data is, with no host sync."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self.beta, self.alpha, self.alpha_bar
+        if device not in self._on:
+            self._on[device] = tuple(v.to(device) for v in (self.beta, self.alpha, self.alpha_bar))
+        return self._on[device]
+
+    def _k(self, k, batch: int, like: Tensor, name="k", lo=1):
+        """An int step stays an int (checked here); a tensor becomes an int64 ``[B]`` on
+        ``like``'s device, checked there (asynchronously off the CPU, see ``_checks.values``)."""
+        if isinstance(k, bool) or not isinstance(k, (int, Tensor)):
             raise TypeError(f"{name}: expected an int or an integer tensor, got {type(k).__name__}")
-        if bool(((k < lo) | (k > self.num_steps)).any()):
-            raise ValueError(f"{name}: expected steps in [{lo}, {self.num_steps}]")
-        return k.long()
+        if isinstance(k, int):
+            if not lo <= k <= self.num_steps:
+                raise ValueError(f"{name}: expected a step in [{lo}, {self.num_steps}], got {k}")
+            return k
+        if k.dtype.is_floating_point or k.is_complex() or k.dtype == torch.bool:
+            raise TypeError(f"{name}: expected an int or an integer tensor [B], got {k.dtype}")
+        if k.dim() > 1 or k.numel() not in (1, batch):
+            raise ValueError(f"{name}: expected an int or shape [{batch}], got {tuple(k.shape)}")
+        k = k.to(like.device, torch.int64).reshape(-1).expand(batch)
+        _checks.values(name, (k >= lo) & (k <= self.num_steps), f"expected steps in [{lo}, {self.num_steps}]")
+        return k.clamp(lo, self.num_steps)  # (in range once checked; off the CPU the check is asynchronous)
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
         """The table as an affine scheduler in flow-matching time (derivatives by finite
-        difference over one table step, d/dt = -K d/dk)."""
-        k = torch.round((1 - t.double().cpu()) * self.num_steps).long().clamp(0, self.num_steps)
-        ab = self.alpha_bar
+        difference over one table step, d/dt = -K d/dk). ``t`` in [0, 1]."""
+        _checks.tensor("t", t, (torch.float64,) + _checks.FLOAT_DTYPES)
+        _checks.values("t", (t >= 0) & (t <= 1), "times must lie in [0, 1]")
+        K = self.num_steps
+        k = torch.round((1 - t.double()) * K).long().clamp(0, K)  # (in range once checked)
+        ab = self.tables(t.device)[2]
         alpha, sigma = ab[k].sqrt(), (1 - ab[k]).sqrt()
-        kn = (k + 1).clamp(max=self.num_steps)
-        kp = (k - 1).clamp(min=0)
-        span = (kn - kp).clamp(min=1).double() / self.num_steps
+        kn, kp = (k + 1).clamp(max=K), (k - 1).clamp(min=0)
+        span = (kn - kp).clamp(min=1).double() / K
         d_alpha = (ab[kp].sqrt() - ab[kn].sqrt()) / span
         d_sigma = ((1 - ab[kp]).sqrt() - (1 - ab[kn]).sqrt()) / span
-        to = lambda v: v.to(device=t.device, dtype=t.dtype)  # noqa: E731
-        return SchedulerOutput(to(alpha), to(sigma), to(d_alpha), to(d_sigma))
+        return SchedulerOutput(*(v.to(t.dtype) for v in (alpha, sigma, d_alpha, d_sigma)))
+
+
+def _coef(v) -> float | Tensor:
+    """A step's coefficient for ``step_combine``: a float for an int step, else fp32 ``[B]``."""
+    return float(v) if v.dim() == 0 else v.float()
 
 
 def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
@@ -66,13 +87,12 @@ def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
     (no noise at k = 1). ``k``: int or ``[B]`` integer tensor in [1, K]."""
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
     k = scheduler._k(k, x.shape[0], x)
-    s = scheduler
-    A = 1 / s.alpha[k].sqrt()
-    B = -s.beta[k] / (s.alpha[k].sqrt() * (1 - s.alpha_bar[k]).sqrt())
-    N = torch.where(k > 1, s.beta[k].sqrt(), 0.0)
-    dev = lambda v: v.float().to(x.device)  # noqa: E731
+    beta, alpha, alpha_bar = scheduler.tables(x.device if isinstance(k, Tensor) else "cpu")
+    A = 1 / alpha[k].sqrt()
+    B = -beta[k] / (alpha[k].sqrt() * (1 - alpha_bar[k]).sqrt())
+    N = torch.where(torch.as_tensor(k, device=beta.device) > 1, beta[k].sqrt(), 0.0)
     rng = new_rng(x.device, generator) if noise is None else None
-    return step_combine(x, eps_hat, dev(A), dev(B), N=dev(N), rng=rng, noise=noise, out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A), _coef(B), N=_coef(N), rng=rng, noise=noise, out=out, backend=backend)
 
 
 def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
@@ -83,9 +103,14 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
     k = scheduler._k(k, x.shape[0], x)
     j = scheduler._k(k_prev, x.shape[0], x, name="k_prev", lo=0)
-    if bool((j >= k).any()):
-        raise ValueError("k_prev: expected k_prev < k")
-    ab_k, ab_j = scheduler.alpha_bar[k], scheduler.alpha_bar[j]
+    if isinstance(k, int) and isinstance(j, int):
+        if j >= k:
+            raise ValueError(f"k_prev: expected k_prev < k, got {j} >= {k}")
+    else:
+        _checks.values("k_prev", torch.as_tensor(j, device=x.device) < torch.as_tensor(k, device=x.device),
+                       "expected k_prev < k")
+    alpha_bar = scheduler.tables(x.device if isinstance(k, Tensor) or isinstance(j, Tensor) else "cpu")[2]
+    ab_k, ab_j = alpha_bar[k], alpha_bar[j]
     A = (ab_j / ab_k).sqrt()
     B = (1 - ab_j).sqrt() - (ab_j * (1 - ab_k) / ab_k).sqrt()
-    return step_combine(x, eps_hat, A.float().to(x.device), B.float().to(x.device), out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A), _coef(B), out=out, backend=backend)

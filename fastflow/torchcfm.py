@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import _checks
 from ._rng import new_rng
-from .ops.affine_path import affine_path_loss, affine_path_sample
+from .ops.affine_path import _affine_path_loss, _affine_path_sample
 
 
 class CFMSample:
@@ -34,12 +34,12 @@ class CFMSample:
     @property
     def ut(self) -> Tensor:
         c = self.coef
-        return affine_path_sample(self.x1, self.x0, c["c"], c["d"], c["e"], rng=self.rng, backend=self.backend)
+        return _affine_path_sample(self.x1, self.x0, c["c"], c["d"], c["e"], rng=self.rng, backend=self.backend)
 
     @property
     def eps(self) -> Tensor:
         zero = torch.zeros_like(self.coef["a"])
-        return affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng, backend=self.backend)
+        return _affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng, backend=self.backend)
 
 
 class ConditionalFlowMatcher:
@@ -71,7 +71,7 @@ class ConditionalFlowMatcher:
         coef = self.coefficients(tf)
         rng = new_rng(x1.device, generator)
         x_src = None if coef.get("ignore_x0") else x0
-        xt = affine_path_sample(x1, x_src, coef["a"], coef["b"], coef["s"], rng=rng, backend=self.backend)
+        xt = _affine_path_sample(x1, x_src, coef["a"], coef["b"], coef["s"], rng=rng, backend=self.backend)
         return CFMSample(x0, x1, t, xt, coef, rng, self.backend)
 
     def sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
@@ -85,8 +85,8 @@ class ConditionalFlowMatcher:
         """Fused ``|| v - u_t ||^2`` (mean by default), autograd-aware, ``u_t`` never stored."""
         c = sample.coef
         x_src = None if c.get("ignore_x0") else sample.x0
-        return affine_path_loss(v, sample.x1, x_src, c["c"], c["d"], c["e"], rng=sample.rng, mask=mask,
-                                weight=weight, reduction=reduction, backend=self.backend)
+        return _affine_path_loss(v, sample.x1, x_src, c["c"], c["d"], c["e"], rng=sample.rng, mask=mask,
+                                 weight=weight, reduction=reduction, backend=self.backend)
 
 
 def _exact_ot_pair(x0: Tensor, x1: Tensor):

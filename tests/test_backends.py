@@ -41,3 +41,13 @@ def test_environment_default():
     out = subprocess.run([sys.executable, "-c", "import fastflow as ff; print(ff.get_backend())"], env=env,
                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "reference", out.stderr
+
+
+@pytest.mark.parametrize("env", ["FASTFLOW_BACKEND=bogus", "FASTFLOW_CPU_ISA=AVX2"])
+def test_a_misspelt_environment_variable_fails_at_import(env):
+    """Read at import, as the README says: a typo raises there, naming the variable, instead of
+    running something else (the widest ISA) or failing at the first op."""
+    name, value = env.split("=")
+    proc = subprocess.run([sys.executable, "-c", "import fastflow"], capture_output=True, text=True,
+                          env={**os.environ, name: value})
+    assert proc.returncode != 0 and f"ValueError: {name}" in proc.stderr

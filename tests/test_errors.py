@@ -108,8 +108,93 @@ def test_unknown_backend():
     raises(ValueError, "backend", ff.set_backend, "fastest")
 
 
-def test_generalized_kl_jump_must_be_a_tensor():
-    import fastflow as ff
+def test_generalized_kl_jump_is_a_checked_per_sample_coefficient():
     logits = torch.randn(2, 3, 5)
     x = torch.randint(0, 5, (2, 3))
-    raises(TypeError, "jump", ff.generalized_kl, logits, x, x, 0.5)
+    want = ff.generalized_kl(logits, x, x, torch.full((2,), 0.5), reduction="none")
+    torch.testing.assert_close(ff.generalized_kl(logits, x, x, 0.5, reduction="none"), want)
+    raises(TypeError, "jump", ff.generalized_kl, logits, x, x, "0.5")
+    for bad in (torch.ones(6), torch.ones(3), torch.ones(2, 1)):  # not one per sample: never read past it
+        raises(ValueError, "jump", ff.generalized_kl, logits, x, x, bad)
+    for bad in (float("nan"), float("inf")):
+        raises(ValueError, "jump", ff.generalized_kl, logits, x, x, torch.tensor([0.5, bad]))
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_low_level_ops_check_their_coefficients_and_rng(backend):
+    """The public ops read a coefficient per sample and (seed, offset): a tensor of another
+    length is refused (the compiled kernels would read past it), and so are NaN / inf."""
+    if backend not in ff.available_backends("cpu"):
+        pytest.skip(f"{backend} is not available here")
+    x1, x0, v = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    ones, rng = torch.ones(4), torch.tensor([5, 0])
+    ok = ff.affine_path_sample(x1, x0, 0.5, ones, backend=backend)
+    torch.testing.assert_close(ok, 0.5 * x1 + x0)
+    for name, kw in (("a", dict(a=torch.ones(3))), ("b", dict(b=torch.ones(5))), ("a", dict(a=float("nan"))),
+                     ("b", dict(b=torch.tensor([1.0, 1.0, float("inf"), 1.0]))), ("s", dict(s=torch.ones(2))),
+                     ("rng", dict(rng=torch.tensor([5]))), ("rng", dict(rng=torch.tensor([5.0, 0.0])))):
+        args = dict(a=ones, b=ones, s=None, rng=rng) | kw
+        raises((ValueError, TypeError), name, ff.affine_path_sample, x1, None if "s" in kw else x0, args["a"],
+               args["b"], s=args["s"], rng=args["rng"], backend=backend)
+    for name, kw in (("c", dict(c=torch.ones(3))), ("d", dict(d=float("inf"))), ("e", dict(e=torch.ones(2)))):
+        args = dict(c=ones, d=ones, e=None) | kw
+        raises(ValueError, name, ff.affine_path_loss, v, x1, x0, args["c"], args["d"], args["e"], rng=rng,
+               backend=backend)
+    tok = torch.randint(0, 5, (4, 3))
+    raises(ValueError, "kappa", ff.mixture_path_sample, tok, None, torch.ones(2), rng, vocab_size=5, backend=backend)
+    raises(ValueError, "kappa", ff.mixture_path_sample, tok, None, 1.5, rng, vocab_size=5, backend=backend)
+    raises(ValueError, "rng", ff.mixture_path_sample, tok, None, 0.5, rng[:1], vocab_size=5, backend=backend)
+
+
+def test_step_sizes_must_be_finite():
+    x = torch.randn(3, 4)
+    for h in (float("inf"), torch.tensor([0.1, float("inf"), 0.1])):
+        raises(ValueError, "h", ff.euler_step, x, x, h)
+    raises(ValueError, "guidance_scale", ff.euler_step, x, x, 0.1, x, float("inf"))
+    raises(ValueError, "h", ff.jump_step, torch.randn(3, 5), torch.zeros(3, dtype=torch.long), 0.5, float("inf"), S)
+    raises(ValueError, "div_free", ff.jump_step, torch.randn(3, 5), torch.zeros(3, dtype=torch.long), 0.5, 0.1, S,
+           div_free=float("inf"))
+
+
+def test_mixture_path_sample_checks_token_ids():
+    dp = ff.MixtureDiscreteProbPath(S)
+    t = torch.rand(2)
+    raises(ValueError, "x_1", dp.sample, x_1=torch.tensor([[0, 7], [1, 2]]), t=t, vocab_size=5)
+    raises(ValueError, "x_1", dp.sample, x_1=torch.tensor([[0, -3], [1, 2]]), t=t, vocab_size=5)
+    raises(ValueError, "x_0", dp.sample, x_0=torch.tensor([[0, 5], [1, 2]]), x_1=torch.zeros(2, 2, dtype=torch.long),
+           t=t, vocab_size=5)
+    raises(ValueError, "vocab_size", dp.sample, x_1=torch.zeros(2, 2, dtype=torch.long), t=t, vocab_size=2.5)
+
+
+def test_jump_step_needs_a_convex_scheduler():
+    raises(ValueError, "scheduler", ff.jump_step, torch.randn(3, 5), torch.zeros(3, dtype=torch.long), 0.5, 0.1,
+           ff.VPScheduler())
+
+
+def test_ddpm_times_and_steps_are_checked_not_clamped():
+    s = ff.DDPMScheduler(10)
+    raises(ValueError, "t", s, torch.tensor([2.0, 0.5]))
+    raises(ValueError, "t", s, torch.tensor([-1.0, 0.5]))
+    x = torch.randn(2, 3)
+    raises(ValueError, "k", ff.ddpm_step, x, x, torch.tensor([3, 4, 5]), s)
+    raises(ValueError, "k", ff.ddpm_step, x, x, torch.tensor([3, 11]), s)
+    raises(TypeError, "k", ff.ddpm_step, x, x, torch.tensor([3.0, 4.0]), s)
+    raises(ValueError, "k_prev", ff.ddim_step, x, x, 5, torch.tensor([1, 2, 3]), s)
+    raises(ValueError, "k_prev", ff.ddim_step, x, x, torch.tensor([5, 4]), torch.tensor([1, 4]), s)
+    # a per-sample tensor of steps gives each sample the step of its int
+    z = torch.randn(2, 3)
+    both = ff.ddpm_step(x, x, torch.tensor([3, 7]), s, noise=z)
+    for i, k in enumerate((3, 7)):
+        torch.testing.assert_close(both[i], ff.ddpm_step(x[i:i + 1], x[i:i + 1], k, s, noise=z[i:i + 1])[0])
+    both = ff.ddim_step(x, x, torch.tensor([3, 7]), torch.tensor([0, 6]), s)
+    for i, (k, j) in enumerate(((3, 0), (7, 6))):
+        torch.testing.assert_close(both[i], ff.ddim_step(x[i:i + 1], x[i:i + 1], k, j, s)[0])
+
+
+def test_prediction_conversions_check_t():
+    p = ff.CondOTProbPath()
+    x = torch.randn(2, 3)
+    raises(ValueError, "t", p.target_to_velocity, x, x, torch.tensor([5.0, 0.5]))
+    raises(ValueError, "t", p.target_to_velocity, x, x, torch.tensor([0.5, 0.5, 0.5]))
+    torch.testing.assert_close(p.target_to_velocity(x, x, torch.tensor(0.5)),
+                               p.target_to_velocity(x, x, torch.tensor([0.5, 0.5])))

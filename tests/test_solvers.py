@@ -246,8 +246,9 @@ def test_float_coefficient_paths_equal_step_combine_and_fall_back_with_its_check
             f(x, p, float("nan"), 1.0)
         with pytest.raises(ValueError, match="^p"):  # another device: refused, never a raw pointer
             f(x, torch.empty(x.shape, dtype=dtype, device="meta"), 0.5, 1.0)
-        assert torch.isinf(f(x.float(), p.float(), 1.0, float("inf"))).any()  # inf: the checked path
-        with pytest.raises(RuntimeError, match="overflow"):  # beyond fp32, as torch.full says
+        with pytest.raises(ValueError, match="B"):  # inf: the checked path, which refuses it
+            f(x.float(), p.float(), 1.0, float("inf"))
+        with pytest.raises(ValueError, match="^B.*finite"):  # beyond fp32: inf in the kernel
             ff.step_combine(x, p, 1.0, 1e39, backend=backend)
         with pytest.raises(ValueError, match="^p"):
             f(x, p[:4], 0.5, 1.0)
@@ -354,3 +355,24 @@ def test_compute_likelihood_gradients_and_checks():
         ff.ODESolver(model).compute_likelihood(x1, None, 0.25)
     with pytest.raises(TypeError, match="^x_1"):
         ff.ODESolver(model).compute_likelihood(x1.long(), log_p0, 0.25)
+
+
+def test_discrete_solver_mask_id_is_the_mask_source():
+    """``mask_id`` alone (fastflow's shorthand) samples as the one-hot p0 at that token, draw for
+    draw; a p0 that says otherwise, or an id outside the vocabulary, is refused."""
+    V, M = 5, 4
+    path = ff.MixtureDiscreteProbPath(ff.CondOTScheduler())
+    logits = torch.randn(64, 3, V, generator=torch.Generator().manual_seed(2))
+    x0 = torch.full((64, 3), M)
+    onehot = torch.zeros(V)
+    onehot[M] = 1.0
+    runs = []
+    for kw in (dict(mask_id=M), dict(source_distribution_p=onehot), dict(source_distribution_p=onehot, mask_id=M)):
+        solver = ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, model_output="logits", **kw)
+        runs.append(solver.sample(x0, 0.1, div_free=1.0, time_grid=torch.tensor([0.0, 0.3]),
+                                  generator=torch.Generator().manual_seed(9)))
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2]) and (runs[0] != M).any()
+    with pytest.raises(ValueError, match="mask_id"):
+        ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, source_distribution_p=onehot, mask_id=1)
+    with pytest.raises(ValueError, match="mask_id"):
+        ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, mask_id=V)

@@ -131,10 +131,27 @@ def _check_pair(x_1, x_0, name_1="x_1", name_0="x_0"):
         raise ValueError(f"{name_1}: expected a non-empty batch, got shape {tuple(x_1.shape)}")
 
 
-def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor,
-                       s: Optional[Tensor] = None, rng: Optional[Tensor] = None,
+def coefficients(like: Tensor, rng: Optional[Tensor], **named) -> tuple:
+    """The public ops' per-sample coefficients (floats or scalar / ``[B]`` tensors) as fp32
+    ``[B]`` on ``like``'s device, NaN and infinities refused, and their ``rng`` checked. The
+    path classes compute theirs from checked times and call the ``_``-prefixed entries."""
+    batch = like.shape[0]
+    out = tuple(None if v is None else _checks.coefficient(k, v, batch, like, finite=True) for k, v in named.items())
+    return out + (None if rng is None else _checks.rng("rng", rng, like),)
+
+
+def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a, b, s=None, rng: Optional[Tensor] = None,
                        backend: Optional[str] = None) -> Tensor:
-    """``x_t = a x_1 + b x_0 + s eps`` with fp32 ``[B]`` coefficients (see the reference op)."""
+    """``x_t = a x_1 + b x_0 + s eps``; ``a, b, s`` floats or ``[B]`` tensors (per sample), ``rng``
+    the (seed, offset) the noise is drawn from (see the reference op)."""
+    _check_pair(x_1, x_0)
+    a, b, s, rng = coefficients(x_1, rng, a=a, b=b, s=s)
+    return _affine_path_sample(x_1, x_0, a, b, s, rng, backend)
+
+
+def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor, s: Optional[Tensor] = None,
+                        rng: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """``affine_path_sample`` with fp32 ``[B]`` coefficients computed by the caller."""
     _check_pair(x_1, x_0)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
@@ -144,16 +161,26 @@ def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor,
     return _sample(x_1, x_0, a, b, s, rng, name)
 
 
-def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor,
-                     e: Optional[Tensor] = None, rng: Optional[Tensor] = None,
+def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c, d, e=None, rng: Optional[Tensor] = None,
                      mask: Optional[Tensor] = None, weight=None, reduction: str = "mean",
                      backend: Optional[str] = None) -> Tensor:
     """Fused ``w_b * mask * (v - (c x_1 + d x_0 + e eps))^2`` reduced as asked.
 
-    ``mean`` divides by the number of (unmasked) elements, ``sum`` adds, ``per_sample`` gives
-    ``[B]`` per-sample means, ``none`` the element-wise losses (the target is then
-    materialised once). ``weight`` is per sample, a float or ``[B]``.
+    ``c, d, e`` floats or ``[B]`` tensors (per sample). ``mean`` divides by the number of
+    (unmasked) elements, ``sum`` adds, ``per_sample`` gives ``[B]`` per-sample means, ``none``
+    the element-wise losses (the target is then materialised once). ``weight`` is per sample,
+    a float or ``[B]``.
     """
+    _check_pair(x_1, x_0)
+    c, d, e, rng = coefficients(x_1, rng, c=c, d=d, e=e)
+    return _affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, weight, reduction, backend)
+
+
+def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, d: Tensor,
+                      e: Optional[Tensor] = None, rng: Optional[Tensor] = None,
+                      mask: Optional[Tensor] = None, weight=None, reduction: str = "mean",
+                      backend: Optional[str] = None) -> Tensor:
+    """``affine_path_loss`` with fp32 ``[B]`` coefficients computed by the caller."""
     _checks.choice("reduction", reduction, REDUCTIONS)
     _check_pair(x_1, x_0)
     _checks.tensor("v", v, _checks.FLOAT_DTYPES)

@@ -33,10 +33,21 @@ def _(x_1, x_0, kappa, rng, noise, vocab_size, mask_id, backend):
     return torch.empty_like(x_1, memory_format=torch.contiguous_format)
 
 
-def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: Optional[Tensor],
+def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa, rng: Optional[Tensor],
                         vocab_size: int = 0, mask_id: Optional[int] = None,
                         noise: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
-    """``x_t = x_1`` with probability ``kappa`` (per sample ``[B]``), else the source token."""
+    """``x_t = x_1`` with probability ``kappa`` (a float or per sample ``[B]``, in [0, 1]), else
+    the source token (``x_0``, or drawn: uniform over ``vocab_size`` or ``mask_id``)."""
+    _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
+    kappa = _checks.coefficient("kappa", kappa, x_1.shape[0], x_1, lo=0.0, hi=1.0)
+    rng = None if rng is None else _checks.rng("rng", rng, x_1)
+    return _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size, mask_id, noise, backend)
+
+
+def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: Optional[Tensor],
+                         vocab_size: int = 0, mask_id: Optional[int] = None,
+                         noise: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+    """``mixture_path_sample`` with an fp32 ``[B]`` kappa computed by the caller."""
     _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
     if x_0 is not None:
         _checks.tensor("x_0", x_0, _checks.INDEX_DTYPES)
@@ -231,8 +242,8 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     ii = -(2**62) if ignore_index is None else int(ignore_index)
     _checks.tokens("x_1", x_1, V, ignore_index)
     _checks.tokens("x_t", x_t, V)
-    _checks.tensor("jump", jump)
-    per_row = jump.float().repeat_interleave(x_1.numel() // x_1.shape[0])
+    jump = _checks.coefficient("jump", jump, x_1.shape[0], logits, finite=True)
+    per_row = jump.repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
@@ -331,15 +342,19 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     _check_logits(logits, x_t, "x_t")
     V = logits.shape[-1]
     _checks.tokens("x_t", x_t, V)
+    from ..path.scheduler import is_convex  # (the path package imports these ops)
+    if not callable(scheduler) or not is_convex(scheduler):
+        raise ValueError("scheduler: the jump step of a mixture path needs a convex scheduler "
+                         f"(alpha_t + sigma_t = 1), got {type(scheduler).__name__}")
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
     if not isinstance(probs, bool) or not isinstance(final, bool):
         raise TypeError("probs, final: expected bools")
     batch = x_t.shape[0]
     t_b = _checks.time("t", t, batch, logits)
-    h_b = _checks.coefficient("h", h, batch, logits, lo=0.0)
-    c_b = (_checks.scalar("div_free", div_free, 0.0) if type(div_free) is float
-           else _checks.coefficient("div_free", div_free, batch, logits, lo=0.0))
+    h_b = _checks.coefficient("h", h, batch, logits, lo=0.0, finite=True)
+    c_b = (_checks.scalar("div_free", div_free, 0.0, finite=True) if type(div_free) is float
+           else _checks.coefficient("div_free", div_free, batch, logits, lo=0.0, finite=True))
     kind, p0, mid = _source(source, mask_id, V, logits)
     sched = scheduler(t_b)
     r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), c_b)

@@ -99,7 +99,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if out is not None:
         _checks.tensor("out", out, (x.dtype,))
         _checks.same_shape("out", out, x, "x")
-    coef = [_checks.coefficient(n, v, batch, x) if v is not None else None
+    coef = [_checks.coefficient(n, v, batch, x, finite=True) if v is not None else None
             for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
@@ -114,12 +114,9 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     return out
 
 
-_FP32_MAX = 3.4028234663852886e38
-
-
 def _fp32(c) -> bool:
     """A float that fp32 holds as a finite number (NaN, inf and overflow take the checked path)."""
-    return type(c) is float and -_FP32_MAX <= c <= _FP32_MAX
+    return type(c) is float and -_checks.FP32_MAX <= c <= _checks.FP32_MAX
 
 
 def _plain_floats(x, p, q, A, B, C, out) -> bool:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import _checks
 from .._rng import new_rng
-from ..ops.affine_path import affine_path_loss, affine_path_sample
+from ..ops.affine_path import _affine_path_loss, _affine_path_sample
 from ..ops.step_combine import step_combine
 from .base import ProbPath
 from .path_sample import PathSample
@@ -59,7 +59,7 @@ class AffineProbPath(ProbPath):
         _checks.same_device("t", t, x_1)
         coef = self._coefficients(t, x_1.shape[0], x_1)
         rng = new_rng(x_1.device, generator) if x_0 is None else None
-        x_t = affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
+        x_t = _affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
         return PathSample(x_1, x_0, t, x_t, coef, rng, backend)
 
     def loss(self, v: Tensor, sample: PathSample, target: str = "velocity", reduction: str = "mean",
@@ -80,20 +80,18 @@ class AffineProbPath(ProbPath):
             c, d = torch.ones_like(coef["alpha_t"]), torch.zeros_like(coef["alpha_t"])
         else:
             c, d = torch.zeros_like(coef["alpha_t"]), torch.ones_like(coef["alpha_t"])
-        return affine_path_loss(v, sample.x_1, sample._x_0, c, d, rng=sample.rng, mask=mask, weight=weight,
+        return _affine_path_loss(v, sample.x_1, sample._x_0, c, d, rng=sample.rng, mask=mask, weight=weight,
                                 reduction=reduction, backend=backend or sample.backend)
 
     # -- conversions between prediction types: u = A x_t + B pred, one fused kernel each
     def _convert(self, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
-        s = self.scheduler(t.float())
-        a, b = a_fn(s), b_fn(s)
-        a = a.reshape(-1) if a.dim() else a.reshape(1)
-        b = b.reshape(-1) if b.dim() else b.reshape(1)
+        _checks.tensor("x_t", x_t, _checks.FLOAT_DTYPES, ndim_min=1)
+        batch = x_t.shape[0]
+        s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
+        a, b = (_batch_vector(c, batch) for c in (a_fn(s), b_fn(s)))
         finite = torch.isfinite(a).all() & torch.isfinite(b).all()
         _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
-        batch = x_t.shape[0]
-        return step_combine(x_t, pred, a.expand(batch) if a.numel() == 1 else a,
-                            b.expand(batch) if b.numel() == 1 else b)
+        return step_combine(x_t, pred, a, b)
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         return self._convert(x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,

@@ -46,6 +46,12 @@ class MixtureDiscreteProbPath(ProbPath):
                 mask_id = None
             elif not isinstance(mask_id, int) or mask_id < 0:
                 raise ValueError(f"mask_id: expected a token id with source='mask', got {mask_id!r}")
+        if vocab_size is not None:
+            if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+                raise ValueError(f"vocab_size: expected a positive int, got {vocab_size!r}")
+            _checks.tokens("x_1", x_1, vocab_size)
+            if x_0 is not None:
+                _checks.tokens("x_0", x_0, vocab_size)
         rng = new_rng(x_1.device, generator)
         x_t = mixture_path_sample(x_1, x_0, kappa, rng, vocab_size or 0, mask_id, backend=backend)
         return DiscretePathSample(x_1, x_0, t, x_t, rng, vocab_size or 0, mask_id, backend)

@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..ops.affine_path import affine_path_sample
-from ..ops.discrete import mixture_path_sample
+from ..ops.affine_path import _affine_path_sample
+from ..ops.discrete import _mixture_path_sample
 
 
 class PathSample:
@@ -24,15 +24,15 @@ class PathSample:
     def x_0(self) -> Tensor:
         if self._x_0 is None:  # regenerate the in-kernel noise: 0 * x_1 + 1 * x_0
             zero = torch.zeros_like(self.coefficients["alpha_t"])
-            self._x_0 = affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng, backend=self.backend)
+            self._x_0 = _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng, backend=self.backend)
         return self._x_0
 
     @property
     def dx_t(self) -> Tensor:
         if self._dx_t is None:
             c = self.coefficients
-            self._dx_t = affine_path_sample(self.x_1, self._x_0, c["d_alpha_t"], c["d_sigma_t"],
-                                            rng=self.rng, backend=self.backend)
+            self._dx_t = _affine_path_sample(self.x_1, self._x_0, c["d_alpha_t"], c["d_sigma_t"],
+                                             rng=self.rng, backend=self.backend)
         return self._dx_t
 
 
@@ -47,6 +47,6 @@ class DiscretePathSample:
     def x_0(self) -> Tensor:
         if self._x_0 is None:  # kappa = 0 returns the source draw of the same stream
             kappa = torch.zeros(self.x_1.shape[0], device=self.x_1.device)
-            self._x_0 = mixture_path_sample(self.x_1, None, kappa, self.rng, self.vocab_size,
-                                            self.mask_id, backend=self.backend)
+            self._x_0 = _mixture_path_sample(self.x_1, None, kappa, self.rng, self.vocab_size,
+                                             self.mask_id, backend=self.backend)
         return self._x_0

@@ -62,6 +62,12 @@ class MixtureDiscreteEulerSolver(Solver):
                 self._source, self._mask_id = "mask", int(host.argmax())
             else:
                 self._source = p0.float()
+        if mask_id is not None:  # the source is the mask token (a one-hot p0 at mask_id)
+            if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < vocabulary_size:
+                raise ValueError(f"mask_id: expected an int in [0, {vocabulary_size}), got {mask_id!r}")
+            if source_distribution_p is not None and (self._source != "mask" or self._mask_id != mask_id):
+                raise ValueError(f"mask_id: {mask_id} disagrees with source_distribution_p (not its one-hot token)")
+            self._source, self._mask_id = "mask", mask_id
 
     def sample(self, x_init: Tensor, step_size: Optional[float], div_free: Union[float, Callable] = 0.0,
                dtype_categorical: torch.dtype = torch.float32, time_grid: Tensor = torch.tensor([0.0, 1.0]),
