@@ -838,6 +838,12 @@ def check_infinite_logits(module, device):
                     assert got_g[[0, 2, 3, 4]].isnan().all(), what
                     assert want_g[[0, 2, 3, 4]].isnan().all(), what  # the spec agrees
                     assert got[5] == 0 and (got_g[5] == 0).all() and (want_g[5] == 0).all(), what  # ignored
+    # a -inf logit at x_1 with x_t = x_1 (delta = 1): that row's loss has no log p[x_1] term, finite
+    z = torch.tensor([[-math.inf, 0.0, 1.0], [0.5, -math.inf, 1.0]], device=device)
+    x1, xt, ones = torch.tensor([0, 0], device=device), torch.tensor([0, 2], device=device), torch.ones(2, device=device)
+    got, want = module.generalized_kl(z, x1, xt, ones, -100, None, None), R.generalized_kl(z, x1, xt, ones, -100, None, None)
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(got, want)
 
 
 def test_row_losses_with_infinite_logits(isa):

@@ -299,3 +299,21 @@ def test_jump_step_int32_tokens_and_per_sample_times():
                        ff.CondOTScheduler())
     assert new.dtype == torch.int32 and new.shape == xt.shape
     assert bool(((new >= 0) & (new < V)).all())
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_generalized_kl_of_a_kept_token_with_a_masked_x1_logit_is_finite(backend):
+    """Where x_t = x_1 (delta = 1) the (1 - delta) log p[x_1] term is absent: a masked (-inf)
+    logit at x_1 leaves the loss finite (flow_matching's 0 * log 0 is NaN there)."""
+    if backend not in ff.available_backends("cpu"):
+        pytest.skip(f"{backend} is not available here")
+    z = torch.tensor([[float("-inf"), 0.0, 1.0], [0.5, float("-inf"), 1.0]], requires_grad=True)
+    x1 = torch.tensor([0, 0])
+    xt = torch.tensor([0, 2])  # row 0 kept (delta = 1), row 1 moved (delta = 0), neither masked at x_t
+    loss = ff.generalized_kl(z, x1, xt, torch.tensor([2.0, 2.0]), reduction="none", backend=backend)
+    p0 = torch.softmax(z.detach()[0], -1)
+    torch.testing.assert_close(loss[0], -2.0 * (p0[0] - 1.0))
+    p1 = torch.softmax(z.detach()[1], -1)
+    torch.testing.assert_close(loss[1], -2.0 * (p1[2] + p1[0].log()))
+    loss.sum().backward()
+    assert torch.isfinite(z.grad[z.detach().isfinite()]).all()

@@ -207,7 +207,8 @@ inline RowMath<GKL> row_math(const RowInfo& r, const Stats& st_, bool xt_differs
   const float off = xt_differs ? 1.0f : 0.0f;
   const float log_p1 = (r.z1 - M) - logS;
   const float p_t = fm::exp_nonpos(r.zt - shift) * inv;
-  out.loss = r.valid ? -r.jump * (p_t - (1.0f - off) + off * log_p1) : 0.0f;
+  // (1 - delta) log p1 is 0 where delta = 1, even if p1 = 0 (0 * -inf would be NaN)
+  out.loss = r.valid ? -r.jump * (p_t - (1.0f - off) + (xt_differs ? log_p1 : 0.0f)) : 0.0f;
   out.a = p_t + off;
   const float coef = r.coef;  // grad_scale * jump * valid
   const float p1 = fm::exp_nonpos(r.z1 - shift) * inv;

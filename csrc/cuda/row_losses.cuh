@@ -44,7 +44,7 @@ __device__ __forceinline__ RowMath row_math(const RowLossArgs& a, int64_t row, M
     const float off = a.xt[row] != x1 ? 1.0f : 0.0f;
     const float log_p1 = (z1 - M) - logS;
     const float pt = expf(zt - shift) * inv;
-    r.loss = r.valid ? -jump * (pt - (1.0f - off) + off * log_p1) : 0.0f;
+    r.loss = r.valid ? -jump * (pt - (1.0f - off) + (off != 0.0f ? log_p1 : 0.0f)) : 0.0f;  // 0 * -inf: 0
     r.a = pt + off;
     const bool same = r.it == r.i1;
     const float g_t = -(pt + off) * pt + pt + (same ? off : 0.0f);

@@ -6,7 +6,8 @@ With ``p = softmax(z_i)``, ``j_i = d_kappa / (1 - kappa)`` of the row's sample a
     loss_i = -j_i * (p[x_t] - delta + (1 - delta) * log p[x_1])
     grad_i = -grad_scale_i * j_i * (p[x_t] * (e_{x_t} - p) + (1 - delta) * (e_{x_1} - p))
 
-Shapes: ``logits [N, V]``, ``x_1, x_t [N]`` integer, ``jump`` fp32 ``[N]``, ``grad_scale``
+The ``(1 - delta) * log p[x_1]`` term is 0 where delta = 1 even when ``p[x_1] = 0`` (a masked
+logit): flow_matching multiplies, which gives NaN there. Shapes: ``logits [N, V]``, ``x_1, x_t [N]`` integer, ``jump`` fp32 ``[N]``, ``grad_scale``
 fp32 ``[N]`` or None, ``grad`` an ``[N, V]`` buffer (may alias ``logits``). Rows with
 ``x_1 == ignore_index`` give 0. Returns fp32 ``[N]``.
 """
@@ -26,7 +27,8 @@ def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
     log_p_x1 = log_p.gather(-1, i1[:, None]).squeeze(-1)
     p_xt = p.gather(-1, it[:, None]).squeeze(-1)
     off = (x_t != x_1).float()
-    loss = torch.where(valid, -jump * (p_xt - (1 - off) + off * log_p_x1), 0.0)
+    # (1 - delta) log p[x_1] is 0 where delta = 1, even if p[x_1] = 0 (flow_matching's 0 * -inf is NaN)
+    loss = torch.where(valid, -jump * (p_xt - (1 - off) + torch.where(off > 0, log_p_x1, 0.0)), 0.0)
     if grad is not None:
         g = -(p_xt + off)[:, None] * p
         g.scatter_add_(-1, it[:, None], p_xt[:, None])
