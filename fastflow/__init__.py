@@ -26,6 +26,10 @@ from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler, 
 from .solver import MixtureDiscreteEulerSolver, ODESolver, RiemannianODESolver, Solver, euler_step  # noqa: E402
 from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
 from .utils.manifolds import Euclidean, FlatTorus, Manifold, Product, Sphere, geodesic  # noqa: E402
+from . import torchcfm  # noqa: E402  (fastflow.torchcfm after `import fastflow`, as the README says)
+from .torchcfm import (ConditionalFlowMatcher, ExactOptimalTransportConditionalFlowMatcher,  # noqa: E402
+                       SchrodingerBridgeConditionalFlowMatcher, TargetConditionalFlowMatcher,
+                       VariancePreservingConditionalFlowMatcher)
 
 __version__ = "0.1.0"
 __all__ = [n for n in dir() if not n.startswith("_")]
