@@ -64,3 +64,12 @@ def test_fused_loss_matches_materialised():
 def test_bad_sigma():
     with pytest.raises(ValueError, match="sigma"):
         tc.ConditionalFlowMatcher(-1.0)
+
+
+def test_reachable_after_import_fastflow():
+    """``fastflow.torchcfm`` and its matchers flat under ``fastflow``, from a fresh interpreter."""
+    import subprocess
+    import sys
+    code = ("import fastflow as ff; assert ff.torchcfm.ConditionalFlowMatcher is ff.ConditionalFlowMatcher; "
+            "assert ff.VariancePreservingConditionalFlowMatcher and ff.ExactOptimalTransportConditionalFlowMatcher")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
