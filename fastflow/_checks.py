@@ -133,6 +133,24 @@ def _allowed(lo, hi) -> str:
     return f"must lie in [{lo}, {hi}] and not be NaN"
 
 
+def per_sample(name: str, c: torch.Tensor, batch: int) -> torch.Tensor:
+    """A computed coefficient (a scheduler's output: one value, or one per sample in any shape,
+    [B] or [B, 1, ...]) as a contiguous fp32 ``[batch]`` (already one: returned as is)."""
+    if c.dtype is torch.float32 and c.shape == (batch,) and c.is_contiguous():
+        return c
+    if c.numel() not in (1, batch):
+        raise ValueError(f"{name}: expected one value or one per sample ({batch}), got shape {tuple(c.shape)}")
+    return c.float().reshape(-1).expand(batch).contiguous()
+
+
+def one_per_sample(batch: int, **named) -> None:
+    """Computed coefficients (tensors or None) hold one value or one per sample: the kernels
+    read ``batch`` of them (cheap; the public ops check values too, see ``coefficient``)."""
+    for name, c in named.items():
+        if c is not None and c.numel() not in (1, batch):
+            raise ValueError(f"{name}: expected one value or one per sample ({batch}), got shape {tuple(c.shape)}")
+
+
 def rng(name: str, value, like: torch.Tensor) -> torch.Tensor:
     """A Philox ``(seed, offset)`` state: an int64 tensor of shape (2,) on ``like``'s device."""
     tensor(name, value, (torch.int64,))

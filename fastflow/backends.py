@@ -36,11 +36,11 @@ def _check_name(name: str) -> str:
     return name
 
 
-_ENV_DEFAULT = os.environ.get("FASTFLOW_BACKEND")  # read once: os.environ costs a cold call ~15 us
+_ENV_DEFAULT = os.environ.get("FASTFLOW_BACKEND") or None  # read once: os.environ costs a cold call ~15 us
 if _ENV_DEFAULT is not None and _ENV_DEFAULT != "auto" and _ENV_DEFAULT not in NAMES:  # a typo: said now
     raise ValueError(f"FASTFLOW_BACKEND: expected 'auto' or one of {NAMES}, got {_ENV_DEFAULT!r}")
 CPU_ISAS = ("baseline", "avx2", "avx512")  # the CPU kernels' variants (csrc/cpu/dispatch.cpp reads the variable)
-if os.environ.get("FASTFLOW_CPU_ISA") not in (None,) + CPU_ISAS:
+if os.environ.get("FASTFLOW_CPU_ISA", "") not in ("",) + CPU_ISAS:  # (set but empty: unset)
     raise ValueError(f"FASTFLOW_CPU_ISA: expected one of {CPU_ISAS}, got {os.environ['FASTFLOW_CPU_ISA']!r}")
 _thread_choices = [False]  # whether any thread has chosen a default (else skip the thread-local)
 

@@ -198,3 +198,48 @@ def test_prediction_conversions_check_t():
     raises(ValueError, "t", p.target_to_velocity, x, x, torch.tensor([0.5, 0.5, 0.5]))
     torch.testing.assert_close(p.target_to_velocity(x, x, torch.tensor(0.5)),
                                p.target_to_velocity(x, x, torch.tensor([0.5, 0.5])))
+
+
+class _ColumnCondOT:
+    """A convex scheduler that is not a ConvexScheduler and answers in [B, 1] columns."""
+
+    def __call__(self, t):
+        t = t.reshape(-1, 1)
+        return ff.SchedulerOutput(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+
+def test_schedulers_answering_in_columns_work_like_condot():
+    """Any scheduler object with one value per sample (here [B, 1]) drives the mixture path, its
+    loss and the jump step as CondOT does; the jump step's convexity is read off its outputs."""
+    t = torch.tensor([0.2, 0.7])
+    x1 = torch.randint(0, 6, (2, 5))
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    mine, ref = ff.MixtureDiscreteProbPath(_ColumnCondOT()), ff.MixtureDiscreteProbPath(ff.CondOTScheduler())
+    a = mine.sample(x_1=x1, t=t, vocab_size=6, generator=g())
+    b = ref.sample(x_1=x1, t=t, vocab_size=6, generator=g())
+    assert torch.equal(a.x_t, b.x_t)
+    logits = torch.randn(2, 5, 6)
+    torch.testing.assert_close(ff.MixturePathGeneralizedKL(mine)(logits, x1, a.x_t, t),
+                               ff.MixturePathGeneralizedKL(ref)(logits, x1, a.x_t, t))
+    steps = [ff.jump_step(logits, a.x_t, t, 0.2, s, generator=g()) for s in (_ColumnCondOT(), ff.CondOTScheduler())]
+    assert torch.equal(steps[0], steps[1])
+
+
+def test_empty_environment_variables_are_unset():
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FASTFLOW_BACKEND": "", "FASTFLOW_CPU_ISA": ""}
+    assert subprocess.run([sys.executable, "-c", "import fastflow as ff; assert ff.get_backend() == 'auto'"],
+                          env=env).returncode == 0
+
+
+def test_internal_entries_check_coefficient_lengths():
+    """A torchcfm matcher whose coefficients are not one per sample is refused before a kernel
+    reads them (they are computed, not user-given: no value checks)."""
+    class Bad(ff.ConditionalFlowMatcher):
+        def coefficients(self, t):
+            c = super().coefficients(t)
+            return dict(c, b=torch.ones(3))
+    x = torch.randn(4, 2)
+    raises(ValueError, "b", Bad().sample_location_and_conditional_flow, x, x)

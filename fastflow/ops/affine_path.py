@@ -153,6 +153,7 @@ def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor
                         rng: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """``affine_path_sample`` with fp32 ``[B]`` coefficients computed by the caller."""
     _check_pair(x_1, x_0)
+    _checks.one_per_sample(x_1.shape[0], a=a, b=b, s=s)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
     name = pick("affine_path_sample", x_1, backend)
@@ -183,6 +184,7 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
     """``affine_path_loss`` with fp32 ``[B]`` coefficients computed by the caller."""
     _checks.choice("reduction", reduction, REDUCTIONS)
     _check_pair(x_1, x_0)
+    _checks.one_per_sample(x_1.shape[0], c=c, d=d, e=e)
     _checks.tensor("v", v, _checks.FLOAT_DTYPES)
     _checks.same_shape("v", v, x_1, "x_1")
     if (x_0 is None or e is not None) and rng is None:
@@ -195,7 +197,7 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
             mask = mask.expand_as(v)
         except RuntimeError:
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
-    w = None if weight is None else _checks.coefficient("weight", weight, batch, v)
+    w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
     backend = pick("affine_path_loss", v, backend)
     if reduction == "none":
         target = _sample(x_1, x_0, c, d, e, rng, backend)
@@ -211,7 +213,9 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
         divisor = 1
     fold = _fused_grad.fold_divisor(v.dtype)
     if w is None and type(divisor) is int:  # one fill: 1 / divisor rounded once to fp32, as the division
-        scale = torch.full((batch,), _reciprocal_fp32(divisor) if fold else 1.0,
+        # (the cache is for eager loops: dynamo warns when it traces one)
+        inverse = _reciprocal_fp32.__wrapped__ if torch.compiler.is_compiling() else _reciprocal_fp32
+        scale = torch.full((batch,), inverse(divisor) if fold else 1.0,
                            dtype=torch.float32, device=v.device)
     else:
         scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()

@@ -49,6 +49,7 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
                          noise: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """``mixture_path_sample`` with an fp32 ``[B]`` kappa computed by the caller."""
     _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
+    _checks.one_per_sample(x_1.shape[0], kappa=kappa)
     if x_0 is not None:
         _checks.tensor("x_0", x_0, _checks.INDEX_DTYPES)
         _checks.same_shape("x_0", x_0, x_1, "x_1")
@@ -342,10 +343,8 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     _check_logits(logits, x_t, "x_t")
     V = logits.shape[-1]
     _checks.tokens("x_t", x_t, V)
-    from ..path.scheduler import is_convex  # (the path package imports these ops)
-    if not callable(scheduler) or not is_convex(scheduler):
-        raise ValueError("scheduler: the jump step of a mixture path needs a convex scheduler "
-                         f"(alpha_t + sigma_t = 1), got {type(scheduler).__name__}")
+    if not callable(scheduler):
+        raise TypeError(f"scheduler: expected a callable t -> SchedulerOutput, got {type(scheduler).__name__}")
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
     if not isinstance(probs, bool) or not isinstance(final, bool):
@@ -357,7 +356,12 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
            else _checks.coefficient("div_free", div_free, batch, logits, lo=0.0, finite=True))
     kind, p0, mid = _source(source, mask_id, V, logits)
     sched = scheduler(t_b)
-    r1, r0 = jump_rates(sched.alpha_t.float(), sched.d_alpha_t.float(), c_b)
+    from ..path.scheduler import convex_by_type  # (the path package imports these ops)
+    if not convex_by_type(scheduler):  # another scheduler: alpha_t + sigma_t = 1 at these times
+        _checks.values("scheduler", ((sched.alpha_t.float() + sched.sigma_t.float()) - 1).abs() <= 1e-5,
+                       "the jump step of a mixture path needs a convex scheduler (alpha_t + sigma_t = 1)")
+    r1, r0 = jump_rates(_checks.per_sample("scheduler", sched.alpha_t, batch),
+                        _checks.per_sample("scheduler", sched.d_alpha_t, batch), c_b)
     per_row = x_t.numel() // batch
     expand = lambda v: v.repeat_interleave(per_row).contiguous()  # noqa: E731
     nt = nr = nr0 = None

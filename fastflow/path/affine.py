@@ -23,13 +23,6 @@ from .scheduler import CondOTScheduler
 TARGETS = ("velocity", "x1", "epsilon")
 
 
-def _batch_vector(c: Tensor, batch: int) -> Tensor:
-    """A scheduler output as a contiguous fp32 ``[batch]`` (already one: returned as is)."""
-    if c.dtype is torch.float32 and c.shape == (batch,) and c.is_contiguous():
-        return c
-    return c.float().reshape(-1).expand(batch).contiguous()
-
-
 class AffineProbPath(ProbPath):
     """The affine path of a scheduler (any object with the flow_matching scheduler interface)."""
 
@@ -41,7 +34,8 @@ class AffineProbPath(ProbPath):
     def _coefficients(self, t: Tensor, batch: int, like: Tensor) -> dict:
         t = _checks.time("t", t, batch, like)
         out = self.scheduler(t)
-        return {k: _batch_vector(getattr(out, k), batch) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
+        return {k: _checks.per_sample("scheduler", getattr(out, k), batch)
+                for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
 
     def sample(self, x_0: Optional[Tensor] = None, x_1: Optional[Tensor] = None, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> PathSample:
@@ -88,7 +82,7 @@ class AffineProbPath(ProbPath):
         _checks.tensor("x_t", x_t, _checks.FLOAT_DTYPES, ndim_min=1)
         batch = x_t.shape[0]
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
-        a, b = (_batch_vector(c, batch) for c in (a_fn(s), b_fn(s)))
+        a, b = (_checks.per_sample("scheduler", c, batch) for c in (a_fn(s), b_fn(s)))
         finite = torch.isfinite(a).all() & torch.isfinite(b).all()
         _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
         return step_combine(x_t, pred, a, b)

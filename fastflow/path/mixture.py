@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import _checks
 from .._rng import new_rng
-from ..ops.discrete import mixture_path_sample
+from ..ops.discrete import _mixture_path_sample
 from .base import ProbPath
 from .path_sample import DiscretePathSample
 from .scheduler import is_convex
@@ -37,7 +37,8 @@ class MixtureDiscreteProbPath(ProbPath):
         _checks.tensor("t", t)
         if t.shape != (x_1.shape[0],):
             raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
-        kappa = self.scheduler(_checks.time("t", t, x_1.shape[0], x_1)).alpha_t.float()
+        kappa = _checks.per_sample("scheduler", self.scheduler(_checks.time("t", t, x_1.shape[0], x_1)).alpha_t,
+                                   x_1.shape[0])
         if x_0 is None:
             _checks.choice("source", source, ("uniform", "mask"))
             if source == "uniform":
@@ -53,7 +54,7 @@ class MixtureDiscreteProbPath(ProbPath):
             if x_0 is not None:
                 _checks.tokens("x_0", x_0, vocab_size)
         rng = new_rng(x_1.device, generator)
-        x_t = mixture_path_sample(x_1, x_0, kappa, rng, vocab_size or 0, mask_id, backend=backend)
+        x_t = _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size or 0, mask_id, backend=backend)
         return DiscretePathSample(x_1, x_0, t, x_t, rng, vocab_size or 0, mask_id, backend)
 
     def posterior_to_velocity(self, posterior_logits: Tensor, x_t: Tensor, t: Tensor) -> Tensor:

@@ -128,16 +128,21 @@ class OTSigmaMinScheduler(Scheduler):
         return snr / (1 + (1 - self.sigma_min) * snr)
 
 
-def is_convex(scheduler) -> bool:
-    """True for fastflow's or flow_matching's convex schedulers, or numerically alpha + sigma = 1."""
+def convex_by_type(scheduler) -> bool:
+    """True for fastflow's or flow_matching's convex schedulers (no evaluation)."""
     if isinstance(scheduler, ConvexScheduler):
         return True
     try:
         from flow_matching.path.scheduler import ConvexScheduler as FMConvex
-        if isinstance(scheduler, FMConvex):
-            return True
     except ImportError:
-        pass
+        return False
+    return isinstance(scheduler, FMConvex)
+
+
+def is_convex(scheduler) -> bool:
+    """True for fastflow's or flow_matching's convex schedulers, or numerically alpha + sigma = 1."""
+    if convex_by_type(scheduler):
+        return True
     t = torch.linspace(0.0, 1.0, 17)
     out = scheduler(t)
     return bool(torch.allclose(out.alpha_t + out.sigma_t, torch.ones_like(t), atol=1e-5))
