@@ -243,3 +243,11 @@ def test_internal_entries_check_coefficient_lengths():
             return dict(c, b=torch.ones(3))
     x = torch.randn(4, 2)
     raises(ValueError, "b", Bad().sample_location_and_conditional_flow, x, x)
+
+
+def test_mixture_path_sample_needs_a_vocabulary_and_rng_for_a_uniform_source():
+    x1 = torch.randint(0, 8, (2, 6))
+    raises(ValueError, "vocab_size", ff.mixture_path_sample, x1, None, 0.3, torch.tensor([1, 0]))
+    raises(ValueError, "rng", ff.mixture_path_sample, x1, None, 0.5, None, vocab_size=8, noise=torch.rand(2, 6))
+    out = ff.mixture_path_sample(x1, None, 0.5, None, mask_id=8, noise=torch.rand(2, 6))  # no draw: no rng
+    assert ((out == x1) | (out == 8)).all()

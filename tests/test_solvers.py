@@ -376,3 +376,18 @@ def test_discrete_solver_mask_id_is_the_mask_source():
         ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, source_distribution_p=onehot, mask_id=1)
     with pytest.raises(ValueError, match="mask_id"):
         ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, mask_id=V)
+
+
+def test_guidance_shares_the_extras_it_does_not_replace():
+    """The unconditional call gets model_extras updated by uncond_model_extras: a shared extra
+    (here a scale, as an attention mask would be) reaches both calls."""
+    calls = []
+
+    def model(x, t, label, scale):
+        calls.append((label, scale))
+        return scale * (x + label)
+
+    x0 = torch.randn(3, 4)
+    ff.ODESolver(model).sample(x0, step_size=0.5, guidance_scale=1.0, label=2.0, scale=0.5,
+                               uncond_model_extras={"label": 0.0})
+    assert set(calls) == {(2.0, 0.5), (0.0, 0.5)}

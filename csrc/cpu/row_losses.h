@@ -23,8 +23,9 @@ constexpr int64_t kSplitRows = 16;        // split rows when there are fewer tha
 constexpr int64_t kSplitVocab = 1 << 16;  // ... and the vocabulary is at least this large
 
 // Running (max, sum exp(z - max)) of a row. A NaN logit makes both NaN; a +inf logit (and no
-// NaN) gives (+inf, 1): logsumexp = +inf, so the cross-entropy is +inf as torch's (NaN if the
-// target is the +inf one), and the probabilities are NaN (see inv_sum).
+// NaN) gives (+inf, 1): logsumexp = +inf as torch's, so the cross-entropy is +inf (NaN if the
+// target is the +inf one; torch's cross_entropy gives NaN either way), and the probabilities
+// are NaN (see inv_sum).
 struct Stats {
   double m = -std::numeric_limits<double>::infinity();  // running max
   double s = 0.0;                                       // sum exp(z - m)

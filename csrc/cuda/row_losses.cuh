@@ -75,7 +75,8 @@ __device__ __forceinline__ void stats_range(const T* z, int64_t lo, int64_t hi, 
     for (int k = 0; k < VEC; ++k)
       if (g * VEC + k >= lo && g * VEC + k < hi) ms.s += expf(v[k] - sh);
   }
-  // a +inf logit: (+inf, 1), logsumexp +inf as torch's; a NaN logit made s NaN, and it stays
+  // a +inf logit: (+inf, 1), logsumexp +inf as torch's (the loss +inf, as on the CPU); a NaN
+  // logit made s NaN, and it stays
   if (ms.m == INFINITY) ms.s = ms.s != ms.s ? NAN : 1.0f;
 }
 

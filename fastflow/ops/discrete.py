@@ -64,6 +64,11 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         mask_id = mask_id.__index__()
         if mask_id < 0:
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
+    elif x_0 is None:  # a uniform source is drawn (stream 1 of rng, even with explicit noise)
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"vocab_size: expected a positive int for a uniform source, got {vocab_size!r}")
+        if rng is None:
+            raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     name = pick("mixture_path_sample", x_1, backend)
     if direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
@@ -197,8 +202,9 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
                           overwrite_logits: bool = False) -> Tensor:
     """Fused cross-entropy ``logsumexp(z) - z[x_1]`` over the last dimension.
 
-    ``mean`` averages over the tokens that are not ``ignore_index`` (torch's convention),
-    ``sum`` adds, ``none`` returns ``x_1``'s shape (0 on ignored tokens). The gradient is
+    ``mean`` averages over the tokens that are not ``ignore_index`` (torch's convention; with
+    every token ignored it is 0, where torch's is NaN), ``sum`` adds, ``none`` returns
+    ``x_1``'s shape (0 on ignored tokens). The gradient is
     written during the forward pass (one extra pass, no ``[N, V]`` fp32 temporaries); the
     backward scales it only when the upstream gradient is not 1.
 
