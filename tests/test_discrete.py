@@ -317,3 +317,17 @@ def test_generalized_kl_of_a_kept_token_with_a_masked_x1_logit_is_finite(backend
     torch.testing.assert_close(loss[1], -2.0 * (p1[2] + p1[0].log()))
     loss.sum().backward()
     assert torch.isfinite(z.grad[z.detach().isfinite()]).all()
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_fused_loss_gradients_are_plain_tensors(reduction):
+    """The gradient handed back is the buffer written in the forward: not differentiable, with no
+    graph of its own (torch.autograd.grad returns it as a constant)."""
+    z = torch.randn(6, 5, requires_grad=True)
+    loss = ff.mixture_cross_entropy(z, torch.randint(0, 5, (6,)), reduction=reduction)
+    (g,) = torch.autograd.grad(loss.sum(), z)
+    assert g.grad_fn is None and not g.requires_grad
+    v = torch.randn(3, 4, requires_grad=True)
+    per = ff.affine_path_loss(v, torch.randn(3, 4), torch.randn(3, 4), 1.0, -1.0, reduction="per_sample")
+    (gv,) = torch.autograd.grad(per.sum(), v)
+    assert gv.grad_fn is None and not gv.requires_grad

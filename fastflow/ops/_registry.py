@@ -57,7 +57,12 @@ def eager_function(impl, setup_context, backward):
             def forward(ctx, *args):  # ctx-style: no setup_context, no per-call inspect.signature
                 out = impl(*args)
                 setup_context(ctx, args, out)
-                return out[0].sum() if total else out
+                if total:
+                    return out[0].sum()
+                # the gradient buffer and the row losses carry no gradient (overwritten logits' rows,
+                # a view of an input, stay as they are: autograd must see them as such)
+                ctx.mark_non_differentiable(*(o for o in out[1:] if not o._is_view()))
+                return out
 
             @staticmethod
             def backward(ctx, *grads):
