@@ -83,3 +83,14 @@ def test_schedule_transformed_model_matches_flow_matching():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="^original_scheduler"):
         ScheduleTransformedModel(model, object(), ff.CondOTScheduler())
+
+
+def test_convex_kappa_alone_equals_alpha_t():
+    t = torch.rand(33, dtype=torch.float64).float()
+    for s in (ff.CondOTScheduler(), ff.PolynomialConvexScheduler(2.0), ff.PolynomialConvexScheduler(0.7)):
+        assert torch.equal(s.kappa(t), s(t).alpha_t)
+
+    class Mine(ff.ConvexScheduler):  # a subclass without its own kappa: read off __call__
+        def __call__(self, t):
+            return ff.SchedulerOutput(t.sqrt(), 1 - t.sqrt(), 0.5 / t.sqrt(), -0.5 / t.sqrt())
+    assert torch.equal(Mine().kappa(t), t.sqrt())

@@ -14,7 +14,7 @@ from .._rng import new_rng
 from ..ops.discrete import _mixture_path_sample
 from .base import ProbPath
 from .path_sample import DiscretePathSample
-from .scheduler import is_convex
+from .scheduler import ConvexScheduler, is_convex
 
 
 class MixtureDiscreteProbPath(ProbPath):
@@ -37,7 +37,9 @@ class MixtureDiscreteProbPath(ProbPath):
         _checks.tensor("t", t)
         if t.shape != (x_1.shape[0],):
             raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
-        kappa = _checks.per_sample("scheduler", self.scheduler(_checks.time("t", t, x_1.shape[0], x_1)).alpha_t,
+        t_b = _checks.time("t", t, x_1.shape[0], x_1)
+        s = self.scheduler  # (fastflow's convex schedulers compute kappa_t alone)
+        kappa = _checks.per_sample("scheduler", s.kappa(t_b) if isinstance(s, ConvexScheduler) else s(t_b).alpha_t,
                                    x_1.shape[0])
         if x_0 is None:
             _checks.choice("source", source, ("uniform", "mask"))

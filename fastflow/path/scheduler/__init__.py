@@ -34,6 +34,11 @@ class Scheduler:
 class ConvexScheduler(Scheduler):
     """``alpha_t + sigma_t = 1``: the schedulers a mixture (discrete) path accepts."""
 
+    def kappa(self, t: Tensor) -> Tensor:
+        """``kappa_t = alpha_t`` alone (the mixture path's sample needs nothing else): the same
+        values as ``self(t).alpha_t``, without computing the other three."""
+        return self(t).alpha_t
+
     def kappa_inverse(self, kappa: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -46,6 +51,9 @@ class CondOTScheduler(ConvexScheduler):
 
     def __call__(self, t):
         return SchedulerOutput(t, 1 - t, torch.ones_like(t), torch.full_like(t, -1.0))
+
+    def kappa(self, t):
+        return t
 
     def kappa_inverse(self, kappa):
         return kappa
@@ -63,6 +71,9 @@ class PolynomialConvexScheduler(ConvexScheduler):
         n = self.n
         t_n, d = t**n, n * t ** (n - 1)  # each power once (the same values)
         return SchedulerOutput(t_n, 1 - t_n, d, -d)
+
+    def kappa(self, t):
+        return t**self.n
 
     def kappa_inverse(self, kappa):
         return torch.pow(kappa, 1.0 / self.n)
