@@ -251,3 +251,6 @@ def test_mixture_path_sample_needs_a_vocabulary_and_rng_for_a_uniform_source():
     raises(ValueError, "rng", ff.mixture_path_sample, x1, None, 0.5, None, vocab_size=8, noise=torch.rand(2, 6))
     out = ff.mixture_path_sample(x1, None, 0.5, None, mask_id=8, noise=torch.rand(2, 6))  # no draw: no rng
     assert ((out == x1) | (out == 8)).all()
+    import numpy as np
+    out = ff.mixture_path_sample(x1, None, 0.5, torch.tensor([1, 0]), vocab_size=np.int64(8))  # an integer type
+    assert ((out >= 0) & (out < 8)).all()

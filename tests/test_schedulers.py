@@ -94,3 +94,20 @@ def test_convex_kappa_alone_equals_alpha_t():
         def __call__(self, t):
             return ff.SchedulerOutput(t.sqrt(), 1 - t.sqrt(), 0.5 / t.sqrt(), -0.5 / t.sqrt())
     assert torch.equal(Mine().kappa(t), t.sqrt())
+
+
+def test_kappa_of_a_subclass_that_changes_the_schedule_follows_its_call():
+    class Cubed(ff.CondOTScheduler):
+        def __call__(self, t):
+            return ff.SchedulerOutput(t**3, 1 - t**3, 3 * t**2, -3 * t**2)
+
+    class Cos(ff.PolynomialConvexScheduler):
+        def __call__(self, t):
+            a = 1 - torch.cos(t * torch.pi / 2)
+            return ff.SchedulerOutput(a, 1 - a, torch.sin(t * torch.pi / 2) * torch.pi / 2, -torch.sin(t) * 0)
+    t = torch.rand(9)
+    for s in (Cubed(), Cos(2.0)):
+        assert torch.equal(s.kappa(t), s(t).alpha_t)
+    x1 = torch.zeros(4, 20000, dtype=torch.long)
+    kept = ff.MixtureDiscreteProbPath(Cubed()).sample(x_1=x1, t=torch.full((4,), 0.5), source="mask", mask_id=1).x_t
+    assert abs(float((kept == 0).float().mean()) - 0.125) < 0.01

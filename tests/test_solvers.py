@@ -378,16 +378,19 @@ def test_discrete_solver_mask_id_is_the_mask_source():
         ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, V, mask_id=V)
 
 
-def test_guidance_shares_the_extras_it_does_not_replace():
-    """The unconditional call gets model_extras updated by uncond_model_extras: a shared extra
-    (here a scale, as an attention mask would be) reaches both calls."""
+def test_guidance_calls_the_unconditional_branch_with_its_extras_alone():
+    """uncond_model_extras replaces model_extras for the unconditional call (an empty dict: a
+    call with no extras), so leaving a conditioning key out makes that call unconditional."""
     calls = []
 
-    def model(x, t, label, scale):
+    def model(x, t, label=None, scale=1.0):
         calls.append((label, scale))
-        return scale * (x + label)
+        return scale * x + (0.0 if label is None else label)
 
     x0 = torch.randn(3, 4)
     ff.ODESolver(model).sample(x0, step_size=0.5, guidance_scale=1.0, label=2.0, scale=0.5,
-                               uncond_model_extras={"label": 0.0})
-    assert set(calls) == {(2.0, 0.5), (0.0, 0.5)}
+                               uncond_model_extras={"scale": 0.5})
+    assert set(calls) == {(2.0, 0.5), (None, 0.5)}
+    calls.clear()
+    ff.ODESolver(model).sample(x0, step_size=0.5, guidance_scale=1.0, label=2.0, uncond_model_extras={})
+    assert set(calls) == {(2.0, 1.0), (None, 1.0)}

@@ -65,7 +65,7 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         if mask_id < 0:
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
     elif x_0 is None:  # a uniform source is drawn (stream 1 of rng, even with explicit noise)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__") or vocab_size.__index__() < 1:
             raise ValueError(f"vocab_size: expected a positive int for a uniform source, got {vocab_size!r}")
         if rng is None:
             raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")

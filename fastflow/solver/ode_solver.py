@@ -10,8 +10,8 @@ methods (``dopri5``, ...) are handed to torchdiffeq when installed.
 Prediction types (FORMULAS.md §2): the model may predict ``velocity``, ``x1`` or
 ``epsilon``; with a path the conversion ``u = A_t x + B_t pred`` is fused into the step.
 With ``guidance_scale = w > 0`` the model is called with ``model_extras`` and with
-``model_extras`` updated by ``uncond_model_extras`` (the conditioning it replaces; the rest,
-an attention mask say, is shared), and ``(1 + w) out_cond - w out_uncond`` is mixed in the kernel.
+``uncond_model_extras`` alone (an extra both calls need, an attention mask say, goes in
+both), and ``(1 + w) out_cond - w out_uncond`` is mixed in the kernel.
 """
 from __future__ import annotations
 
@@ -151,8 +151,7 @@ class ODESolver(Solver):
             raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
-        self._begin(x_init, time_grid, float(guidance_scale),
-                    None if uncond_model_extras is None else {**model_extras, **uncond_model_extras})
+        self._begin(x_init, time_grid, float(guidance_scale), uncond_model_extras)
         if method not in FIXED_METHODS:
             return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
                                      return_intermediates, enable_grad, model_extras)
