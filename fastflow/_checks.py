@@ -138,8 +138,7 @@ def per_sample(name: str, c: torch.Tensor, batch: int) -> torch.Tensor:
     [B] or [B, 1, ...]) as a contiguous fp32 ``[batch]`` (already one: returned as is)."""
     if c.dtype is torch.float32 and c.shape == (batch,) and c.is_contiguous():
         return c
-    if c.numel() not in (1, batch):
-        raise ValueError(f"{name}: expected one value or one per sample ({batch}), got shape {tuple(c.shape)}")
+    one_per_sample(batch, **{name: c})
     return c.float().reshape(-1).expand(batch).contiguous()
 
 
@@ -158,6 +157,11 @@ def rng(name: str, value, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name}: expected a (seed, offset) tensor of shape (2,), got {tuple(value.shape)}")
     same_device(name, value, like)
     return value
+
+
+def fp32_float(c) -> bool:
+    """A Python float that fp32 holds as a finite number (NaN, inf and overflow: False)."""
+    return type(c) is float and -FP32_MAX <= c <= FP32_MAX
 
 
 def scalar(name: str, value, lo=None, hi=None, finite: bool = False) -> float:

@@ -41,13 +41,18 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa, rng: Optional
     _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
     kappa = _checks.coefficient("kappa", kappa, x_1.shape[0], x_1, lo=0.0, hi=1.0)
     rng = None if rng is None else _checks.rng("rng", rng, x_1)
+    if x_0 is None and mask_id is None:  # a uniform source is drawn (stream 1 of rng, even with noise)
+        if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__") or vocab_size.__index__() < 1:
+            raise ValueError(f"vocab_size: expected a positive int for a uniform source, got {vocab_size!r}")
+        if rng is None:
+            raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     return _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size, mask_id, noise, backend)
 
 
 def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng: Optional[Tensor],
                          vocab_size: int = 0, mask_id: Optional[int] = None,
                          noise: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
-    """``mixture_path_sample`` with an fp32 ``[B]`` kappa computed by the caller."""
+    """``mixture_path_sample`` with an fp32 ``[B]`` kappa, and a source, computed by the caller."""
     _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
     _checks.one_per_sample(x_1.shape[0], kappa=kappa)
     if x_0 is not None:
@@ -64,11 +69,6 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         mask_id = mask_id.__index__()
         if mask_id < 0:
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
-    elif x_0 is None:  # a uniform source is drawn (stream 1 of rng, even with explicit noise)
-        if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__") or vocab_size.__index__() < 1:
-            raise ValueError(f"vocab_size: expected a positive int for a uniform source, got {vocab_size!r}")
-        if rng is None:
-            raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     name = pick("mixture_path_sample", x_1, backend)
     if direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
@@ -362,9 +362,9 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
            else _checks.coefficient("div_free", div_free, batch, logits, lo=0.0, finite=True))
     kind, p0, mid = _source(source, mask_id, V, logits)
     sched = scheduler(t_b)
-    from ..path.scheduler import convex_by_type  # (the path package imports these ops)
+    from ..path.scheduler import convex_by_type, sums_to_one  # (the path package imports these ops)
     if not convex_by_type(scheduler):  # another scheduler: alpha_t + sigma_t = 1 at these times
-        _checks.values("scheduler", ((sched.alpha_t.float() + sched.sigma_t.float()) - 1).abs() <= 1e-5,
+        _checks.values("scheduler", sums_to_one(sched),
                        "the jump step of a mixture path needs a convex scheduler (alpha_t + sigma_t = 1)")
     r1, r0 = jump_rates(_checks.per_sample("scheduler", sched.alpha_t, batch),
                         _checks.per_sample("scheduler", sched.d_alpha_t, batch), c_b)

@@ -116,7 +116,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
 
 def _fp32(c) -> bool:
     """A float that fp32 holds as a finite number (NaN, inf and overflow take the checked path)."""
-    return type(c) is float and -_checks.FP32_MAX <= c <= _checks.FP32_MAX
+    return _checks.fp32_float(c)
 
 
 def _plain_floats(x, p, q, A, B, C, out) -> bool:

@@ -44,14 +44,12 @@ class MixtureDiscreteProbPath(ProbPath):
         if x_0 is None:
             _checks.choice("source", source, ("uniform", "mask"))
             if source == "uniform":
-                if not isinstance(vocab_size, int) or vocab_size < 1:
-                    raise ValueError(f"vocab_size: expected a positive int with source='uniform', got {vocab_size!r}")
                 mask_id = None
             elif not isinstance(mask_id, int) or mask_id < 0:
                 raise ValueError(f"mask_id: expected a token id with source='mask', got {mask_id!r}")
-        if vocab_size is not None:
+        if vocab_size is not None or (x_0 is None and mask_id is None):  # (a uniform source needs one)
             if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-                raise ValueError(f"vocab_size: expected a positive int, got {vocab_size!r}")
+                raise ValueError(f"vocab_size: expected a positive int (with source='uniform' too), got {vocab_size!r}")
             _checks.tokens("x_1", x_1, vocab_size)
             if x_0 is not None:
                 _checks.tokens("x_0", x_0, vocab_size)

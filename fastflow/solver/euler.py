@@ -16,8 +16,7 @@ def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guida
     With ``v_uncond`` the velocity is classifier-free guided, ``(1 + w) v - w v_uncond``;
     ``out=x`` updates in place.
     """
-    if (v_uncond is None and type(h) is float and -_checks.FP32_MAX <= h <= _checks.FP32_MAX
-            and type(guidance_scale) in (int, float) and guidance_scale == 0):
+    if v_uncond is None and _checks.fp32_float(h) and type(guidance_scale) in (int, float) and guidance_scale == 0:
         return step_combine(x, v, 1.0, h, out=out, backend=backend)  # checks x and v itself
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
     batch = x.shape[0]
