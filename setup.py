@@ -8,7 +8,9 @@ backends (``fastflow._C``, torch-free C++ / CUDA in ``csrc/``) with CMake + ninj
   imported at build time, as in an isolated build, an installed NVIDIA driver stands in
   for it). ``FASTFLOW_CUDA=1`` forces the CUDA part, ``FASTFLOW_CUDA=0`` skips it;
   ``FASTFLOW_CUDA_ARCHS`` sets CMAKE_CUDA_ARCHITECTURES (default "80;90");
-- ``FASTFLOW_BUILD=0`` skips the compiled part altogether.
+- ``FASTFLOW_BUILD=0`` skips the compiled part altogether;
+- ``FASTFLOW_CUDA_EMULATOR=1`` also builds ``fastflow._C_cuda_emu``, the CUDA kernels compiled for
+  the host and run by the tests' CUDA emulator (scripts/setup.sh sets it; tests only).
 
 A failed optional build leaves a working pure-Python install (backends ``reference`` and
 ``triton``) and prints a warning saying why.
@@ -124,6 +126,7 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DFASTFLOW_CUDA={'ON' if with_cuda else 'OFF'}",
+            f"-DFASTFLOW_CUDA_EMULATOR={'ON' if _env_flag('FASTFLOW_CUDA_EMULATOR') else 'OFF'}",
         ]
         try:
             import pybind11

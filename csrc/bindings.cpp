@@ -37,7 +37,17 @@ MaskDesc mask_desc(uintptr_t mask, int64_t inner, int64_t period) {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+#ifdef FF_CUDA_EMULATOR_MODULE
+namespace ff_emu {
+std::string self_test(int kind);  // csrc/cuda/emulator/self_test.cpp
+}
+#endif
+
+#ifndef FF_MODULE_NAME
+#define FF_MODULE_NAME _C  // (the CUDA emulator build of the tests names its module _C_cuda_emu)
+#endif
+
+PYBIND11_MODULE(FF_MODULE_NAME, m) {
   m.doc() = "fastflow compiled kernels (CPU and, when built with it, CUDA); torch-free";
   auto rel = py::call_guard<py::gil_scoped_release>();
 
@@ -45,6 +55,10 @@ PYBIND11_MODULE(_C, m) {
   m.attr("ERR_CUDA") = static_cast<int>(kErrCuda);  // the status of a failed launch (cuda_last_error says why)
   m.def("cuda_last_error", [] { return std::string(cuda::last_error()); },
         "the CUDA runtime's error behind this thread's last 'CUDA kernel launch failed' ('' if none)");
+#ifdef FF_CUDA_EMULATOR_MODULE
+  m.def("emulator_self_test", &ff_emu::self_test, py::arg("kind"),
+        "runs one of the emulator's test kernels (0 correct, 1-4 broken); the launch's error or ''");
+#endif
   m.def("cuda_problem", [] { return std::string(cuda::runtime_problem()); },
         "'' when the CUDA kernels can run on this machine, else why not");
   m.def(

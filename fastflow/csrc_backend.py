@@ -184,6 +184,14 @@ def _row_workspace(rows: int, vocab: int, like: torch.Tensor):
     return torch.empty(4 * rows * split, dtype=torch.float32, device=like.device)
 
 
+def _loss_workspace(batch: int, per_sample: int, like: torch.Tensor):
+    """The per-(sample, chunk) partials of the CUDA ``affine_path_loss`` (None when not needed)."""
+    if not like.is_cuda:
+        return None
+    n = _C.affine_path_loss_workspace(batch, per_sample)
+    return torch.empty(n, dtype=torch.float32, device=like.device) if n else None
+
+
 def _mask_layout(mask: torch.Tensor, shape):
     """(tensor, inner, period) with element i of the broadcast mask = flat[(i // inner) % period]."""
     if mask.dtype != torch.bool:
@@ -251,10 +259,7 @@ def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None
     if grad is not None:  # written directly when it is a contiguous buffer of the compute dtype
         dv = grad if grad.dtype == k["dtype"] and grad.is_contiguous() else _memory.empty_like(k["v"], k["dtype"])
     if k["v"].numel():
-        ws = None
-        if k["v"].is_cuda:
-            n = _C.affine_path_loss_workspace(k["batch"], k["per"])
-            ws = torch.empty(n, dtype=torch.float32, device=dev) if n else None
+        ws = _loss_workspace(k["batch"], k["per"], k["v"])
         _run(_C.affine_path_loss, k["v"], grad_scale=_ptr(gs), dv=_ptr(dv), loss=_ptr(loss), workspace=_ptr(ws),
              **_loss_kwargs(k))
     if dv is not None and dv is not grad:

@@ -3,7 +3,8 @@
 #   - a virtual environment in .venv that sees the system's packages, so an installed torch is kept;
 #   - torch only if none is importable: pinned 2.13.0 (CPU build) on machines without an NVIDIA GPU;
 #   - triton, the build tools, the test and benchmark extras, and fastflow itself in editable mode
-#     (which compiles the csrc CPU backend, and the CUDA one where nvcc and a CUDA torch are found).
+#     (which compiles the csrc CPU backend, the CUDA one where nvcc and a CUDA torch are found, and
+#     the tests' CUDA emulator module).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -17,5 +18,6 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 python -c "import triton" 2>/dev/null || pip install "triton==3.9.0" || echo "warning: triton not installed; the triton backend will be unavailable" >&2
 pip install setuptools wheel pybind11 ninja numpy pytest scipy tqdm matplotlib nvtx torchdiffeq "flow-matching==1.0.10"
-pip install --no-build-isolation --no-deps -e .
+# the tests run the CUDA kernels on the CPU through an emulator where no GPU is (tests/cuda_emulator.py)
+FASTFLOW_CUDA_EMULATOR=${FASTFLOW_CUDA_EMULATOR:-1} pip install --no-build-isolation --no-deps -e .
 python -c "import fastflow as ff; print('fastflow backends:', ff.available_backends())"

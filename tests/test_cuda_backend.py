@@ -1,25 +1,49 @@
-"""The compiled CUDA backend against the reference on CUDA tensors: the same checks as
+"""The compiled CUDA backend against the reference: the same checks as
 tests/test_cpu_backend.py (tolerance rule, exact tokens with explicit noise, bit-identical
-Philox), plus the launch shapes that only CUDA has (warp / block / split rows). Skipped
-without a GPU or without CUDA compiled into fastflow._C."""
+Philox), plus the launch shapes that only CUDA has (warp / block / split rows).
+
+On a GPU they run on CUDA tensors. Without one they run the same kernels on CPU tensors
+through the tests' CUDA emulator (tests/cuda_emulator.py, csrc/cuda/emulator), which checks
+the launchers, the index arithmetic, every barrier, shuffle and reduction, but neither device
+math nor speed; the tests that need torch's CUDA runtime (graphs, custom-op dispatch) are
+skipped there. Skipped when neither a GPU with CUDA compiled into fastflow._C nor the
+emulator module is there."""
 import os
 import sys
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
-cb = pytest.importorskip("fastflow.csrc_backend")
-if cb.unavailable("cuda") is not None:
-    pytest.skip(f"cuda backend unavailable: {cb.unavailable('cuda')}", allow_module_level=True)
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fastflow.csrc_backend as cpu_backend  # noqa: E402
+
+EMULATED = not torch.cuda.is_available()
+if EMULATED:
+    import cuda_emulator  # noqa: E402
+    cb = cuda_emulator.load()
+    if cb is None:
+        pytest.skip("no CUDA device, and the CUDA emulator (fastflow._C_cuda_emu) is not built",
+                    allow_module_level=True)
+    DEV = "cpu"
+else:
+    cb = cpu_backend
+    if cb.unavailable("cuda") is not None:
+        pytest.skip(f"cuda backend unavailable: {cb.unavailable('cuda')}", allow_module_level=True)
+    DEV = "cuda"
+    
 import test_cpu_backend as base  # noqa: E402
 
 import fastflow.reference as R  # noqa: E402
 
-DEV = "cuda"
+gpu_only = pytest.mark.skipif(EMULATED, reason="needs torch's CUDA runtime (not emulated)")
+
+
+@pytest.fixture(autouse=True)
+def _cuda_kernels(monkeypatch):
+    """The shared checks of tests/test_cpu_backend.py call its ``cb``: the emulated one here."""
+    monkeypatch.setattr(base, "cb", cb)
+
+
 DTYPES = base.DTYPES
 SHAPES = base.SHAPES + ((2, 3, 4099),)
 
@@ -46,14 +70,14 @@ def test_affine_path_loss_cuda(dtype, shape, x0_mode, with_e, mask_mode):
 def test_affine_path_loss_long_samples_cuda():
     # samples of several chunks: partial sums per chunk, then a fixed-order finishing kernel
     g = torch.Generator().manual_seed(3)
-    v, x1 = (torch.randn(3, 100_003, generator=g).cuda() for _ in range(2))
+    v, x1 = (torch.randn(3, 100_003, generator=g).to(DEV) for _ in range(2))
     c, d = torch.ones(3, device=DEV), torch.full((3,), 0.5, device=DEV)
     rng = base._rng(DEV)
     a = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
     b = cb.affine_path_loss(v, x1, None, c, d, None, rng, None)
     assert torch.equal(a, b)
     torch.testing.assert_close(a, R.affine_path_loss(v, x1, None, c, d, None, rng, None), rtol=1e-5, atol=0)
-    torch.testing.assert_close(a.cpu(), cb.affine_path_loss(v.cpu(), x1.cpu(), None, c.cpu(), d.cpu(), None,
+    torch.testing.assert_close(a.cpu(), cpu_backend.affine_path_loss(v.cpu(), x1.cpu(), None, c.cpu(), d.cpu(), None,
                                                             rng.cpu(), None), rtol=1e-5, atol=0)
 
 
@@ -133,14 +157,16 @@ def test_jump_step_cpu_and_cuda_agree():
     g = torch.Generator().manual_seed(15)
     args = base._jump_args(DEV, torch.float32, 500, 257, base.JUMP_CASES[1], g, explicit=False)
     on_cuda = cb.jump_step(*args).cpu()
-    on_cpu = cb.jump_step(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
+    on_cpu = cpu_backend.jump_step(*[a.cpu() if isinstance(a, torch.Tensor) else a for a in args])
     assert float((on_cuda == on_cpu).float().mean()) > 0.99
 
 
+@gpu_only
 def test_opcheck_backend_cuda():
     base._check_opcheck(DEV)
 
 
+@gpu_only
 def test_graph_capture_step_combine():
     # no host sync: the step (noise drawn from the device-side (seed, offset)) captures in a graph
     x = torch.randn(4, 1000, device=DEV)
@@ -157,6 +183,7 @@ def test_graph_capture_step_combine():
     assert torch.equal(out, ref)
 
 
+@gpu_only
 @pytest.mark.parametrize("N,V", [(9, 5000), (2, 70_001)])  # a block a row; split rows
 def test_graph_capture_row_ops(N, V):
     # the row kernels size their split from device queries on the host: they must capture too
@@ -182,6 +209,7 @@ def test_graph_capture_row_ops(N, V):
         assert torch.equal(a, b)
 
 
+@gpu_only
 def test_overwrite_logits():
     from test_discrete import check_overwrite_logits
     check_overwrite_logits("cuda", "cuda")
@@ -191,6 +219,7 @@ def test_row_losses_with_infinite_logits_cuda():
     base.check_infinite_logits(cb, DEV)
 
 
+@gpu_only
 def test_solvers_loop_paths_on_cuda():
     # the solvers' loop entries keep their float rows in host memory: on CUDA tensors they must
     # take the ordinary ops (same samples as the per-step path, same states as the reference)
@@ -209,3 +238,14 @@ def test_solvers_loop_paths_on_cuda():
     with ff.use_backend("reference"):
         want = ff.ODESolver(lambda x, t: -x).sample(x, step_size=0.1, method="midpoint")
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not EMULATED, reason="checks the emulator itself")
+def test_emulator_reports_broken_kernels():
+    # the emulated runs above are worth something only if the emulator refuses what CUDA does not allow
+    run = cb._C.emulator_self_test
+    assert run(0) == ""  # a correct warp + block reduction, with its sums checked
+    assert "lanes wait at a shuffle or __syncwarp while the others have returned" in run(1)
+    assert "32 threads returned while the others wait at __syncthreads()" in run(2)
+    assert "64 threads returned while the others wait at __syncthreads()" in run(3)
+    assert "invalid launch configuration" in run(4)

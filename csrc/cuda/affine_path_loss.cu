@@ -100,11 +100,11 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t blocks = warp_items ? (items + (kThreads / 32) - 1) / (kThreads / 32) : items;
   if (!grid_fits(blocks)) return kErrTooLarge;
   if (warp_items)
-    loss_kernel<T, X0, E, M, GRAD, 32><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
+    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<T, X0, E, M, GRAD, 32>)(a, nch, aligned);
   else
-    loss_kernel<T, X0, E, M, GRAD, kThreads><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a, nch, aligned);
+    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<T, X0, E, M, GRAD, kThreads>)(a, nch, aligned);
   if (nch > 1)  // batch <= items / 2 warps here, so its grid fits too
-    finish_kernel<<<static_cast<unsigned>((a.batch + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0, s>>>(
+    FF_LAUNCH(static_cast<unsigned>((a.batch + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0, s, finish_kernel)(
         a.workspace, a.loss, a.batch, nch);
   return launch_status();
 }
@@ -120,7 +120,7 @@ int affine_path_loss(const AffineLossArgs& a, uintptr_t stream) {
   if (int st = check_args(a)) return st;
   if (a.batch == 0) return kOk;
   if (a.per_sample == 0) {
-    zero_kernel<<<static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, as_stream(stream)>>>(
+    FF_LAUNCH(static_cast<unsigned>((a.batch + kThreads - 1) / kThreads), kThreads, 0, as_stream(stream), zero_kernel)(
         a.loss, a.batch);
     return launch_status();
   }

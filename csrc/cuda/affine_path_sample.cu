@@ -48,7 +48,7 @@ int launch(const AffineSampleArgs& a, cudaStream_t stream) {
   const int64_t n = a.batch * a.per_sample;
   const bool aligned = aligned16(a.x1) && aligned16(a.out) && (!X0 || aligned16(a.x0));
   const int64_t groups = (n + VecOf<T>::n - 1) / VecOf<T>::n;
-  sample_kernel<T, X0, S><<<grid_for(groups), kThreads, 0, stream>>>(a, aligned);
+  FF_LAUNCH(grid_for(groups), kThreads, 0, stream, sample_kernel<T, X0, S>)(a, aligned);
   return launch_status();
 }
 

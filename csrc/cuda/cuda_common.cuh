@@ -26,6 +26,12 @@ constexpr int64_t kLossChunk = 4096;
 
 inline cudaStream_t as_stream(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
+// FF_LAUNCH(grid, block, smem, stream, kernel<...>)(args...) is kernel<<<grid, block, smem, stream>>>(args...),
+// spelt so that the tests' CUDA emulator (csrc/cuda/emulator, which defines it) compiles it too.
+#ifndef FF_CUDA_EMULATOR
+#define FF_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+
 int sm_count();  // of the current device (cached per device)
 
 inline unsigned grid_for(int64_t items, int threads_per_item_group = kThreads, int per_sm = 32) {

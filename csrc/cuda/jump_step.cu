@@ -215,16 +215,16 @@ int launch(const JumpStepArgs& a, cudaStream_t st) {
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
-    split_race_kernel<T, I><<<grid, kThreads, 0, st>>>(a, S, chunk, contiguous);
-    split_finish_kernel<T, I><<<static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, st>>>(a, S);
+    FF_LAUNCH(grid, kThreads, 0, st, split_race_kernel<T, I>)(a, S, chunk, contiguous);
+    FF_LAUNCH(static_cast<unsigned>((N + kThreads - 1) / kThreads), kThreads, 0, st, split_finish_kernel<T, I>)(a, S);
     return launch_status();
   }
   if (G == 32) {
-    jump_kernel<T, I, 32, kThreads><<<grid, kThreads, 0, st>>>(a, contiguous);
+    FF_LAUNCH(grid, kThreads, 0, st, jump_kernel<T, I, 32, kThreads>)(a, contiguous);
   } else if (G == 256) {
-    jump_kernel<T, I, 256, 256><<<grid, 256, 0, st>>>(a, contiguous);
+    FF_LAUNCH(grid, 256, 0, st, jump_kernel<T, I, 256, 256>)(a, contiguous);
   } else {
-    jump_kernel<T, I, 512, 512><<<grid, 512, 0, st>>>(a, contiguous);
+    FF_LAUNCH(grid, 512, 0, st, jump_kernel<T, I, 512, 512>)(a, contiguous);
   }
   return launch_status();
 }

@@ -86,7 +86,7 @@ __global__ void philox_stream_kernel(const int64_t* rng, int64_t n, int kind, vo
 int philox_stream(const int64_t* rng, int64_t n, int kind, void* out, uintptr_t stream) {
   if (n < 0 || !out || !rng || kind < 0 || kind > 3) return kErrArgument;
   if (n == 0) return kOk;
-  philox_stream_kernel<<<grid_for((n + 3) / 4), kThreads, 0, as_stream(stream)>>>(rng, n, kind, out);
+  FF_LAUNCH(grid_for((n + 3) / 4), kThreads, 0, as_stream(stream), philox_stream_kernel)(rng, n, kind, out);
   return launch_status();
 }
 

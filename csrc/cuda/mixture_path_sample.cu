@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) mixture_kernel(MixtureSampleArgs a) 
 template <typename I, bool NOISE, int SRC>
 int launch(const MixtureSampleArgs& a, cudaStream_t s) {
   const int64_t n = a.batch * a.per_sample;
-  mixture_kernel<I, NOISE, SRC><<<grid_for((n + 3) / 4), kThreads, 0, s>>>(a);
+  FF_LAUNCH(grid_for((n + 3) / 4), kThreads, 0, s, mixture_kernel<I, NOISE, SRC>)(a);
   return launch_status();
 }
 

@@ -188,16 +188,16 @@ int launch(const RowLossArgs& a, cudaStream_t s) {
   if (S > 1) {
     if (!a.workspace) return kErrArgument;
     const int64_t chunk = (((V + S - 1) / S) + 15) / 16 * 16;
-    split_stats_kernel<T, GKL><<<grid, kThreads, 0, s>>>(a, S, chunk, aligned);
-    split_grad_kernel<T, GKL><<<grid, kThreads, 0, s>>>(a, S, chunk, aligned);
+    FF_LAUNCH(grid, kThreads, 0, s, split_stats_kernel<T, GKL>)(a, S, chunk, aligned);
+    FF_LAUNCH(grid, kThreads, 0, s, split_grad_kernel<T, GKL>)(a, S, chunk, aligned);
     return launch_status();
   }
   if (G == 32) {
-    row_kernel<T, GKL, 32, kThreads><<<grid, kThreads, 0, s>>>(a, aligned);
+    FF_LAUNCH(grid, kThreads, 0, s, row_kernel<T, GKL, 32, kThreads>)(a, aligned);
   } else if (G == 256) {
-    row_kernel<T, GKL, 256, 256><<<grid, 256, 0, s>>>(a, aligned);
+    FF_LAUNCH(grid, 256, 0, s, row_kernel<T, GKL, 256, 256>)(a, aligned);
   } else {
-    row_kernel<T, GKL, 512, 512><<<grid, 512, 0, s>>>(a, aligned);
+    FF_LAUNCH(grid, 512, 0, s, row_kernel<T, GKL, 512, 512>)(a, aligned);
   }
   return launch_status();
 }

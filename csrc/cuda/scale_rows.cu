@@ -37,7 +37,8 @@ int scale_rows(const ScaleRowsArgs& a, uintptr_t stream) {
     const int64_t chunks = (a.cols + kCols - 1) / kCols;
     if (!grid_fits(a.rows * chunks)) return static_cast<int>(kErrTooLarge);
     const bool aligned = aligned16(a.grad) && (a.row_stride * static_cast<int64_t>(sizeof(T))) % 16 == 0;
-    scale_kernel<T><<<static_cast<unsigned>(a.rows * chunks), kThreads, 0, as_stream(stream)>>>(a, chunks, aligned);
+    const unsigned grid = static_cast<unsigned>(a.rows * chunks);
+    FF_LAUNCH(grid, kThreads, 0, as_stream(stream), scale_kernel<T>)(a, chunks, aligned);
     return launch_status();
   });
 }

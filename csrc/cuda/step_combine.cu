@@ -49,7 +49,8 @@ int launch(const StepCombineArgs& a, cudaStream_t stream) {
   const int64_t n = a.batch * a.per_sample;
   const bool aligned = aligned16(a.x) && aligned16(a.p) && aligned16(a.out) && (!Q || aligned16(a.q)) &&
                        (!GIVEN || aligned16(a.noise));
-  step_kernel<T, Q, NZ, GIVEN><<<grid_for((n + VecOf<T>::n - 1) / VecOf<T>::n), kThreads, 0, stream>>>(a, aligned);
+  const unsigned grid = grid_for((n + VecOf<T>::n - 1) / VecOf<T>::n);
+  FF_LAUNCH(grid, kThreads, 0, stream, step_kernel<T, Q, NZ, GIVEN>)(a, aligned);
   return launch_status();
 }
 
