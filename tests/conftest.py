@@ -6,6 +6,15 @@ import sys
 if os.environ.get("FASTFLOW_TEST_GPU") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# scripts/sanitize.sh: another build of fastflow._C (under AddressSanitizer) stands in for the
+# installed one; it must be in sys.modules before fastflow is first imported.
+if os.environ.get("FASTFLOW_C_MODULE"):
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("fastflow._C", os.environ["FASTFLOW_C_MODULE"])
+    sys.modules["fastflow._C"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["fastflow._C"])
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

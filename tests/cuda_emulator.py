@@ -18,7 +18,7 @@ import fastflow.csrc_backend as csrc_backend
 def load():
     """The emulated backend module, or None when ``fastflow._C_cuda_emu`` is not built."""
     path = os.environ.get("FASTFLOW_CUDA_EMULATOR_MODULE")
-    if path:  # another build of it (scripts/sanitize_cuda.sh: under AddressSanitizer)
+    if path:  # another build of it (scripts/sanitize.sh: under AddressSanitizer)
         spec = importlib.util.spec_from_file_location("fastflow._C_cuda_emu", path)
         _C_cuda_emu = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_C_cuda_emu)

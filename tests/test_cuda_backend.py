@@ -249,3 +249,13 @@ def test_emulator_reports_broken_kernels():
     assert "32 threads returned while the others wait at __syncthreads()" in run(2)
     assert "64 threads returned while the others wait at __syncthreads()" in run(3)
     assert "invalid launch configuration" in run(4)
+
+
+@pytest.mark.skipif(not EMULATED, reason="checks the emulator itself")
+def test_emulator_order_shows_both_sides_of_a_race(monkeypatch):
+    # a read that no barrier orders after a write sees the old value in thread order and the new
+    # one in reverse order (scripts/sanitize.sh runs this file in reverse)
+    monkeypatch.setenv("FASTFLOW_CUDA_EMULATOR_ORDER", "forward")
+    assert cb._C.emulator_self_test(5) == "read 0"
+    monkeypatch.setenv("FASTFLOW_CUDA_EMULATOR_ORDER", "reverse")
+    assert cb._C.emulator_self_test(5) == "read 1"

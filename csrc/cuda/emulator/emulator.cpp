@@ -1,7 +1,7 @@
 // The scheduler of the CUDA-on-CPU emulator (see cuda_runtime.h next to this file).
 //
 // A launch runs its blocks in order. A block's threads are fibers (ucontext) on the calling
-// OS thread, resumed in thread order; a fiber gives control back at every barrier, shuffle
+// OS thread, resumed in thread order (or its reverse, below); a fiber gives control back at every barrier, shuffle
 // and __syncwarp, and when it returns. After each sweep the scheduler releases a warp whose
 // live lanes all wait at a warp barrier, or the block when all its live threads wait at
 // __syncthreads() (a thread that has returned there is a bug, as the CUDA guide says); anything
@@ -11,6 +11,7 @@
 #include <ucontext.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -44,6 +45,11 @@ unsigned g_threads = 0;
 void (*g_body)(void*) = nullptr;
 void* g_ctx = nullptr;
 uint64_t g_slots[kMaxThreads / 32][32];
+
+// FASTFLOW_CUDA_EMULATOR_ORDER=reverse resumes a block's fibers from the last thread down: a
+// read of shared memory that a missing barrier leaves racing sees the other thread's value in
+// one order or the other (scripts/sanitize.sh runs the tests in reverse, scripts/test.sh forward).
+bool g_reverse = false;
 
 cudaError_t g_last_error = cudaSuccess;
 std::string g_message;
@@ -109,7 +115,8 @@ bool run_block() {
   }
   const unsigned warps = (n + 31) / 32;
   for (;;) {
-    for (unsigned t = 0; t < n; ++t) {
+    for (unsigned k = 0; k < n; ++k) {
+      const unsigned t = g_reverse ? n - 1 - k : k;
       if (g_fibers[t].state != kRunnable) continue;
       g_current = static_cast<int>(t);
       set_thread_index(t);
@@ -222,6 +229,8 @@ void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* ctx) {
       return;
     }
   }
+  const char* order = std::getenv("FASTFLOW_CUDA_EMULATOR_ORDER");
+  g_reverse = order && std::string(order) == "reverse";
   g_threads = static_cast<unsigned>(threads);
   g_body = body;
   g_ctx = ctx;

@@ -43,10 +43,19 @@ __global__ void barrier_in_branch_kernel(float* out) {  // a barrier inside a di
   }
 }
 
+__global__ void racy_read_kernel(float* out) {  // thread 0 reads what thread 64 writes, no barrier
+  __shared__ float cell;
+  if (threadIdx.x == 0) cell = 0.0f;
+  __syncthreads();
+  if (threadIdx.x == 64) cell = 1.0f;
+  if (threadIdx.x == 0) out[0] = cell;
+}
+
 }  // namespace
 
-// 0: the correct kernel; 1-3: the broken ones; 4: a block of 2048 threads. Returns the
-// launch's error ("" when none) after checking the correct kernel's sums.
+// 0: the correct kernel; 1-3: the broken ones; 4: a block of 2048 threads; 5: the racy read,
+// whose value ("read 0" / "read 1") depends on the emulator's order. Returns the launch's error
+// ("" when none) after checking the correct kernel's sums.
 std::string self_test(int kind) {
   float out[4] = {0, 0, 0, 0};
   cudaStream_t s = nullptr;
@@ -55,11 +64,13 @@ std::string self_test(int kind) {
     case 1: FF_LAUNCH(dim3(1), dim3(64), 0, s, lane_leaves_kernel)(out); break;
     case 2: FF_LAUNCH(dim3(1), dim3(96), 0, s, skipped_barrier_kernel)(out); break;
     case 3: FF_LAUNCH(dim3(1), dim3(128), 0, s, barrier_in_branch_kernel)(out); break;
-    default: FF_LAUNCH(dim3(1), dim3(2048), 0, s, sum_kernel)(out); break;
+    case 4: FF_LAUNCH(dim3(1), dim3(2048), 0, s, sum_kernel)(out); break;
+    default: FF_LAUNCH(dim3(1), dim3(128), 0, s, racy_read_kernel)(out); break;
   }
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return cudaGetErrorString(e);
   if (kind == 0 && (out[0] != 8128.0f || out[1] != 8128.0f)) return "wrong sums";
+  if (kind == 5) return out[0] == 1.0f ? "read 1" : "read 0";
   return "";
 }
 
