@@ -57,7 +57,7 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
         "the CUDA runtime's error behind this thread's last 'CUDA kernel launch failed' ('' if none)");
 #ifdef FF_CUDA_EMULATOR_MODULE
   m.def("emulator_self_test", &ff_emu::self_test, py::arg("kind"),
-        "runs one of the emulator's test kernels (0 correct, 1-4 broken, 5 racy); the launch's error or a result");
+        "runs one of the emulator's test kernels (see csrc/cuda/emulator/self_test.cpp)");
 #endif
   m.def("cuda_problem", [] { return std::string(cuda::runtime_problem()); },
         "'' when the CUDA kernels can run on this machine, else why not");

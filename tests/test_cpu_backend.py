@@ -385,6 +385,52 @@ def _row_inputs(device, dtype, N, V, g, scale=3.0):
     return z, x1, xt, gs, jump
 
 
+def _at_odd_offset(x):
+    """The same values, contiguous, one element past an aligned address (no 16-byte load fits)."""
+    buf = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)
+    y = buf[1:].view(x.shape)
+    y.copy_(x)
+    return y
+
+
+def _check_misaligned(device, dtype):
+    # contiguous inputs and outputs that start off a 16-byte boundary: the kernels' vector paths
+    # must notice (on a GPU a misaligned 16-byte load faults; the CUDA emulator aborts on it)
+    g = torch.Generator().manual_seed(21)
+    odd = [_at_odd_offset(torch.randn(3, 1001, generator=g).to(device, dtype)) for _ in range(4)]
+    x, p, x1, v = odd
+    A, B, C = (torch.rand(3, generator=g).to(device) for _ in range(3))
+    assert torch.equal(cb.step_combine(x, p, x1, A, B, C, None, None, None),
+                       R.step_combine(x, p, x1, A, B, C, None, None, None))
+    out = _at_odd_offset(torch.empty_like(x))
+    assert cb.step_combine(x, p, None, A, B, None, None, None, None, out=out) is out
+    assert torch.equal(out, R.step_combine(x, p, None, A, B, None, None, None, None))
+    rng = _rng(device)
+    assert torch.equal(cb.affine_path_sample(x1, x, A, B, None, rng), R.affine_path_sample(x1, x, A, B, None, rng))
+    dv, ref_dv = _at_odd_offset(torch.empty_like(v)), torch.empty_like(v)
+    loss = cb.affine_path_loss(v, x1, x, A, B, None, rng, None, C, dv)
+    torch.testing.assert_close(loss, R.affine_path_loss(v, x1, x, A, B, None, rng, None, C, ref_dv), rtol=1e-5, atol=0)
+    torch.testing.assert_close(dv, ref_dv, rtol=1e-5 if dtype == torch.float32 else None,
+                               atol=1e-6 if dtype == torch.float32 else None)
+    for V in (1001, 5001):  # a warp a row, a block a row (odd V: every row starts misaligned too)
+        z, t1, xt, gs, jump = _row_inputs(device, dtype, 5, V, g)
+        z = _at_odd_offset(z)
+        for op, extra in (("cross_entropy", (t1, -100)), ("generalized_kl", (t1, xt, jump, -100))):
+            grad, ref_grad = _at_odd_offset(torch.empty_like(z)), torch.empty_like(z)
+            loss = getattr(cb, op)(z, *extra, gs, grad)
+            torch.testing.assert_close(loss, getattr(R, op)(z, *extra, gs, ref_grad), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(grad.float(), ref_grad.float(), rtol=1e-4 if dtype == torch.float32 else 1.6e-2,
+                                       atol=1e-6 if dtype == torch.float32 else 1e-3)
+        scaled, ref_scaled = _at_odd_offset(z.clone()), z.clone()
+        s = torch.rand(5, generator=g).to(device)
+        cb.scale_rows(scaled, s)
+        R.scale_rows(ref_scaled, s)
+        assert torch.equal(scaled, ref_scaled)
+        args = list(_jump_args(device, dtype, 5, V, JUMP_CASES[1], g, explicit=True))
+        args[0], args[-2] = _at_odd_offset(args[0]), _at_odd_offset(args[-2])  # logits, race noise
+        assert torch.equal(cb.jump_step(*args).cpu(), R.jump_step(*args).cpu())
+
+
 def _check_row_loss(device, op, dtype, N, V, noncontig, with_grad):
     g = torch.Generator().manual_seed(8)
     z, x1, xt, gs, jump = _row_inputs(device, dtype, N, V, g)
@@ -403,6 +449,11 @@ def _check_row_loss(device, op, dtype, N, V, noncontig, with_grad):
     assert_rule(loss, ref_lp, ref32, floor=1e-5, what=f"{op} loss")
     if with_grad:
         assert_rule(fused_grad, ref_grad_lp, ref_grad32, floor=1e-6, what=f"{op} grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misaligned_inputs_and_outputs(dtype):
+    _check_misaligned("cpu", dtype)
 
 
 @pytest.mark.parametrize("op", ("cross_entropy", "generalized_kl"))

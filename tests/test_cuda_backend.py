@@ -93,6 +93,11 @@ def test_deterministic_elementwise_ops_are_bit_identical_cuda(dtype):
     base._check_bit_identical(DEV, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misaligned_inputs_and_outputs_cuda(dtype):
+    base._check_misaligned(DEV, dtype)
+
+
 @pytest.mark.parametrize("itype", (torch.int64, torch.int32))
 @pytest.mark.parametrize("x0_mode", ("given", "uniform", "mask"))
 @pytest.mark.parametrize("noise_given", (True, False))
@@ -247,8 +252,9 @@ def test_emulator_reports_broken_kernels():
     assert run(0) == ""  # a correct warp + block reduction, with its sums checked
     assert "lanes wait at a shuffle or __syncwarp while the others have returned" in run(1)
     assert "32 threads returned while the others wait at __syncthreads()" in run(2)
-    assert "64 threads returned while the others wait at __syncthreads()" in run(3)
+    assert "threads 0 and 64 wait at different __syncthreads() calls (" in run(3)  # (file:line, file:line)
     assert "invalid launch configuration" in run(4)
+    assert "threads 0 and 16 wait at different shuffles" in run(6)
 
 
 @pytest.mark.skipif(not EMULATED, reason="checks the emulator itself")

@@ -1,17 +1,19 @@
 // The scheduler of the CUDA-on-CPU emulator (see cuda_runtime.h next to this file).
 //
-// A launch runs its blocks in order. A block's threads are fibers (ucontext) on the calling
-// OS thread, resumed in thread order (or its reverse, below); a fiber gives control back at every barrier, shuffle
-// and __syncwarp, and when it returns. After each sweep the scheduler releases a warp whose
-// live lanes all wait at a warp barrier, or the block when all its live threads wait at
-// __syncthreads() (a thread that has returned there is a bug, as the CUDA guide says); anything
-// else that leaves no fiber runnable is a divergent barrier or shuffle and fails the launch, as
-// do configurations CUDA refuses.
+// A launch runs its blocks in turn. A block's threads are fibers (ucontext) on the calling OS
+// thread, resumed in thread order (or both orders reversed, below); a fiber gives control
+// back at every barrier, shuffle and __syncwarp, and when it returns. After each sweep the
+// scheduler releases a warp whose lanes all wait at the same shuffle or __syncwarp (the same
+// source line, the same number of them passed), or the block when all its threads wait at the
+// same __syncthreads(). A thread that has returned while others wait at a barrier, lanes at
+// different call sites, or a deadlock is a kernel bug and fails the launch, as do launch
+// configurations CUDA refuses.
 #include <sys/mman.h>
 #include <ucontext.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -33,6 +35,7 @@ enum State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
 struct Fiber {
   ucontext_t ctx;
   State state = kDone;
+  Site site = {nullptr, 0};                         // the source line of the barrier it waits at
   uint64_t block_barriers = 0, warp_barriers = 0;  // passed so far: lanes must agree
 };
 
@@ -46,13 +49,15 @@ void (*g_body)(void*) = nullptr;
 void* g_ctx = nullptr;
 uint64_t g_slots[kMaxThreads / 32][32];
 
-// FASTFLOW_CUDA_EMULATOR_ORDER=reverse resumes a block's fibers from the last thread down: a
-// read of shared memory that a missing barrier leaves racing sees the other thread's value in
-// one order or the other (scripts/sanitize.sh runs the tests in reverse, scripts/test.sh forward).
+// FASTFLOW_CUDA_EMULATOR_ORDER=reverse runs the blocks from the last one down and resumes a
+// block's fibers from the last thread down: a read that a missing barrier leaves racing with a
+// write sees the other side (scripts/sanitize.sh runs the tests in reverse, scripts/test.sh
+// forward). Read-modify-write races between blocks (no atomics) stay invisible in both orders.
 bool g_reverse = false;
 
-cudaError_t g_last_error = cudaSuccess;
-std::string g_message;
+// per OS thread, as CUDA's last error is (the fibers run on the launching thread)
+thread_local cudaError_t g_last_error = cudaSuccess;
+thread_local std::string g_message;
 
 void fail(cudaError_t e, const std::string& why) {
   if (g_last_error == cudaSuccess) {
@@ -61,12 +66,20 @@ void fail(cudaError_t e, const std::string& why) {
   }
 }
 
+std::string block_name() {
+  return "block (" + std::to_string(blockIdx.x) + ", " + std::to_string(blockIdx.y) + ", " +
+         std::to_string(blockIdx.z) + ")";
+}
+
 char* stack(int i) {
   while (static_cast<int>(g_stacks.size()) <= i) {
     // a guard page below each stack: an overflow faults instead of corrupting a neighbour
     void* p = mmap(nullptr, kStack + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return nullptr;
-    mprotect(p, 4096, PROT_NONE);
+    if (mprotect(p, 4096, PROT_NONE) != 0) {
+      munmap(p, kStack + 4096);
+      return nullptr;
+    }
     g_stacks.push_back(static_cast<char*>(p) + 4096);
   }
   return g_stacks[i];
@@ -84,23 +97,40 @@ void fiber_entry() {
   // returning resumes uc_link, the scheduler
 }
 
-// Gives control back to the scheduler until it releases this fiber.
-void wait(State s) {
+// Gives control back to the scheduler until it releases this fiber. The kernels' code does not
+// cache shared memory across the call: it is opaque to them (another translation unit).
+void wait(State s, Site site) {
   const int me = g_current;
   g_fibers[me].state = s;
+  g_fibers[me].site = site;
   swapcontext(&g_fibers[me].ctx, &g_scheduler);
-  asm volatile("" ::: "memory");  // shared memory (statics) may have changed meanwhile
 }
 
-int thread_id() { return g_current; }
-
-std::string where() {
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "block (%u, %u, %u), thread %d", blockIdx.x, blockIdx.y, blockIdx.z, g_current);
-  return buf;
+// Releases fibers [lo, hi) waiting at `what`, or fails the launch if they disagree on where.
+bool release(unsigned lo, unsigned hi, bool warp, const std::string& what) {
+  const uint64_t seq = warp ? g_fibers[lo].warp_barriers : g_fibers[lo].block_barriers;
+  for (unsigned t = lo; t < hi; ++t) {
+    Fiber& f = g_fibers[t];
+    const Site& a = g_fibers[lo].site;
+    if (f.site.line != a.line || std::strcmp(f.site.file, a.file) != 0 ||
+        (warp ? f.warp_barriers : f.block_barriers) != seq) {
+      fail(cudaErrorLaunchFailure, block_name() + ", " + what + ": threads " + std::to_string(lo) + " and " +
+                                       std::to_string(t) + " wait at different " +
+                                       (warp ? "shuffles / __syncwarp() calls" : "__syncthreads() calls") + " (" +
+                                       a.file + ":" + std::to_string(a.line) + ", " + f.site.file + ":" +
+                                       std::to_string(f.site.line) + ")");
+      return false;
+    }
+  }
+  for (unsigned t = lo; t < hi; ++t) {
+    Fiber& f = g_fibers[t];
+    ++(warp ? f.warp_barriers : f.block_barriers);
+    f.state = kRunnable;
+  }
+  return true;
 }
 
-// Runs the current block to completion; false (error set) on a divergent barrier.
+// Runs the current block to completion; false (error set) on a broken barrier.
 bool run_block() {
   const unsigned n = g_threads;
   for (unsigned t = 0; t < n; ++t) {
@@ -111,6 +141,7 @@ bool run_block() {
     f.ctx.uc_link = &g_scheduler;
     makecontext(&f.ctx, fiber_entry, 0);
     f.state = kRunnable;
+    f.site = Site{"", 0};
     f.block_barriers = f.warp_barriers = 0;
   }
   const unsigned warps = (n + 31) / 32;
@@ -136,74 +167,57 @@ bool run_block() {
       live += hi - lo - done;
       if (waiting == 0) continue;
       if (waiting != hi - lo) {
-        fail(cudaErrorLaunchFailure,
-             "block (" + std::to_string(blockIdx.x) + "), warp " + std::to_string(w) + ": " +
-                 std::to_string(waiting) + " of " + std::to_string(hi - lo) +
-                 " lanes wait at a shuffle or __syncwarp while the others " +
-                 (done ? "have returned" : "wait at __syncthreads") + " (divergent warp-synchronous code)");
+        fail(cudaErrorLaunchFailure, block_name() + ", warp " + std::to_string(w) + ": " + std::to_string(waiting) +
+                                         " of " + std::to_string(hi - lo) +
+                                         " lanes wait at a shuffle or __syncwarp while the others " +
+                                         (done ? "have returned" : "wait at __syncthreads") +
+                                         " (divergent warp-synchronous code)");
         return false;
       }
-      const uint64_t seq = g_fibers[lo].warp_barriers;
-      for (unsigned t = lo; t < hi; ++t) {
-        if (g_fibers[t].warp_barriers != seq) {
-          fail(cudaErrorLaunchFailure, "block (" + std::to_string(blockIdx.x) + "), warp " + std::to_string(w) +
-                                           ": lanes reached different shuffles");
-          return false;
-        }
-        ++g_fibers[t].warp_barriers;
-        g_fibers[t].state = kRunnable;
-      }
+      if (!release(lo, hi, true, "warp " + std::to_string(w))) return false;
       released = true;
     }
     if (released) continue;
     if (live == 0) return true;
     if (at_block == live) {
       if (live != n) {  // CUDA: a barrier must be reached by the whole block, or by none of it
-        fail(cudaErrorLaunchFailure, "block (" + std::to_string(blockIdx.x) + "): " + std::to_string(n - live) +
+        fail(cudaErrorLaunchFailure, block_name() + ": " + std::to_string(n - live) +
                                          " threads returned while the others wait at __syncthreads()");
         return false;
       }
-      uint64_t seq = ~0ull;
-      for (unsigned t = 0; t < n; ++t) {
-        Fiber& f = g_fibers[t];
-        if (f.state != kAtBlockBarrier) continue;
-        if (seq == ~0ull) seq = f.block_barriers;
-        if (f.block_barriers != seq) {
-          fail(cudaErrorLaunchFailure, "block (" + std::to_string(blockIdx.x) +
-                                           "): threads reached different __syncthreads() calls");
-          return false;
-        }
-        ++f.block_barriers;
-        f.state = kRunnable;
-      }
+      if (!release(0, n, false, "the block")) return false;
       continue;
     }
-    fail(cudaErrorLaunchFailure, "block (" + std::to_string(blockIdx.x) + "): deadlock, " +
-                                     std::to_string(at_block) + " of " + std::to_string(live) +
-                                     " live threads wait at __syncthreads()");
+    fail(cudaErrorLaunchFailure, block_name() + ": deadlock, " + std::to_string(at_block) + " of " +
+                                     std::to_string(live) + " live threads wait at __syncthreads()");
     return false;
   }
 }
 
-}  // namespace
-
-void syncthreads() { wait(kAtBlockBarrier); }
-
-void syncwarp(unsigned mask) {
-  if (mask != 0xffffffffu) fail(cudaErrorLaunchFailure, where() + ": __syncwarp with a partial mask (not emulated)");
-  wait(kAtWarpBarrier);
+void check_full_warp(unsigned mask, int width, const char* what) {
+  if (mask != 0xffffffffu || width != 32)
+    fail(cudaErrorLaunchFailure, block_name() + ", thread " + std::to_string(g_current) + ": " + what +
+                                     " with a partial mask or width (not emulated)");
 }
 
-int lane() { return thread_id() & 31; }
+}  // namespace
 
-uint64_t shuffle(uint64_t bits, int src, unsigned mask, int width) {
-  if (mask != 0xffffffffu || width != 32)
-    fail(cudaErrorLaunchFailure, where() + ": shuffle with a partial mask or width (not emulated)");
-  const int t = thread_id(), w = t >> 5, l = t & 31;
+void syncthreads(Site site) { wait(kAtBlockBarrier, site); }
+
+void syncwarp(unsigned mask, Site site) {
+  check_full_warp(mask, 32, "__syncwarp");
+  wait(kAtWarpBarrier, site);
+}
+
+int lane() { return g_current & 31; }
+
+uint64_t shuffle(uint64_t bits, int src, unsigned mask, int width, Site site) {
+  check_full_warp(mask, width, "a shuffle");
+  const int t = g_current, w = t >> 5, l = t & 31;
   g_slots[w][l] = bits;
-  wait(kAtWarpBarrier);  // every lane has written its value
+  wait(kAtWarpBarrier, site);  // every lane has written its value
   const uint64_t out = (src >= 0 && src < 32) ? g_slots[w][src] : bits;
-  wait(kAtWarpBarrier);  // every lane has read before any writes again
+  wait(kAtWarpBarrier, site);  // every lane has read before any writes again
   return out;
 }
 
@@ -236,12 +250,13 @@ void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* ctx) {
   g_ctx = ctx;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = uint3{x, y, z};
-        if (!run_block()) return;
-      }
+  const uint64_t blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
+  for (uint64_t k = 0; k < blocks; ++k) {
+    const uint64_t b = g_reverse ? blocks - 1 - k : k;
+    blockIdx = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
+                     static_cast<unsigned>(b / (static_cast<uint64_t>(grid.x) * grid.y))};
+    if (!run_block()) return;
+  }
 }
 
 }  // namespace ff_emu
@@ -254,7 +269,7 @@ cudaError_t cudaGetLastError() {
 }
 
 const char* cudaGetErrorString(cudaError_t e) {
-  // the sentence of the launch that failed last (kept until the next failure)
+  // the sentence of this thread's last failed launch (kept until its next failure)
   return e == cudaSuccess ? "no error" : ff_emu::g_message.c_str();
 }
 

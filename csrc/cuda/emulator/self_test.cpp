@@ -51,11 +51,18 @@ __global__ void racy_read_kernel(float* out) {  // thread 0 reads what thread 64
   if (threadIdx.x == 0) out[0] = cell;
 }
 
+__global__ void split_shuffle_kernel(float* out) {  // half the warp at one shuffle, half at another
+  float v = 1.0f;
+  if (threadIdx.x < 16) v = __shfl_xor_sync(0xffffffffu, v, 1);
+  else v = __shfl_xor_sync(0xffffffffu, v, 2);
+  out[0] = v;
+}
+
 }  // namespace
 
-// 0: the correct kernel; 1-3: the broken ones; 4: a block of 2048 threads; 5: the racy read,
-// whose value ("read 0" / "read 1") depends on the emulator's order. Returns the launch's error
-// ("" when none) after checking the correct kernel's sums.
+// 0: the correct kernel; 1-3, 6: broken ones; 4: a block of 2048 threads; 5: the racy read,
+// whose value ("read 0" / "read 1") depends on the emulator's order. Returns the launch's
+// error ("" when none), or kernel 5's value.
 std::string self_test(int kind) {
   float out[4] = {0, 0, 0, 0};
   cudaStream_t s = nullptr;
@@ -65,7 +72,8 @@ std::string self_test(int kind) {
     case 2: FF_LAUNCH(dim3(1), dim3(96), 0, s, skipped_barrier_kernel)(out); break;
     case 3: FF_LAUNCH(dim3(1), dim3(128), 0, s, barrier_in_branch_kernel)(out); break;
     case 4: FF_LAUNCH(dim3(1), dim3(2048), 0, s, sum_kernel)(out); break;
-    default: FF_LAUNCH(dim3(1), dim3(128), 0, s, racy_read_kernel)(out); break;
+    case 5: FF_LAUNCH(dim3(1), dim3(128), 0, s, racy_read_kernel)(out); break;
+    default: FF_LAUNCH(dim3(1), dim3(32), 0, s, split_shuffle_kernel)(out); break;
   }
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return cudaGetErrorString(e);
