@@ -1,11 +1,13 @@
 """Tensors of more than 2^31 elements index correctly on the compiled backends (CPU; CUDA and
-Triton where a GPU is present).
+Triton where a GPU is present, else the CUDA kernels through the tests' emulator).
 
 The big tensors come from torch.empty and only the rows under test are written: untouched
 memory reads as the kernel's shared zero page, so a 4 GiB bf16 tensor costs the pages of
 those rows (the element-wise test writes its whole output: 4 GiB, a few seconds).
 """
 import math
+import os
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,8 @@ if cb.unavailable("cpu") is not None:  # pragma: no cover - no compiled module
 
 import fastflow.reference as R  # noqa: E402
 from fastflow.reference import philox  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 BIG = 2**31 + 4099  # elements: past int32, and not a multiple of any block
 
@@ -36,6 +40,11 @@ from fastflow import backends  # noqa: E402
 CASES = [("cpu", "cpu")]  # (device, backend)
 if torch.cuda.is_available():
     CASES += [("cuda", name) for name in ("cuda", "triton") if backends.why_not(name, "jump_step", "cuda") is None]
+else:
+    import cuda_emulator  # the CUDA kernels on CPU tensors (tests/cuda_emulator.py)
+    EMULATED = cuda_emulator.load()
+    if EMULATED is not None:
+        CASES += [("cpu", "cuda-emulated")]
 
 
 @pytest.fixture(params=CASES, ids=lambda c: c[1])
@@ -45,6 +54,8 @@ def case(request):
         pytest.skip("needs 10 GiB of free memory")
     if dev == "cuda" and torch.cuda.mem_get_info()[0] < 24 * 2**30:
         pytest.skip("needs 24 GiB of free GPU memory")
+    if name == "cuda-emulated":
+        return dev, lambda op: getattr(EMULATED, op)
     return dev, lambda op: backends.kernel(op, name)
 
 

@@ -1,7 +1,8 @@
 // The scheduler of the CUDA-on-CPU emulator (see cuda_runtime.h next to this file).
 //
-// A launch runs its blocks in turn. A block's threads are fibers (ucontext) on the calling OS
-// thread, resumed in thread order (or both orders reversed, below); a fiber gives control
+// A launch runs its blocks in turn. A block's threads are fibers on the calling OS thread
+// (a switch saves the callee-saved registers and the stack pointer; ucontext, which makes a
+// system call per switch, where that is not written for the architecture), resumed in thread order (or both orders reversed, below); a fiber gives control
 // back at every barrier, shuffle and __syncwarp, and when it returns. After each sweep the
 // scheduler releases a warp whose lanes all wait at the same shuffle or __syncwarp (the same
 // source line, the same number of them passed), or the block when all its threads wait at the
@@ -10,6 +11,10 @@
 // configurations CUDA refuses.
 #include <sys/mman.h>
 #include <ucontext.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -32,8 +37,67 @@ constexpr int kMaxThreads = 1024;
 
 enum State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
+// ---------------------------------------------------------------- context switches
+#if defined(__x86_64__)
+// ff_emu_switch(&from_sp, to_sp): pushes the System V callee-saved registers on the current
+// stack, saves the stack pointer in *from_sp, loads to_sp and pops the other context's.
+extern "C" void ff_emu_switch(void** from_sp, void* to_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .hidden ff_emu_switch
+  .type ff_emu_switch, @function
+ff_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size ff_emu_switch, .-ff_emu_switch
+)");
+
+struct Context {
+  void* sp = nullptr;
+};
+void fiber_trampoline();
+void start_context(Context* c, char* stack, size_t size) {
+  // the first switch pops six zero registers and "returns" into the trampoline with the stack
+  // as a call leaves it (16-byte aligned before the call's return address)
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~static_cast<uintptr_t>(15);
+  void** sp = reinterpret_cast<void**>(top);
+  *--sp = nullptr;                                        // the trampoline's own return address
+  *--sp = reinterpret_cast<void*>(&fiber_trampoline);
+  for (int k = 0; k < 6; ++k) *--sp = nullptr;
+  c->sp = sp;
+}
+inline void switch_context(Context* from, Context* to) { ff_emu_switch(&from->sp, to->sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+void fiber_trampoline();
+void start_context(Context* c, char* stack, size_t size) {
+  getcontext(&c->uc);
+  c->uc.uc_stack.ss_sp = stack;
+  c->uc.uc_stack.ss_size = size;
+  c->uc.uc_link = nullptr;
+  makecontext(&c->uc, fiber_trampoline, 0);
+}
+inline void switch_context(Context* from, Context* to) { swapcontext(&from->uc, &to->uc); }
+#endif
+
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   State state = kDone;
   Site site = {nullptr, 0};                         // the source line of the barrier it waits at
   uint64_t block_barriers = 0, warp_barriers = 0;  // passed so far: lanes must agree
@@ -42,7 +106,7 @@ struct Fiber {
 std::mutex g_launch_mutex;  // one launch at a time (the globals above are the device's state)
 std::vector<Fiber> g_fibers;
 std::vector<char*> g_stacks;
-ucontext_t g_scheduler;
+Context g_scheduler;
 int g_current = -1;
 unsigned g_threads = 0;
 void (*g_body)(void*) = nullptr;
@@ -91,10 +155,13 @@ void set_thread_index(unsigned t) {
   threadIdx.z = t / (blockDim.x * blockDim.y);
 }
 
-void fiber_entry() {
+// A fiber's first frame: runs the kernel, then hands back to the scheduler for good.
+void fiber_trampoline() {
   g_body(g_ctx);
   g_fibers[g_current].state = kDone;
-  // returning resumes uc_link, the scheduler
+  Context dead;
+  switch_context(&dead, &g_scheduler);
+  __builtin_unreachable();
 }
 
 // Gives control back to the scheduler until it releases this fiber. The kernels' code does not
@@ -103,7 +170,7 @@ void wait(State s, Site site) {
   const int me = g_current;
   g_fibers[me].state = s;
   g_fibers[me].site = site;
-  swapcontext(&g_fibers[me].ctx, &g_scheduler);
+  switch_context(&g_fibers[me].ctx, &g_scheduler);
 }
 
 // Releases fibers [lo, hi) waiting at `what`, or fails the launch if they disagree on where.
@@ -135,11 +202,11 @@ bool run_block() {
   const unsigned n = g_threads;
   for (unsigned t = 0; t < n; ++t) {
     Fiber& f = g_fibers[t];
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = stack(static_cast<int>(t));
-    f.ctx.uc_stack.ss_size = kStack;
-    f.ctx.uc_link = &g_scheduler;
-    makecontext(&f.ctx, fiber_entry, 0);
+#if defined(__SANITIZE_ADDRESS__)
+    // frames of fibers a failed launch left suspended keep ASan's poison: clear it
+    __asan_unpoison_memory_region(stack(static_cast<int>(t)), kStack);
+#endif
+    start_context(&f.ctx, stack(static_cast<int>(t)), kStack);
     f.state = kRunnable;
     f.site = Site{"", 0};
     f.block_barriers = f.warp_barriers = 0;
@@ -151,7 +218,7 @@ bool run_block() {
       if (g_fibers[t].state != kRunnable) continue;
       g_current = static_cast<int>(t);
       set_thread_index(t);
-      swapcontext(&g_scheduler, &g_fibers[t].ctx);
+      switch_context(&g_scheduler, &g_fibers[t].ctx);
     }
     g_current = -1;
     bool released = false;
