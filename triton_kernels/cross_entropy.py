@@ -8,6 +8,7 @@
 (it may be ``logits`` itself). Each program owns ``R`` rows: pass 1 streams the row in tiles
 of ``BLOCK_V`` with an online max / sum (logsumexp) and reads ``z[x_1]``; pass 2, only when
 ``grad`` is given, re-reads each tile and writes ``exp(z - lse)`` minus the one-hot, scaled.
+The logits of ignored rows are never read (their loss is 0, their gradient row zeros).
 A row's statistics are complete before its first gradient element is written, so the
 gradient may overwrite the logits in place. fp32 arithmetic; losses fp32 ``[N]``. Logits
 whose last dimension is not contiguous are copied (a non-contiguous ``grad`` is written
@@ -59,7 +60,7 @@ def _cross_entropy_kernel(
     # z[x_1] is read before any gradient is written (grad may be the logits): first, and with a
     # barrier before the gradient pass
     z1 = tl.load(z_ptr + rows * stride_z + i1, mask=rmask, other=0.0).to(tl.float32)
-    lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
+    lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
     tl.store(loss_ptr + rows, tl.where(valid, lse - z1, 0.0), mask=rmask)
     if WRITE_GRAD:
         tl.debug_barrier()
@@ -69,7 +70,7 @@ def _cross_entropy_kernel(
         for v0 in range(0, V, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
-            z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
+            z = tl.load(zrow[:, None] + cols[None, :], mask=cm & valid[:, None], other=-float("inf")).to(tl.float32)
             p = softmax_terms(z, lse)
             g = p - tl.where(cols[None, :] == i1[:, None], 1.0, 0.0)
             g = tl.where(valid[:, None], g * scale[:, None], 0.0)

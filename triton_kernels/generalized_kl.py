@@ -44,7 +44,7 @@ def _generalized_kl_kernel(
     # and with a barrier before the gradient pass
     z1 = tl.load(zrow + i1, mask=rmask, other=0.0).to(tl.float32)
     zt = tl.load(zrow + it, mask=rmask, other=0.0).to(tl.float32)
-    lse = _row_stats(z_ptr, stride_z, rows, rmask, V, R, BLOCK_V)
+    lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
     log_p_x1 = z1 - lse
     p_xt = tl.where(lse == float("inf"), float("nan"), tl.exp(zt - lse))  # as softmax_terms
     loss = -jump * ((p_xt - (1.0 - offf)) + tl.where(off, log_p_x1, 0.0))
@@ -57,7 +57,7 @@ def _generalized_kl_kernel(
         for v0 in range(0, V, BLOCK_V):
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
-            z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
+            z = tl.load(zrow[:, None] + cols[None, :], mask=cm & valid[:, None], other=-float("inf")).to(tl.float32)
             p = softmax_terms(z, lse)
             g = -(p_xt + offf)[:, None] * p
             g = g + tl.where(cols[None, :] == it[:, None], p_xt[:, None], 0.0)

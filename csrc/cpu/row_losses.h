@@ -255,10 +255,14 @@ int run(const RowLossArgs& a) {
   auto differs = [&](int64_t i) { return GKL ? a.xt[i] != a.x1[i] : false; };
 
   if (!(N < kSplitRows && V >= kSplitVocab)) {
+    const int64_t chunk_rows = std::max<int64_t>(1, std::min<int64_t>(65536 / V, N / 16));
 #pragma omp parallel if (N * V >= kParallelMin && N > 1)
     {
       std::vector<float> shifts;  // per thread: the chunk shifts of the fp32 one-exp path
-#pragma omp for schedule(static)
+      // dynamic, in chunks of at most ~64K logits and 1/16 of the rows: ignored rows cost next
+      // to nothing, and padding often sits together (the tail of a batch), where a static split
+      // would leave a thread idle
+#pragma omp for schedule(dynamic, chunk_rows)
       for (int64_t i = 0; i < N; ++i) {
         auto [r, ok] = info(i);
         if (!ok) {
@@ -266,8 +270,13 @@ int run(const RowLossArgs& a) {
           err = kErrIndex;
           continue;
         }
-        const T* z = logits + i * a.row_stride;
         T* g = want_grad ? grad + i * a.grad_stride : nullptr;
+        if (!r.valid) {  // an ignored row: loss 0, gradient zeros, its logits never read
+          a.loss[i] = 0.0f;
+          if (want_grad) write_zero(g, 0, V);
+          continue;
+        }
+        const T* z = logits + i * a.row_stride;
         constexpr bool kF32 = std::is_same<T, float>::value;
         const bool one_exp = kF32 && want_grad && r.valid;
         Stats s;
@@ -303,6 +312,7 @@ int run(const RowLossArgs& a) {
   for (int64_t it = 0; it < items; ++it) {
     const int64_t i = it / nch, c = it - i * nch;
     const int64_t lo = c * kSplitChunk, hi = std::min(V, lo + kSplitChunk);
+    if (!ri[static_cast<size_t>(i)].valid) continue;  // ignored: not read (loss 0, gradient zeros)
     range_stats(logits + i * a.row_stride, lo, hi, part[static_cast<size_t>(it)]);
   }
   std::vector<RowMath<GKL>> rm(static_cast<size_t>(N));

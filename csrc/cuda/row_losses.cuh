@@ -4,6 +4,7 @@
 // reduction, the loss, then (if asked) one pass writing the gradient, the x_1 / x_t
 // entries included (no second write). Few long rows: split into chunks over several
 // blocks (stats kernel, then a gradient kernel that merges the chunk stats in order).
+// An ignored row (x_1 == ignore_index) is never read: its loss is 0, its gradient zeros.
 #pragma once
 
 #include "cuda_common.cuh"
@@ -100,6 +101,15 @@ __device__ __forceinline__ void grad_range(const T* z, T* gp, int64_t lo, int64_
   }
 }
 
+// zeros into gp[lo, hi): the gradient of an ignored row, whose logits are never read
+template <typename T, int VEC>
+__device__ __forceinline__ void zero_range(T* gp, int64_t lo, int64_t hi, int t, int G, bool aligned) {
+  float o[VEC];
+#pragma unroll
+  for (int k = 0; k < VEC; ++k) o[k] = 0.0f;
+  for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) store_group<T, VEC>(gp, g * VEC, lo, hi, aligned, o);
+}
+
 template <typename T, bool GKL, int G, int BLOCK>
 __global__ void __launch_bounds__(BLOCK) row_kernel(RowLossArgs a, bool aligned) {
   constexpr int VEC = VecOf<T>::n;
@@ -112,11 +122,16 @@ __global__ void __launch_bounds__(BLOCK) row_kernel(RowLossArgs a, bool aligned)
   // z[x_1], z[x_t] before any thread of the row writes the gradient (which may alias z)
   const int64_t x1 = a.x1[row];
   const bool valid = x1 != a.ignore_index;
-  const int64_t i1 = valid && x1 >= 0 && x1 < V ? x1 : 0;
+  if (!valid) {  // the row's group (a warp or the block) leaves together: no barrier is skipped
+    if (t == 0) a.loss[row] = 0.0f;
+    if (a.grad) zero_range<T, VEC>(static_cast<T*>(a.grad) + row * a.grad_stride, 0, V, t, G, aligned);
+    return;
+  }
+  const int64_t i1 = x1 >= 0 && x1 < V ? x1 : 0;
   int64_t it = 0;
   if (GKL) {
     const int64_t xt = a.xt[row];
-    it = valid && xt >= 0 && xt < V ? xt : 0;
+    it = xt >= 0 && xt < V ? xt : 0;
   }
   const float z1 = ld(z, i1), zt = GKL ? ld(z, it) : 0.0f;
   MaxSum ms{-INFINITY, 0.0f};
@@ -140,6 +155,14 @@ __global__ void __launch_bounds__(kThreads) split_stats_kernel(RowLossArgs a, in
   const int64_t lo = c * chunk, hi = min(a.vocab, lo + chunk);
   const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
   MaxSum ms{-INFINITY, 0.0f};
+  if (a.x1[row] == a.ignore_index) {  // an ignored row (the whole block): not read, loss 0 in pass 2
+    if (threadIdx.x == 0) {
+      a.workspace[2 * (row * S + c)] = ms.m;
+      a.workspace[2 * (row * S + c) + 1] = ms.s;
+      if (c == 0) a.workspace[2 * a.rows * S + 2 * row] = a.workspace[2 * a.rows * S + 2 * row + 1] = 0.0f;
+    }
+    return;
+  }
   stats_range<T, VEC>(z, lo, hi, threadIdx.x, kThreads, aligned, ms);
   ms = group_reduce<kThreads>(ms, smem);
   if (threadIdx.x == 0) {
@@ -171,8 +194,10 @@ __global__ void __launch_bounds__(kThreads) split_grad_kernel(RowLossArgs a, int
   if (c == 0 && threadIdx.x == 0) a.loss[row] = r.loss;
   if (!a.grad) return;
   const int64_t lo = c * chunk, hi = min(a.vocab, lo + chunk);
+  T* gp = static_cast<T*>(a.grad) + row * a.grad_stride;
+  if (!r.valid) return zero_range<T, VEC>(gp, lo, hi, threadIdx.x, kThreads, aligned);
   const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
-  grad_range<T, VEC>(z, static_cast<T*>(a.grad) + row * a.grad_stride, lo, hi, threadIdx.x, kThreads, aligned, ms, r);
+  grad_range<T, VEC>(z, gp, lo, hi, threadIdx.x, kThreads, aligned, ms, r);
 }
 
 template <typename T, bool GKL>
