@@ -88,12 +88,16 @@ def _liger_cls():
 
 
 # ------------------------------------------------------------------ losses
-def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None, overwrite=False) -> Case:
-    row = row or f"cross-entropy fwd+bwd {dtype_tag(dtype)}" + (" overwrite_logits" if overwrite else "")
+def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None, overwrite=False, padded=False) -> Case:
+    row = row or (f"cross-entropy fwd+bwd {dtype_tag(dtype)}" + (" overwrite_logits" if overwrite else "")
+                  + (" half padding" if padded else ""))
 
     def build():
         logits, x1, _, _ = _inputs(ctx, B, L, V, dtype, requires_grad=True)
         N = B * L
+        if padded:  # the second half of every sequence is padding (ignore_index -100)
+            x1 = x1.clone()
+            x1[:, L // 2:] = -100
 
         def make(name):
             if overwrite:  # logits as a model hands them over (not a leaf, not a view); every
@@ -114,6 +118,9 @@ def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None, overwrite=False) -> Case:
             return lambda: torch.autograd.grad(F.cross_entropy(z, y), logits)
 
         impls.append(peer("flow_matching", fm, note="torch F.cross_entropy + grad", label=row))
+        if padded:  # an ignored row's gradient is written (zeros), its logits are not read
+            valid = int((x1 != -100).sum())
+            return Built(bytes=(3 * valid + (N - valid)) * V * logits.element_size(), impls=impls, skipped=skipped)
         if ctx.profile.compile:
             def comp():
                 def ce_ref(rows, y, gs):
@@ -326,6 +333,7 @@ def sampling_loop(ctx: Ctx, B, L, V, dtype) -> Case:
 def cases(ctx: Ctx) -> list:
     B, L, V, dtype = dims_for(ctx)
     out = [cross_entropy(ctx, B, L, V, dtype), cross_entropy(ctx, B, L, V, dtype, overwrite=True),
+           cross_entropy(ctx, B, L, V, dtype, padded=True),
            generalized_kl_case(ctx, B, L, V, dtype)]
     out += [jump_step_case(ctx, B, L, V, dtype, i) for i in JUMP_STEPS]
     out.append(sampling_loop(ctx, B, L, V, dtype))

@@ -595,13 +595,22 @@ def header_lines(result: dict) -> list:
     c = result["copy"]
     peak = f", datasheet {m['datasheet_gbps']:.0f} GB/s" if m.get("datasheet_gbps") else ""
     commit = m["commit"][:12] + (" (dirty)" if m.get("dirty") else "")
-    return [
+    lines = [
         f"Device: {m['device']} ({m['device_type']}, {m['cpu_threads']} torch threads) | "
         f"mode: {m['mode']} | commit {commit} | {m['date']}",
         f"torch {m['torch']}, triton {m['triton']}, flow_matching {m['flow_matching']} | "
         f"fastflow backends: {', '.join(m['backends'])} | "
         f"same-device copy: {c['gbps']:.1f} GB/s{_copy_samples(c)}{peak}",
     ]
+    if m.get("merged_with"):  # --merge: say which rows are this run's
+        runs = ", ".join(m["merged_with"])
+        if m.get("sweep_copy"):
+            lines.append(f"This run measured the sweeps; the rows come from the run(s) of {runs}.")
+        else:
+            rows = "; ".join(m.get("measured_rows", []))
+            lines.append(f"This run measured the rows \"{rows}\"; the others come from the run(s) of {runs} "
+                         "(each row's % copy is against its own run's copy).")
+    return lines
 
 
 # ------------------------------------------------------------------ files
