@@ -80,7 +80,6 @@ def merge_previous(result: dict, out_dir: Path, ctx: Ctx, log) -> None:
         result["copy"] = old["copy"]
         result["rng"] = old.get("rng")
     measured = {r["row"] for r in result["rows"]}
-    result["meta"]["measured_rows"] = sorted(measured)
     kept = [dict(r, merged_from=old["meta"]["date"]) if "merged_from" not in r else r
             for r in old["rows"] if r["row"] not in measured]
     order = {name: i for i, name in enumerate(c.row for c in all_cases(ctx))}

@@ -118,10 +118,12 @@ def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None, overwrite=False, padded=Fa
             return lambda: torch.autograd.grad(F.cross_entropy(z, y), logits)
 
         impls.append(peer("flow_matching", fm, note="torch F.cross_entropy + grad", label=row))
-        if padded:  # an ignored row's gradient is written (zeros), its logits are not read
-            valid = int((x1 != -100).sum())
-            return Built(bytes=(3 * valid + (N - valid)) * V * logits.element_size(), impls=impls, skipped=skipped)
-        if ctx.profile.compile:
+        # padded: an ignored row's gradient is written (zeros), its logits are not read
+        valid = int((x1 != -100).sum())
+        nbytes = (3 * valid + (N - valid)) * V * logits.element_size()
+        if padded:
+            skipped["torch.compile"] = "timed on the unpadded row only"
+        if ctx.profile.compile and not padded:
             def comp():
                 def ce_ref(rows, y, gs):
                     grad = torch.empty_like(rows)
@@ -144,7 +146,7 @@ def cross_entropy(ctx: Ctx, B, L, V, dtype, row=None, overwrite=False, padded=Fa
                     y = x1.view(N)
                     return lambda: torch.autograd.grad(loss_fn(z.view(N, V), y), z)
                 impls.append(peer("liger", lig, label=row))
-        return Built(bytes=3 * N * V * logits.element_size(), impls=impls, skipped=skipped)
+        return Built(bytes=nbytes, impls=impls, skipped=skipped)
 
     return Case(row, "discrete", _config(B, L, V, dtype), build)
 

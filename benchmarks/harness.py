@@ -602,14 +602,15 @@ def header_lines(result: dict) -> list:
         f"fastflow backends: {', '.join(m['backends'])} | "
         f"same-device copy: {c['gbps']:.1f} GB/s{_copy_samples(c)}{peak}",
     ]
-    if m.get("merged_with"):  # --merge: say which rows are this run's
-        runs = ", ".join(m["merged_with"])
-        if m.get("sweep_copy"):
-            lines.append(f"This run measured the sweeps; the rows come from the run(s) of {runs}.")
+    kept = [r for r in result.get("rows", []) if "merged_from" in r]
+    if kept:  # --merge: say which rows are this run's and where the others come from
+        runs = ", ".join(sorted({r["merged_from"] for r in kept}))
+        own = list(dict.fromkeys(r["row"] for r in result["rows"] if "merged_from" not in r))
+        if not own:
+            lines.append(f"This run measured the sweeps; the rows come from the run of {runs}.")
         else:
-            rows = "; ".join(m.get("measured_rows", []))
-            lines.append(f"This run measured the rows \"{rows}\"; the others come from the run(s) of {runs} "
-                         "(each row's % copy is against its own run's copy).")
+            lines.append(f"This run measured the rows \"{'; '.join(own)}\"; the others come from the run(s) "
+                         f"of {runs} (each row's % copy is against its own run's copy).")
     return lines
 
 

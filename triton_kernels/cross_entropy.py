@@ -59,7 +59,7 @@ def _cross_entropy_kernel(
     i1 = tl.where(valid, x1, 0)
     # z[x_1] is read before any gradient is written (grad may be the logits): first, and with a
     # barrier before the gradient pass
-    z1 = tl.load(z_ptr + rows * stride_z + i1, mask=rmask, other=0.0).to(tl.float32)
+    z1 = tl.load(z_ptr + rows * stride_z + i1, mask=valid, other=0.0).to(tl.float32)
     lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
     tl.store(loss_ptr + rows, tl.where(valid, lse - z1, 0.0), mask=rmask)
     if WRITE_GRAD:

@@ -42,8 +42,8 @@ def _generalized_kl_kernel(
     zrow = z_ptr + rows * stride_z
     # z[x_1], z[x_t] are read before any gradient is written (grad may be the logits): first,
     # and with a barrier before the gradient pass
-    z1 = tl.load(zrow + i1, mask=rmask, other=0.0).to(tl.float32)
-    zt = tl.load(zrow + it, mask=rmask, other=0.0).to(tl.float32)
+    z1 = tl.load(zrow + i1, mask=valid, other=0.0).to(tl.float32)
+    zt = tl.load(zrow + it, mask=valid, other=0.0).to(tl.float32)
     lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
     log_p_x1 = z1 - lse
     p_xt = tl.where(lse == float("inf"), float("nan"), tl.exp(zt - lse))  # as softmax_terms

@@ -240,8 +240,8 @@ int run(const RowLossArgs& a) {
     r.coef = r.valid ? (GKL ? gs * r.jump : gs) : 0.0f;
     const T* z = logits + i * a.row_stride;
     bool ok = r.i1 >= 0 && r.i1 < V && r.it >= 0 && r.it < V;
-    r.z1 = ok ? ld(z, r.i1) : 0.0f;
-    r.zt = ok ? ld(z, r.it) : 0.0f;
+    r.z1 = ok && r.valid ? ld(z, r.i1) : 0.0f;  // an ignored row's logits are not read at all
+    r.zt = ok && r.valid ? ld(z, r.it) : 0.0f;
     return std::make_pair(r, ok);
   };
   auto finish = [&](int64_t i, const RowInfo& r, const RowMath<GKL>& m) {
@@ -255,12 +255,12 @@ int run(const RowLossArgs& a) {
   auto differs = [&](int64_t i) { return GKL ? a.xt[i] != a.x1[i] : false; };
 
   if (!(N < kSplitRows && V >= kSplitVocab)) {
-    const int64_t chunk_rows = std::max<int64_t>(1, std::min<int64_t>(65536 / V, N / 16));
+    const int64_t chunk_rows = std::max<int64_t>(1, std::min<int64_t>(65536 / V, N / (8 * max_threads())));
 #pragma omp parallel if (N * V >= kParallelMin && N > 1)
     {
       std::vector<float> shifts;  // per thread: the chunk shifts of the fp32 one-exp path
-      // dynamic, in chunks of at most ~64K logits and 1/16 of the rows: ignored rows cost next
-      // to nothing, and padding often sits together (the tail of a batch), where a static split
+      // dynamic, in chunks of at most ~64K logits and 1/8 of a thread's share of the rows:
+      // ignored rows cost next to nothing, and padding often sits together (the tail of a batch), where a static split
       // would leave a thread idle
 #pragma omp for schedule(dynamic, chunk_rows)
       for (int64_t i = 0; i < N; ++i) {
