@@ -4,7 +4,7 @@
 # by the tests' CUDA emulator), both built with -fsanitize=address, stand in for the installed
 # modules while tests/test_cpu_backend.py and tests/test_cuda_backend.py run. A kernel's read or
 # write outside the tensors it was given, at the tests' shapes, stops the run with ASan's report
-# (on a GPU, scripts/gpu_check.sh runs compute-sanitizer's memcheck instead). About 10 minutes
+# (on a GPU, scripts/gpu_check.sh runs compute-sanitizer's memcheck instead). About 4 minutes
 # on 2 cores; CI runs it. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
