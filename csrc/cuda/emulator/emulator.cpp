@@ -38,7 +38,7 @@ constexpr int kMaxThreads = 1024;
 enum State { kRunnable, kAtBlockBarrier, kAtWarpBarrier, kDone };
 
 // ---------------------------------------------------------------- context switches
-#if defined(__x86_64__)
+#if defined(__x86_64__) && !defined(FF_EMU_UCONTEXT)  // (-DFF_EMU_UCONTEXT tests the fallback here)
 // ff_emu_switch(&from_sp, to_sp): pushes the System V callee-saved registers on the current
 // stack, saves the stack pointer in *from_sp, loads to_sp and pops the other context's.
 extern "C" void ff_emu_switch(void** from_sp, void* to_sp);
