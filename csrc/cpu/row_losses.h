@@ -260,8 +260,8 @@ int run(const RowLossArgs& a) {
     {
       std::vector<float> shifts;  // per thread: the chunk shifts of the fp32 one-exp path
       // dynamic, in chunks of at most ~64K logits and 1/8 of a thread's share of the rows:
-      // ignored rows cost next to nothing, and padding often sits together (the tail of a batch), where a static split
-      // would leave a thread idle
+      // ignored rows cost next to nothing, and padding often sits together (the tail of a
+      // batch), where a static split would leave a thread idle
 #pragma omp for schedule(dynamic, chunk_rows)
       for (int64_t i = 0; i < N; ++i) {
         auto [r, ok] = info(i);
@@ -278,7 +278,7 @@ int run(const RowLossArgs& a) {
         }
         const T* z = logits + i * a.row_stride;
         constexpr bool kF32 = std::is_same<T, float>::value;
-        const bool one_exp = kF32 && want_grad && r.valid;
+        const bool one_exp = kF32 && want_grad;
         Stats s;
         if (one_exp)
           s = row_stats_into(reinterpret_cast<const float*>(z), reinterpret_cast<float*>(g), V, shifts);
@@ -288,10 +288,8 @@ int run(const RowLossArgs& a) {
         const float M = static_cast<float>(s.m), inv = inv_sum(s);
         if (one_exp)
           rescale_probs(reinterpret_cast<float*>(g), V, shifts, M, inv, m.a, r.coef);
-        else if (want_grad && r.valid)
-          write_probs(z, g, 0, V, M, inv, m.a, r.coef);
         else if (want_grad)
-          write_zero(g, 0, V);
+          write_probs(z, g, 0, V, M, inv, m.a, r.coef);
         finish(i, r, m);
       }
     }

@@ -92,9 +92,9 @@ __device__ __forceinline__ void grad_range(const T* z, T* gp, int64_t lo, int64_
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const int64_t j = g * VEC + k;
-      float x = r.valid ? ((expf(v[k] - shift) * inv) * r.a) * r.coef : 0.0f;
-      if (r.valid && j == r.i1) x = r.g1;
-      if (r.valid && j == r.it) x = r.gt;
+      float x = ((expf(v[k] - shift) * inv) * r.a) * r.coef;  // (ignored rows take zero_range)
+      if (j == r.i1) x = r.g1;
+      if (j == r.it) x = r.gt;
       o[k] = x;
     }
     store_group<T, VEC>(gp, g * VEC, lo, hi, aligned, o);
@@ -155,28 +155,22 @@ __global__ void __launch_bounds__(kThreads) split_stats_kernel(RowLossArgs a, in
   const int64_t lo = c * chunk, hi = min(a.vocab, lo + chunk);
   const T* z = static_cast<const T*>(a.logits) + row * a.row_stride;
   MaxSum ms{-INFINITY, 0.0f};
-  if (a.x1[row] == a.ignore_index) {  // an ignored row (the whole block): not read, loss 0 in pass 2
-    if (threadIdx.x == 0) {
-      a.workspace[2 * (row * S + c)] = ms.m;
-      a.workspace[2 * (row * S + c) + 1] = ms.s;
-      if (c == 0) a.workspace[2 * a.rows * S + 2 * row] = a.workspace[2 * a.rows * S + 2 * row + 1] = 0.0f;
-    }
-    return;
+  const int64_t x1 = a.x1[row];
+  const bool valid = x1 != a.ignore_index;
+  if (valid) {  // an ignored row (the whole block) is not read: pass 2 gives it loss 0 and zeros
+    stats_range<T, VEC>(z, lo, hi, threadIdx.x, kThreads, aligned, ms);
+    ms = group_reduce<kThreads>(ms, smem);
   }
-  stats_range<T, VEC>(z, lo, hi, threadIdx.x, kThreads, aligned, ms);
-  ms = group_reduce<kThreads>(ms, smem);
   if (threadIdx.x == 0) {
     float* ws = a.workspace;
     ws[2 * (row * S + c)] = ms.m;
     ws[2 * (row * S + c) + 1] = ms.s;
-    const int64_t x1 = a.x1[row];
-    const bool valid = x1 != a.ignore_index;
     const int64_t i1 = valid && x1 >= 0 && x1 < a.vocab ? x1 : 0;
-    if (i1 >= lo && i1 < hi) ws[2 * a.rows * S + 2 * row] = ld(z, i1);
+    if (i1 >= lo && i1 < hi) ws[2 * a.rows * S + 2 * row] = valid ? ld(z, i1) : 0.0f;
     if (GKL) {
       const int64_t xt = a.xt[row];
       const int64_t it = valid && xt >= 0 && xt < a.vocab ? xt : 0;
-      if (it >= lo && it < hi) ws[2 * a.rows * S + 2 * row + 1] = ld(z, it);
+      if (it >= lo && it < hi) ws[2 * a.rows * S + 2 * row + 1] = valid ? ld(z, it) : 0.0f;
     }
   }
 }
