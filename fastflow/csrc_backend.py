@@ -93,15 +93,22 @@ def _run(fn, like: torch.Tensor, **kwargs) -> None:
     else:
         _sync_threads()
         code = fn(cuda=False, stream=0, **kwargs)
-    _raise_status(fn.__name__, code, like)
+    _raise_status(fn.__name__, code)
 
 
-def _raise_status(name: str, code: int, like: torch.Tensor) -> None:
-    """RuntimeError for a nonzero status of ``_C.<name>`` (with CUDA's own words for a failed launch)."""
+def _raise_status(name: str, code: int) -> None:
+    """RuntimeError for a nonzero status of ``_C.<name>`` (with CUDA's own words for a failed
+    launch: only CUDA launches return ERR_CUDA)."""
     if code:
-        why = _C.cuda_last_error() if like.is_cuda and code == _C.ERR_CUDA else ""
-        raise RuntimeError(f"fastflow._C.{name}: {_C.status_message(code)} (status {code})"
+        why = _C.cuda_last_error() if code == _C.ERR_CUDA else ""
+        raise RuntimeError(f"{_C.__name__}.{name}: {_C.status_message(code)} (status {code})"
                            + (f": {why}" if why else ""))
+
+
+def _cuda_path(t: torch.Tensor) -> bool:
+    """Whether an op on ``t`` runs the CUDA kernels, which need workspaces (tests/cuda_emulator.py
+    answers True for CPU tensors, on which it runs them)."""
+    return t.is_cuda
 
 
 def _float_code(dtype) -> int:
@@ -176,7 +183,7 @@ def _row_stride(t: torch.Tensor) -> int:
 
 
 def _row_workspace(rows: int, vocab: int, like: torch.Tensor):
-    if not like.is_cuda:
+    if not _cuda_path(like):
         return None
     split = _C.row_split(rows, vocab, like.device.index if like.device.index is not None else 0)
     if split <= 1:
@@ -186,7 +193,7 @@ def _row_workspace(rows: int, vocab: int, like: torch.Tensor):
 
 def _loss_workspace(batch: int, per_sample: int, like: torch.Tensor):
     """The per-(sample, chunk) partials of the CUDA ``affine_path_loss`` (None when not needed)."""
-    if not like.is_cuda:
+    if not _cuda_path(like):
         return None
     n = _C.affine_path_loss_workspace(batch, per_sample)
     return torch.empty(n, dtype=torch.float32, device=like.device) if n else None
@@ -326,7 +333,7 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
         batch = x.shape[0]
         code = _C.step_combine_floats(x.data_ptr(), p.data_ptr(), 0 if q is None else q.data_ptr(), A, B, C,
                                       res.data_ptr(), batch, n // batch, _FLOAT_CODES[x.dtype])
-        _raise_status("step_combine_floats", code, x)
+        _raise_status("step_combine_floats", code)
     return res
 
 

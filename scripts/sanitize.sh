@@ -23,7 +23,7 @@ rm -f "$B"/asan.*
 # ASan's report goes to $B/asan.<pid> (pytest's capture would swallow it) and is printed here.
 # The fibers' stack switches make ASan warn once; leaks would be Python's, not the kernels'.
 status=0
-# The emulator resumes fibers in reverse thread order here (forward in scripts/test.sh), so a
+# The emulator runs blocks and threads in reverse order here (forward in scripts/test.sh), so a
 # read that races a missing barrier is seen from both sides.
 LD_PRELOAD="$asan $stdcxx" ASAN_OPTIONS="detect_leaks=0:log_path=$PWD/$B/asan" FASTFLOW_CUDA_EMULATOR_ORDER=reverse \
   FASTFLOW_C_MODULE="$(ls "$PWD/$B"/out/_C.*so)" FASTFLOW_CUDA_EMULATOR_MODULE="$(ls "$PWD/$B"/out/_C_cuda_emu*.so)" \

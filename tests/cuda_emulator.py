@@ -10,8 +10,6 @@ The instance has no ``*_floats`` entries: those are the CPU kernels' host-float 
 import importlib.util
 import os
 
-import torch
-
 import fastflow.csrc_backend as csrc_backend
 
 
@@ -32,25 +30,10 @@ def load():
     spec.loader.exec_module(mod)
     mod._C = _C_cuda_emu
 
-    def _run(fn, like, **kwargs):
-        mod._raise_status(fn.__name__, fn(cuda=True, stream=0, **kwargs), like)
+    def _run(fn, like, **kwargs):  # the CUDA path, on stream 0, without torch.cuda's device guard
+        mod._raise_status(fn.__name__, fn(cuda=True, stream=0, **kwargs))
 
-    def _raise_status(name, code, like):
-        if code:
-            why = _C_cuda_emu.cuda_last_error() if code == _C_cuda_emu.ERR_CUDA else ""
-            raise RuntimeError(f"fastflow._C_cuda_emu.{name}: {_C_cuda_emu.status_message(code)} (status {code})"
-                               + (f": {why}" if why else ""))
-
-    def _row_workspace(rows, vocab, like):
-        split = _C_cuda_emu.row_split(rows, vocab, 0)
-        return torch.empty(4 * rows * split, dtype=torch.float32) if split > 1 else None
-
-    def _loss_workspace(batch, per_sample, like):
-        n = _C_cuda_emu.affine_path_loss_workspace(batch, per_sample)
-        return torch.empty(n, dtype=torch.float32) if n else None
-
-    mod._run, mod._raise_status = _run, _raise_status
-    mod._row_workspace, mod._loss_workspace = _row_workspace, _loss_workspace
+    mod._run, mod._cuda_path = _run, lambda t: True
     for name in [n for n in vars(mod) if n.endswith("_floats")]:
         delattr(mod, name)
     return mod

@@ -7,15 +7,16 @@
 // a warp shuffle or __syncwarp(), so every barrier and shuffle of the kernels has its CUDA
 // meaning, and a broken one is reported instead of hanging: a thread that skips a barrier its
 // block waits at, a lane that leaves while its warp shuffles, lanes at different barriers, a
-// launch configuration CUDA refuses. The launch fails with cudaErrorLaunchFailure and the emulator's sentence, which
-// fastflow._C_cuda_emu.cuda_last_error() returns, as on a GPU.
+// launch configuration CUDA refuses. The launch fails with cudaErrorLaunchFailure and the
+// emulator's sentence, which fastflow._C_cuda_emu.cuda_last_error() returns, as on a GPU.
 //
 // What it checks: the launchers' grids, the kernels' index arithmetic and 64-bit offsets,
 // the vector loads' alignment paths (the module is built with -fsanitize=alignment, so a
 // 16-byte load from an address that is not 16-byte aligned aborts, as it faults on a GPU),
-// every reduction and the split-row paths, bit for bit against the reference where the kernels are exact. What it cannot:
-// device math (the host functions of fastflow/math.h run), timing, coalescing, and races that
-// a sequential schedule hides (read-modify-write races between threads or blocks). The device is sm_count() = kSms multiprocessors (small, so the split-row
+// every reduction and the split-row paths, bit for bit against the reference where the
+// kernels are exact. What it cannot: device math (the host functions of fastflow/math.h run),
+// timing, coalescing, and races that a sequential schedule hides (read-modify-write races
+// between threads or blocks). The device has kSms = 4 multiprocessors (few, so the split-row
 // paths are taken at test sizes).
 #pragma once
 

@@ -1,14 +1,14 @@
 // The scheduler of the CUDA-on-CPU emulator (see cuda_runtime.h next to this file).
 //
-// A launch runs its blocks in turn. A block's threads are fibers on the calling OS thread
-// (a switch saves the callee-saved registers and the stack pointer; ucontext, which makes a
-// system call per switch, where that is not written for the architecture), resumed in thread order (or both orders reversed, below); a fiber gives control
-// back at every barrier, shuffle and __syncwarp, and when it returns. After each sweep the
-// scheduler releases a warp whose lanes all wait at the same shuffle or __syncwarp (the same
-// source line, the same number of them passed), or the block when all its threads wait at the
-// same __syncthreads(). A thread that has returned while others wait at a barrier, lanes at
-// different call sites, or a deadlock is a kernel bug and fails the launch, as do launch
-// configurations CUDA refuses.
+// A launch runs its blocks in turn. A block's threads are fibers on the calling OS thread (a
+// switch saves the callee-saved registers and the stack pointer; ucontext, which makes a system
+// call per switch, where that is not written for the architecture), resumed in thread order
+// (or blocks and threads both reversed, below); a fiber gives control back at every barrier,
+// shuffle and __syncwarp, and when it returns. After each sweep the scheduler releases a warp
+// whose lanes all wait at the same shuffle or __syncwarp (the same source line, the same number
+// of them passed), or the block when all its threads wait at the same __syncthreads(). A thread
+// that has returned while others wait at a barrier, lanes at different source lines, or a
+// deadlock is a kernel bug and fails the launch, as do launch configurations CUDA refuses.
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -202,10 +202,6 @@ bool run_block() {
   const unsigned n = g_threads;
   for (unsigned t = 0; t < n; ++t) {
     Fiber& f = g_fibers[t];
-#if defined(__SANITIZE_ADDRESS__)
-    // frames of fibers a failed launch left suspended keep ASan's poison: clear it
-    __asan_unpoison_memory_region(stack(static_cast<int>(t)), kStack);
-#endif
     start_context(&f.ctx, stack(static_cast<int>(t)), kStack);
     f.state = kRunnable;
     f.site = Site{"", 0};
@@ -322,7 +318,13 @@ void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* ctx) {
     const uint64_t b = g_reverse ? blocks - 1 - k : k;
     blockIdx = uint3{static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
                      static_cast<unsigned>(b / (static_cast<uint64_t>(grid.x) * grid.y))};
-    if (!run_block()) return;
+    if (!run_block()) {
+#if defined(__SANITIZE_ADDRESS__)
+      // the fibers left suspended keep ASan's poison on their frames: clear it before reuse
+      for (unsigned t = 0; t < threads; ++t) __asan_unpoison_memory_region(g_stacks[t], kStack);
+#endif
+      return;
+    }
   }
 }
 
