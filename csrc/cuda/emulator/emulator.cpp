@@ -155,12 +155,15 @@ void set_thread_index(unsigned t) {
   threadIdx.z = t / (blockDim.x * blockDim.y);
 }
 
-// A fiber's first frame: runs the kernel, then hands back to the scheduler for good.
+Context g_finished;  // where a finished fiber's context goes (never resumed)
+
+// A fiber's first frame: runs the kernel, then hands back to the scheduler for good. It has no
+// local variable: under ASan a local's redzones would stay poisoned on the stack (this frame
+// never returns), and the next block's fiber on that stack would trip over them.
 void fiber_trampoline() {
   g_body(g_ctx);
   g_fibers[g_current].state = kDone;
-  Context dead;
-  switch_context(&dead, &g_scheduler);
+  switch_context(&g_finished, &g_scheduler);
   __builtin_unreachable();
 }
 
@@ -320,7 +323,7 @@ void run_grid(dim3 grid, dim3 block, void (*body)(void*), void* ctx) {
                      static_cast<unsigned>(b / (static_cast<uint64_t>(grid.x) * grid.y))};
     if (!run_block()) {
 #if defined(__SANITIZE_ADDRESS__)
-      // the fibers left suspended keep ASan's poison on their frames: clear it before reuse
+      // fibers left suspended mid-kernel keep ASan's poison on their frames: clear it for reuse
       for (unsigned t = 0; t < threads; ++t) __asan_unpoison_memory_region(g_stacks[t], kStack);
 #endif
       return;
