@@ -53,7 +53,20 @@ def _eager(x: torch.Tensor) -> bool:
 def _on_host(x: torch.Tensor) -> bool:
     """A plain CPU tensor checked eagerly: NumPy can read it (a min and a max cost a fraction of
     the torch ops' time on the small tensors checks see)."""
-    return type(x) is torch.Tensor and x.device.type == "cpu" and _eager(x)
+    return (type(x) is torch.Tensor and x.device.type == "cpu" and _eager(x)
+            and not torch._C._are_functorch_transforms_active())  # (which refuse .numpy(), wrapped or not)
+
+
+def _wrapped(x: torch.Tensor) -> bool:
+    return torch._C._are_functorch_transforms_active() and torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def _unwrapped(x: torch.Tensor) -> torch.Tensor:
+    """The tensor under a torch.func transform's wrappers (``vmap``'s holds every batch's values:
+    a check of it checks them all; a wrapped one refuses ``bool`` under ``vmap``)."""
+    while _wrapped(x):
+        x = torch._C._functorch.get_unwrapped(x)
+    return x
 
 
 def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
@@ -67,6 +80,7 @@ def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
 
 def values(name: str, ok: torch.Tensor, what: str):
     """Raise ValueError(name ...) unless ``ok`` is all True (asynchronously off CPU)."""
+    ok = _unwrapped(ok)
     ok = ok if ok.dim() == 0 else ok.all()
     if _eager(ok):
         if not bool(ok):

@@ -11,10 +11,17 @@ public ops then skip those layers: no autograd to record, nothing tracing (torch
 fake or functional tensors, dispatch or function modes, jit tracing) and no profiler to name
 the op. A direct call that writes into an ``out=`` tensor bumps its version counter as the
 mutating custom op would, so autograd still catches a saved tensor overwritten later.
+
+``transformed`` says when a call runs under a ``torch.func`` transform (``grad``, ``vmap``,
+``jvp``, ``jacrev``, ...) or carries forward-mode AD tangents: the kernels read raw memory, so
+they would drop the tangents and batch dimensions, and torch's custom ops refuse the
+transforms' autograd. Such a call runs the reference backend's plain PyTorch math (no fused
+gradient buffer), which every transform composes with.
 """
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
 from .. import backends
 
@@ -25,6 +32,25 @@ def run(op: str, backend: str, *args):
 
 def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
+
+
+def transformed(*tensors) -> bool:
+    """Whether a torch.func transform is active or any of ``tensors`` carries a forward-mode
+    tangent (see the module doc)."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    return _forward_ad._current_level >= 0 and any(  # (-1 outside every dual_level)
+        t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def composable(op: str, backend: str | None) -> str:
+    """The backend of a ``transformed`` call: the reference, unless another was asked for."""
+    name = backend if backend is not None else backends.get_backend()
+    if name not in ("auto", "reference"):
+        raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
+                         "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
+                         "which runs the plain PyTorch math there)")
+    return "reference"
 
 
 def direct(*tensors, autograd: bool = False) -> bool:
@@ -39,7 +65,7 @@ def direct(*tensors, autograd: bool = False) -> bool:
     for t in tensors:
         if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad and not autograd)):
             return False
-    return True
+    return not (_forward_ad._current_level >= 0 and transformed(*tensors))
 
 
 def eager_function(impl, setup_context, backward):

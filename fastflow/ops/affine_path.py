@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import _checks, _memory
 from . import _fused_grad
-from ._registry import direct, eager_function, pick, run
+from ._registry import composable, direct, eager_function, pick, run, transformed
 from .step_combine import dot, generated, scaled
 
 REDUCTIONS = ("mean", "sum", "per_sample", "none")
@@ -156,6 +156,8 @@ def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor
     _checks.one_per_sample(x_1.shape[0], a=a, b=b, s=s)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
+    if transformed(x_1, x_0, a, b, s):
+        return run("affine_path_sample", composable("affine_path_sample", backend), x_1, x_0, a, b, s, rng)
     name = pick("affine_path_sample", x_1, backend)
     if direct(x_1, x_0, a, b, s, rng):
         return run("affine_path_sample", name, x_1, x_0, a, b, s, rng)
@@ -198,9 +200,10 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
         except RuntimeError:
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
     w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
-    backend = pick("affine_path_loss", v, backend)
+    composed = transformed(v, x_1, x_0, c, d, e, w)  # plain reference math, no fused gradient
+    backend = composable("affine_path_loss", backend) if composed else pick("affine_path_loss", v, backend)
     if reduction == "none":
-        target = _sample(x_1, x_0, c, d, e, rng, backend)
+        target = _affine_path_sample(x_1, x_0, c, d, e, rng, backend)
         loss = (v.float() - target.float()).square()
         if mask is not None:
             loss = loss * mask
@@ -224,7 +227,9 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
     args = (v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
-    if direct(v, x_1, x_0, c, d, e, rng, mask, scale, autograd=True):
+    if composed:
+        weighted, _, _ = _loss_impl(*args[:-2], False, backend)
+    elif direct(v, x_1, x_0, c, d, e, rng, mask, scale, autograd=True):
         if fold and reduction != "per_sample":  # the loss is the weighted sums' sum
             return _loss_eager(*args, total=True)
         weighted, _, _ = _loss_eager(*args)

@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import _checks, _memory, backends
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
-from ._registry import direct, eager_function, pick, run
+from ._registry import composable, direct, eager_function, pick, run, transformed
 
 LOSS_REDUCTIONS = ("mean", "sum", "none")
 
@@ -69,8 +69,9 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         mask_id = mask_id.__index__()
         if mask_id < 0:
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
-    name = pick("mixture_path_sample", x_1, backend)
-    if direct(x_1, x_0, kappa, rng, noise):
+    composed = transformed(x_1, x_0, kappa, noise)  # the reference's plain math
+    name = composable("mixture_path_sample", backend) if composed else pick("mixture_path_sample", x_1, backend)
+    if composed or direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
     return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size), -1 if mask_id is None else mask_id,
                            name)
@@ -219,6 +220,10 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
+    if transformed(logits, x_1):  # plain reference math, no fused gradient
+        weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), int(ignore_index), scale, False,
+                                  composable("cross_entropy", backend))
+        return _reduce(weighted, x_1, reduction, divisor)
     args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
         if reduction != "none" and divisor is None and not overwrite:  # the loss: the weighted rows' sum
@@ -256,6 +261,10 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
     if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
         scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
+    if transformed(logits, x_1, x_t, per_row):
+        weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,
+                                   composable("generalized_kl", backend))
+        return _reduce(weighted, x_1, reduction, divisor)
     args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
             pick("generalized_kl", logits, backend))
     if direct(logits, x_1, x_t, per_row, scale, autograd=True):
@@ -386,8 +395,9 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
         rng = new_rng(logits.device, generator)
     args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
             float(temperature), final, probs, rng, nt, nr, nr0)
-    name = pick("jump_step", logits, backend)
-    if direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
+    composed = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0)  # the reference's plain math
+    name = composable("jump_step", backend) if composed else pick("jump_step", logits, backend)
+    if composed or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
         new = run("jump_step", name, *args).view(x_t.shape)
     else:
         new = _jump(*args, name).view(x_t.shape)
@@ -433,7 +443,7 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
         c = div_free(times[i:i + 1]) if times is not None else div_free
         return jump_step(logits, x_t, grid[i], grid[i + 1] - grid[i], scheduler, probs=probs, div_free=c,
                          source=source, mask_id=mask_id, temperature=temperature, final=final,
-                         generator=generator, backend=name)
+                         generator=generator, backend=backend)
 
     if generic or not all(0.0 <= t <= 1.0 for t in grid[:-1]):
         return slow  # (times outside [0, 1]: jump_step raises, naming t)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks, backends
-from ._registry import direct, pick, run
+from ._registry import composable, direct, pick, run, transformed
 
 
 @torch.library.custom_op("fastflow::step_combine", mutates_args=())
@@ -103,6 +103,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
             for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
+    if transformed(x, p, q, *coef, noise, out):
+        return run("step_combine", composable("step_combine", backend), x, p, q, *coef, rng, noise, out)
     if direct(x, p, q, *coef, rng, noise, out):
         result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
         if out is not None:
@@ -158,6 +160,6 @@ def stepper(like: Tensor, backend: Optional[str] = None):
     def combine(x, p, A, B, q=None, C=None, out=None):
         if fast is not None and type(x) is Tensor and x.shape == shape and _plain_floats(x, p, q, A, B, C, out):
             return _floats_call(fast, x, p, A, B, q, C, out)
-        return step_combine(x, p, A, B, q=q, C=C, out=out, backend=name)
+        return step_combine(x, p, A, B, q=q, C=C, out=out, backend=backend)  # (as asked: see `composable`)
 
     return combine

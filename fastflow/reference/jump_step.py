@@ -96,12 +96,8 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     tmax = r1 + rate0
     may_jump = torch.ones(N, dtype=torch.bool, device=dev) if final else _jumps(e_tok, h, tmax)
 
-    new = xt.clone()
-    cand = may_jump.nonzero().squeeze(-1)
-    n_tok = (N * V + 3) // 4
-    chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
-    for start in range(0, cand.numel(), chunk):
-        idx = cand[start:start + chunk]
+    def step_rows(idx):
+        """The new tokens of rows ``idx`` (all of which may jump)."""
         z = logits[idx].float()
         # a device tensor, not a Python number: CUDA turns division by a CPU scalar into a
         # multiplication by its reciprocal (one bit off), the kernels divide
@@ -109,8 +105,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
         ru = noise_race[idx].float() if noise_race is not None else _race_uniforms(rng, N, idx, V)
         x1 = _race(keys, ru)
         if final:
-            new[idx] = x1
-            continue
+            return x1
         ri1 = torch.where(x1 != xt[idx], r1[idx], 0.0)
         total = ri1 + rate0[idx]
         jump = _jumps(e_tok[idx], h[idx], total)
@@ -122,11 +117,20 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
             y0 = torch.full_like(x1, mask_id)
         elif source == SOURCE_GENERAL:
             ru0 = (noise_race_p0[idx].float() if noise_race_p0 is not None
-                   else _race_uniforms(rng, N + n_tok, idx, V))
-            keys0 = torch.log(p0.float()).expand(idx.numel(), V).clone()
-            keys0[torch.arange(idx.numel(), device=dev), xt[idx]] = -math.inf
+                   else _race_uniforms(rng, N + (N * V + 3) // 4, idx, V))
+            keys0 = torch.where(torch.arange(V, device=dev) == xt[idx][:, None], -math.inf,
+                                torch.log(p0.float()))
             y0 = _race(keys0, ru0)
         else:
             y0 = x1
-        new[idx] = torch.where(jump, torch.where(pick_x1, x1, y0), xt[idx])
+        return torch.where(jump, torch.where(pick_x1, x1, y0), xt[idx])
+
+    if torch._C._are_functorch_transforms_active():  # vmap: no rows picked by their values
+        return torch.where(may_jump, step_rows(rows), xt).to(x_t.dtype)
+    new = xt.clone()
+    cand = may_jump.nonzero().squeeze(-1)
+    chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
+    for start in range(0, cand.numel(), chunk):
+        idx = cand[start:start + chunk]
+        new[idx] = step_rows(idx)
     return new.to(x_t.dtype)
