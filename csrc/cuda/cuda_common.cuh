@@ -151,8 +151,9 @@ struct MaxSum {
 // for the logits' device, as Python sized the workspace (row_split(rows, V, tensor.device)).
 inline int device_of(const void* p) {
   cudaPointerAttributes attr;
-  if (cudaPointerGetAttributes(&attr, p) == cudaSuccess && attr.type == cudaMemoryTypeDevice) return attr.device;
-  cudaGetLastError();  // clear a failed query
+  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+  if (e == cudaSuccess && attr.type == cudaMemoryTypeDevice) return attr.device;
+  if (e != cudaSuccess) cudaGetLastError();  // clear the failed query's error (and leave any other)
   int dev = 0;
   cudaGetDevice(&dev);
   return dev;

@@ -1,4 +1,5 @@
 // fastflow CUDA backend: device queries, workspace sizes and the test stream kernel.
+#include <atomic>
 #include <mutex>
 
 #include "cuda_common.cuh"
@@ -30,16 +31,16 @@ const char* runtime_problem() {
 }
 
 int sm_count() {
-  static int cache[64] = {0};
+  static std::atomic<int> cache[64];  // (zero-initialised; atomic: the bindings release the GIL)
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 80;
   if (dev < 0 || dev >= 64) return 80;
-  if (cache[dev] == 0) {
-    int n = 0;
+  int n = cache[dev].load(std::memory_order_relaxed);
+  if (n == 0) {
     if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 80;
-    cache[dev] = n;
+    cache[dev].store(n, std::memory_order_relaxed);  // every thread computes the same value
   }
-  return cache[dev];
+  return n;
 }
 
 // affine_path_loss.cu keeps one partial per (sample, chunk) when a sample spans chunks.
