@@ -143,9 +143,13 @@ def check_overwrite_logits(backend, device="cpu"):
                 for over in (False, True):
                     leaf = base.clone().requires_grad_()
                     logits = leaf * 1.0  # a non-leaf whose producer saved nothing
+                    handed = []
+                    logits.register_hook(handed.append)
                     loss = loss_fn(kind, logits, reduction, over)
                     up = torch.linspace(0.5, 1.5, loss.numel(), device=device).view(loss.shape)
                     loss.backward(up)
+                    # the gradient handed on is plain data: a hook that keeps it keeps no graph
+                    assert handed[0].grad_fn is None and not handed[0].requires_grad, (kind, reduction, over)
                     outs.append((loss.detach(), leaf.grad, logits.detach()))
                 (l0, g0, z0), (l1, g1, z1) = outs
                 what = (kind, reduction, dtype)

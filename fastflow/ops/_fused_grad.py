@@ -75,8 +75,10 @@ def scaled_grad(ctx, grad_weighted: Tensor, grad: Tensor) -> Tensor:
         else:
             _scale_rows(rows, g, ctx.backend)
     # a fresh view unless the buffer is already one of its own (the logits' rows, overwritten,
-    # are a view made without grad mode, which autograd may not hand on)
-    return grad if grad.shape == ctx.shape and not grad._is_view() else grad.view(ctx.shape)
+    # are a view made without grad mode, which autograd may not hand on); detached: overwritten
+    # logits are a forward output, and a hook that keeps the gradient must not keep the graph
+    out = grad if grad.shape == ctx.shape and not grad._is_view() else grad.view(ctx.shape)
+    return out.detach() if out.requires_grad else out
 
 
 def _all_one_on_cpu(g: Tensor) -> bool:
