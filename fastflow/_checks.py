@@ -12,6 +12,8 @@ from numbers import Real
 
 import torch
 
+from . import _transforms
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 FP32_MAX = 3.4028234663852886e38
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -57,18 +59,6 @@ def _on_host(x: torch.Tensor) -> bool:
             and not torch._C._are_functorch_transforms_active())  # (which refuse .numpy(), wrapped or not)
 
 
-def _wrapped(x: torch.Tensor) -> bool:
-    return torch._C._are_functorch_transforms_active() and torch._C._functorch.is_functorch_wrapped_tensor(x)
-
-
-def _unwrapped(x: torch.Tensor) -> torch.Tensor:
-    """The tensor under a torch.func transform's wrappers (``vmap``'s holds every batch's values:
-    a check of it checks them all; a wrapped one refuses ``bool`` under ``vmap``)."""
-    while _wrapped(x):
-        x = torch._C._functorch.get_unwrapped(x)
-    return x
-
-
 def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
     """Whether a CPU fp32 vector lies in [lo, hi] (NaN fails every comparison). Up to 128
     values, a Python list: NumPy's reductions cost a call ~60 us with cold caches, the list ~30."""
@@ -80,7 +70,7 @@ def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
 
 def values(name: str, ok: torch.Tensor, what: str):
     """Raise ValueError(name ...) unless ``ok`` is all True (asynchronously off CPU)."""
-    ok = _unwrapped(ok)
+    ok = _transforms.unwrapped(ok)
     ok = ok if ok.dim() == 0 else ok.all()
     if _eager(ok):
         if not bool(ok):

@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from . import _checks
+from . import _checks, _transforms
 from ._rng import new_rng
 from .ops.affine_path import _affine_path_loss, _affine_path_sample
 
@@ -94,9 +95,13 @@ def _exact_ot_pair(x0: Tensor, x1: Tensor):
         from scipy.optimize import linear_sum_assignment
     except ImportError:
         raise ImportError("exact OT pairing needs scipy (pip install scipy)") from None
+    if _transforms.vmapped() and (_transforms.wrapped(x0) or _transforms.wrapped(x1)):
+        raise ValueError("x0, x1: exact OT pairing cannot run under vmap (each element would need its own "
+                         "assignment on the host); pair outside vmap, or loop")
     cost = torch.cdist(x0.detach().reshape(x0.shape[0], -1).double().cpu(),
                        x1.detach().reshape(x1.shape[0], -1).double().cpu()) ** 2
-    rows, cols = linear_sum_assignment(cost.numpy())
+    # (torch.func's grad / jvp refuse .numpy() on any tensor; the pairing is constant there)
+    rows, cols = linear_sum_assignment(np.asarray(cost.tolist()) if _transforms.transformed() else cost.numpy())
     perm = torch.as_tensor(cols[rows.argsort()], device=x1.device)
     return x0, x1[perm]
 

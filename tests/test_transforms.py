@@ -184,3 +184,85 @@ def test_explicit_fused_backend_refuses_a_transform():
     with warnings.catch_warnings():  # the plain call is unchanged: the fused kernel, no warning
         warnings.simplefilter("error")
         ff.euler_step(d["x_0"], d["v"], 0.1, backend="cpu")
+
+
+def test_forward_ad_through_a_jump_that_requires_grad():
+    """A dual jump coefficient that also requires grad (a learnable t, say) must not reach the
+    fused op's autograd node, which has no forward-mode formula."""
+    jump = d["jump"].clone().requires_grad_()
+    u = torch.randn(B)
+    f = LOSSES["generalized_kl in jump"][0]
+    expected = (_eager_grad(f, d["jump"]) * u).sum()
+    with fwAD.dual_level():
+        out = f(fwAD.make_dual(jump, u))
+        torch.testing.assert_close(fwAD.unpack_dual(out).tangent.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_functionalize_keeps_the_fused_custom_op():
+    """functionalize carries no tangents or batch dimensions: traced graphs keep fastflow's op,
+    and an explicit fused backend still runs there."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functionalize
+    for backend in (None, "cpu"):
+        f = lambda x, v: ff.euler_step(x, v, 0.1, backend=backend)  # noqa: E731
+        gm = make_fx(functionalize(f))(d["x_0"], d["v"])
+        assert "fastflow.step_combine.default" in {str(n.target) for n in gm.graph.nodes}, backend
+        torch.testing.assert_close(functionalize(f)(d["x_0"], d["v"]), d["x_0"] + 0.1 * d["v"])
+
+
+def test_batched_upstream_gradients():
+    """autograd.grad(is_grads_batched=True) (torch's own vmap over the backward: a Jacobian's
+    rows in one call) through the fused losses' backward, which otherwise scales in a kernel."""
+    cases = (
+        (lambda a: ff.affine_path_loss(a, d["x_1"], d["x_0"], 1.0, -1.0, reduction="per_sample"), d["v"]),
+        (lambda z: ff.mixture_cross_entropy(z, d["tok"], reduction="none").sum(-1), d["logits"]),
+        (lambda z: ff.generalized_kl(z, d["tok"], d["x_t"], d["jump"], reduction="none").sum(-1), d["logits"]),
+    )
+    for f, a in cases:
+        a = a.clone().requires_grad_()
+        (jac,) = torch.autograd.grad(f(a), a, grad_outputs=torch.eye(B), is_grads_batched=True)
+        torch.testing.assert_close(jac, torch.func.jacrev(f)(a.detach()))
+
+
+def test_exact_ot_pairing_under_transforms():
+    pytest.importorskip("scipy")
+    m = ff.ExactOptimalTransportConditionalFlowMatcher(0.1)
+    t = torch.rand(B)
+
+    def loss(v):
+        sample = m.sample(d["x_0"], d["x_1"], t, generator=torch.Generator().manual_seed(0))
+        return m.loss(v, sample)
+
+    torch.testing.assert_close(grad(loss)(d["v"]), _eager_grad(loss, d["v"]))
+    with pytest.raises(ValueError, match="vmap"):
+        vmap(lambda x: m.sample(d["x_0"], x, t, generator=torch.Generator()).xt)(torch.stack([d["x_1"]] * 2))
+
+
+def test_a_differentiated_time_grid_is_refused_not_zeroed():
+    """The solvers read the times as numbers: a derivative in the grid would silently be 0."""
+    solver = ff.ODESolver(lambda x, t: x + 1)
+    grid = torch.tensor([0.0, 0.5, 1.0])
+    sample = lambda g: solver.sample(d["x_0"], time_grid=g, enable_grad=True)  # noqa: E731
+    with pytest.raises(ValueError, match="time_grid"):
+        jvp(sample, (grid,), (torch.tensor([0.0, 0.0, 1.0]),))
+    with pytest.raises(ValueError, match="time_grid"):
+        sample(grid.clone().requires_grad_())
+    torch.testing.assert_close(grad(lambda x: solver.sample(x, time_grid=grid, enable_grad=True).sum())(d["x_0"]),
+                               torch.full_like(d["x_0"], 2.25))  # two Euler steps of 0.5: (1.5)^2
+    with pytest.raises(ValueError, match="time_grid"):
+        solver.compute_likelihood(d["x_0"], lambda x: -x.square().sum(1), step_size=None,
+                                  time_grid=torch.tensor([1.0, 0.0], requires_grad=True), enable_grad=True)
+
+
+def test_compiled_transform_in_a_fresh_process():
+    """torch.compile(fullgraph=True) of a transformed op, before anything imported the reference
+    backend (the dispatch must not import inside the traced region)."""
+    import subprocess
+    import sys
+    code = ("import torch, fastflow as ff\n"
+            "x1, x0, v = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)\n"
+            "f = torch.compile(lambda v: torch.func.grad(lambda v: ff.affine_path_loss(v, x1, x0, 1.0, -1.0))(v),\n"
+            "                  backend='eager', fullgraph=True)\n"
+            "assert torch.allclose(f(v), 2 * (v - (x1 - x0)) / v.numel())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

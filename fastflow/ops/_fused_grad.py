@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch._C import _functorch
 
 from ._registry import direct, run
 
@@ -60,7 +61,8 @@ def scaled_grad(ctx, grad_weighted: Tensor, grad: Tensor) -> Tensor:
     ``grad_weighted[i]`` (a scalar: every row alike), in ``ctx.shape`` (after ``claim``; unpack
     every saved tensor first: the scaling is in place)."""
     rows = grad.view(grad.shape[0], -1)
-    if torch.compiler.is_compiling() or _tracing(grad):
+    if torch.compiler.is_compiling() or _tracing(grad) or _functorch.is_legacy_batchedtensor(grad_weighted):
+        # (the last: autograd.grad(is_grads_batched=True), whose batched upstream gradient no kernel reads)
         g = grad_weighted.float().expand(rows.shape[0])
         rows = (rows.float() * g[:, None]).to(rows.dtype)  # fp32: 1 / divisor is subnormal in fp16
         return rows.view(ctx.shape)

@@ -24,6 +24,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 from .. import backends
+from .._transforms import transformed  # noqa: F401  (the ops import it from here, with composable)
 
 
 def run(op: str, backend: str, *args):
@@ -34,23 +35,14 @@ def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
 
 
-def transformed(*tensors) -> bool:
-    """Whether a torch.func transform is active or any of ``tensors`` carries a forward-mode
-    tangent (see the module doc)."""
-    if torch._C._are_functorch_transforms_active():
-        return True
-    return _forward_ad._current_level >= 0 and any(  # (-1 outside every dual_level)
-        t is not None and _forward_ad.unpack_dual(t).tangent is not None for t in tensors)
-
-
-def composable(op: str, backend: str | None) -> str:
+def composable(op: str, like: torch.Tensor, backend: str | None) -> str:
     """The backend of a ``transformed`` call: the reference, unless another was asked for."""
     name = backend if backend is not None else backends.get_backend()
     if name not in ("auto", "reference"):
         raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
                          "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
                          "which runs the plain PyTorch math there)")
-    return "reference"
+    return pick(op, like, "reference")  # (resolve_name: torch.compile evaluates it, imports included)
 
 
 def direct(*tensors, autograd: bool = False) -> bool:

@@ -157,7 +157,7 @@ def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
     if transformed(x_1, x_0, a, b, s):
-        return run("affine_path_sample", composable("affine_path_sample", backend), x_1, x_0, a, b, s, rng)
+        return run("affine_path_sample", composable("affine_path_sample", x_1, backend), x_1, x_0, a, b, s, rng)
     name = pick("affine_path_sample", x_1, backend)
     if direct(x_1, x_0, a, b, s, rng):
         return run("affine_path_sample", name, x_1, x_0, a, b, s, rng)
@@ -201,7 +201,7 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
     w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
     composed = transformed(v, x_1, x_0, c, d, e, w)  # plain reference math, no fused gradient
-    backend = composable("affine_path_loss", backend) if composed else pick("affine_path_loss", v, backend)
+    backend = composable("affine_path_loss", v, backend) if composed else pick("affine_path_loss", v, backend)
     if reduction == "none":
         target = _affine_path_sample(x_1, x_0, c, d, e, rng, backend)
         loss = (v.float() - target.float()).square()

@@ -70,7 +70,7 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         if mask_id < 0:
             raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
     composed = transformed(x_1, x_0, kappa, noise)  # the reference's plain math
-    name = composable("mixture_path_sample", backend) if composed else pick("mixture_path_sample", x_1, backend)
+    name = composable("mixture_path_sample", x_1, backend) if composed else pick("mixture_path_sample", x_1, backend)
     if composed or direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
     return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size), -1 if mask_id is None else mask_id,
@@ -222,7 +222,7 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
     if transformed(logits, x_1):  # plain reference math, no fused gradient
         weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), int(ignore_index), scale, False,
-                                  composable("cross_entropy", backend))
+                                  composable("cross_entropy", logits, backend))
         return _reduce(weighted, x_1, reduction, divisor)
     args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
@@ -259,12 +259,12 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
-    if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
-        scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
     if transformed(logits, x_1, x_t, per_row):
         weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,
-                                   composable("generalized_kl", backend))
+                                   composable("generalized_kl", logits, backend))
         return _reduce(weighted, x_1, reduction, divisor)
+    if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
+        scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
     args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
             pick("generalized_kl", logits, backend))
     if direct(logits, x_1, x_t, per_row, scale, autograd=True):
@@ -396,7 +396,7 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
             float(temperature), final, probs, rng, nt, nr, nr0)
     composed = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0)  # the reference's plain math
-    name = composable("jump_step", backend) if composed else pick("jump_step", logits, backend)
+    name = composable("jump_step", logits, backend) if composed else pick("jump_step", logits, backend)
     if composed or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
         new = run("jump_step", name, *args).view(x_t.shape)
     else:

@@ -104,7 +104,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
     if transformed(x, p, q, *coef, noise, out):
-        return run("step_combine", composable("step_combine", backend), x, p, q, *coef, rng, noise, out)
+        return run("step_combine", composable("step_combine", x, backend), x, p, q, *coef, rng, noise, out)
     if direct(x, p, q, *coef, rng, noise, out):
         result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
         if out is not None:

@@ -32,6 +32,7 @@ import math
 
 import torch
 
+from .._transforms import vmapped
 from . import philox
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
@@ -125,11 +126,12 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
             y0 = x1
         return torch.where(jump, torch.where(pick_x1, x1, y0), xt[idx])
 
-    if torch._C._are_functorch_transforms_active():  # vmap: no rows picked by their values
-        return torch.where(may_jump, step_rows(rows), xt).to(x_t.dtype)
+    chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
+    if vmapped():  # no rows picked by their values: every row, the same tokens where it may jump
+        return torch.cat([torch.where(may_jump[s:s + chunk], step_rows(rows[s:s + chunk]), xt[s:s + chunk])
+                          for s in range(0, N, chunk)]).to(x_t.dtype)
     new = xt.clone()
     cand = may_jump.nonzero().squeeze(-1)
-    chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
     for start in range(0, cand.numel(), chunk):
         idx = cand[start:start + chunk]
         new[idx] = step_rows(idx)

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .. import _checks, _memory
+from .. import _checks, _memory, _transforms
 from ..ops.step_combine import step_combine, stepper
 from .base import Solver
 
@@ -151,6 +151,7 @@ class ODESolver(Solver):
             raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
+        _constant_grid(time_grid, enable_grad)
         self._begin(x_init, time_grid, float(guidance_scale), uncond_model_extras)
         if method not in FIXED_METHODS:
             return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
@@ -196,6 +197,7 @@ class ODESolver(Solver):
         if not callable(log_p0):
             raise TypeError(f"log_p0: expected a callable x -> log p_0(x), got {type(log_p0).__name__}")
         _checks.tensor("time_grid", time_grid)
+        _constant_grid(time_grid, enable_grad)
         if (time_grid.dim() != 1 or time_grid.numel() < 2 or float(time_grid[0]) != 1.0
                 or float(time_grid[-1]) != 0.0):
             raise ValueError("time_grid: expected a 1-D grid from 1.0 to 0.0 (the likelihood of x_1 at t = 1 "
@@ -231,6 +233,14 @@ class ODESolver(Solver):
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+def _constant_grid(time_grid: Tensor, enable_grad: bool) -> None:
+    """The solvers read the times as numbers (the model gets them as constants): a grid that is
+    differentiated would get a zero derivative, so it is refused."""
+    if (enable_grad and torch.is_grad_enabled() and time_grid.requires_grad) or _transforms.differentiated(time_grid):
+        raise ValueError("time_grid: fastflow's solvers take the times as constants, so no derivative "
+                         "with respect to them is computed (detach the grid)")
 
 
 def _check_step_size(step_size) -> None:

@@ -1,0 +1,62 @@
+"""What torch.func and forward-mode AD are doing to a call, for the code that must know.
+
+The fused kernels read raw memory: under a ``grad`` / ``jvp`` / ``vmap`` transform (wrapped
+tensors) or with a forward-mode tangent they would drop the tangents and batch dimensions, so
+the ops run the reference math there (``fastflow.ops._registry``), the checks read what is
+under the wrappers, and host-side code (NumPy, Python floats) steps aside or refuses.
+``functionalize`` is not counted: it keeps values and carries no tangents, and graphs traced
+through it keep fastflow's custom ops.
+"""
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as _forward_ad
+from torch._C import _functorch
+
+
+def _active() -> set:
+    """The names of the torch.func transforms on the stack (``Vmap``, ``Grad``, ``Jvp``), if any.
+    (torch.compile calls it while it traces, and bakes the answer in: the stack is not traceable.)"""
+    if not torch._C._are_functorch_transforms_active():
+        return set()
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    return {i.key().name for i in retrieve_all_functorch_interpreters()} - {"Functionalize"}
+
+
+_active._dynamo_marked_constant = True  # see backends._constant_under_compile
+
+
+def transformed(*tensors) -> bool:
+    """A ``grad`` / ``jvp`` / ``vmap`` transform is at work, or one of ``tensors`` carries a
+    forward-mode tangent."""
+    if torch._C._are_functorch_transforms_active() and _active():
+        return True
+    return _forward_ad._current_level >= 0 and any(  # (-1 outside every dual_level)
+        has_tangent(t) for t in tensors)
+
+
+def has_tangent(t) -> bool:
+    return t is not None and _forward_ad._current_level >= 0 and _forward_ad.unpack_dual(t).tangent is not None
+
+
+def vmapped() -> bool:
+    """Inside ``vmap``: a tensor's values cannot pick rows or branches (no ``nonzero``, ``bool``)."""
+    return "Vmap" in _active()
+
+
+def differentiated(t) -> bool:
+    """``t`` itself is differentiated by a transform (wrapped) or carries a tangent: code that
+    reads it as Python numbers would lose its derivative."""
+    return t is not None and ((wrapped(t) and bool(_active())) or has_tangent(t))
+
+
+def wrapped(x: torch.Tensor) -> bool:
+    return torch._C._are_functorch_transforms_active() and _functorch.is_functorch_wrapped_tensor(x)
+
+
+def unwrapped(x: torch.Tensor) -> torch.Tensor:
+    """The tensor under the transforms' wrappers (``vmap``'s holds every element's values: a check
+    of it checks them all; a wrapped one refuses ``bool`` under ``vmap``)."""
+    while wrapped(x):
+        x = _functorch.get_unwrapped(x)
+    return x
