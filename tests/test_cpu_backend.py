@@ -593,10 +593,13 @@ def _pruning_logits(kind, N, V, g):
         z[1, V // 2] = math.inf
         z[2, 3 * V // 4] = math.nan  # NaN wins torch.argmax
         z[-1] = z[-1] * 1e4  # keys far above any noise term
+    elif kind == "huge":  # keys near fp32's largest: z / 0.6 overflows to inf in some columns
+        z = z * 1e36  # (ties of inf keys go to the lowest column), and ulps dwarf any noise term
+        z[:, 1::5] = 0.6 * 3.4028234e38 * (1 + 4e-7 * torch.randn(N, (V + 3) // 5, generator=g))
     return z
 
 
-@pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges", "top-k", "probs", "sparse probs"])
+@pytest.mark.parametrize("kind", ["normal", "peaked", "flat", "edges", "huge", "top-k", "probs", "sparse probs"])
 @pytest.mark.parametrize("N, V, temp", [(37, 5003, 1.0), (21, 1500, 0.6), (3, 70_001, 1.0),
                                         (301, 33, 1.0), (97, 1024, 0.6)])  # short rows: one draw, no lanes
 def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
@@ -627,6 +630,28 @@ def test_jump_step_pruned_race_equals_the_full_race(kind, N, V, temp):
         full = cb.jump_step(*rates, None, noise_tok, noise_race, noise_p0)
         assert (pruned != xt).float().mean() > 0.5  # most tokens took the source race
         assert torch.equal(pruned, full)
+
+
+@pytest.mark.parametrize("V", [2000, 300])  # lanes; a short row
+def test_jump_step_temperature_bounds_where_keys_overflow(V):
+    """At a temperature T != 1 the pruned race bounds the keys z / T by z * (1 / T). At this T,
+    z / T overflows to inf where that product does not: the row's first inf key must still win
+    its tie with a later one."""
+    T, z_edge = 0.8033526539802551, 2.733667425686189e38  # fl(z / T) = inf, fl(z * fl(1 / T)) finite
+    N = 4
+    z = torch.randn(N, V, generator=torch.Generator().manual_seed(8))
+    z[:, 5], z[:, V - 3] = z_edge, 3.0e38  # both keys inf; the later one's bound too
+    rng = _rng("cpu", seed=5, offset=0)
+    seed, off = int(rng[0]), int(rng[1])
+    xt, ones = torch.zeros(N, dtype=torch.int64), torch.ones(N)
+    w_tok = torch.stack(philox.philox4x32(seed, off + torch.arange(N)), dim=-1)
+    noise_tok = torch.stack((philox.uint_to_open_uniform(w_tok[:, 0]), philox.uint_to_uniform(w_tok[:, 1]),
+                             torch.zeros(N)), dim=-1)
+    noise_race = philox.uint_to_open_uniform(philox.uint32_stream(seed, off + N, N * V)).view(N, V)
+    common = (z, xt, ones, ones, ones * 0, None, 1, -1, T, True, False)
+    full = cb.jump_step(*common, None, noise_tok, noise_race, None)
+    assert bool((full == 5).all())
+    assert torch.equal(cb.jump_step(*common, rng, None, None, None), full)
 
 
 def test_jump_step_int32_tokens_and_noncontiguous_rows():

@@ -115,7 +115,12 @@ inline void race_keys(float* sc, const float* ex, int64_t len) {
 // have a lane open, and about 12 keys a row are computed. Exact: the same winner, ties to the
 // lowest index (bound_slack covers the rounding of the bounds and the last-ulp wobble of the
 // computed logarithms).
-inline float bound_slack(float v) { return 1e-4f + 1e-6f * std::fabs(v); }
+// (the slack of an infinite v is finite, so -inf less or plus its slack stays -inf; a select,
+// not std::fmin, which is a call into libm)
+inline float bound_slack(float v) {
+  const float a = std::fabs(v);
+  return 1e-4f + 1e-6f * (a < 1e38f ? a : 1e38f);
+}
 
 // An element's own bound on its noise without a logarithm: -log E <= -log u <= (32 - log2 w) ln 2
 // (E >= u; u >= w 2^-32 for w = float(word)), and log2 w >= the bits of w read as a number,
@@ -188,10 +193,20 @@ struct CounterWords {
   }
 };
 
-// sc: the keys, or upper bounds of them (probabilities); key(k): element k's key.
+// A bound of a key from its unscaled value v (race_keys_of's scale = 1 / temperature): v * scale
+// is within an ulp or two of the key v / temperature, which the threshold's bound_slack covers
+// (the lane test before a block's words are drawn adds it itself), except near fp32's largest
+// values, where the key may overflow to inf: those bounds are inf. -inf and NaN stay.
+inline float bound_of(float v, float scale) {
+  const float b = v * scale;
+  return b > 1e38f ? kInf : b;
+}
+
+// sc: the keys, or upper bounds of them (probabilities), to be multiplied by `scale` (bound_of);
+// mx: sc's lane maxima, scaled; key(k): element k's key.
 template <class Words, class Key>
-inline void race_pruned(const float* sc, const Key& key, const float* mx, const Words& w, int64_t len, int64_t j0,
-                        Best& acc) {
+inline void race_pruned(const float* sc, float scale, const Key& key, const float* mx, const Words& w, int64_t len,
+                        int64_t j0, Best& acc) {
   uint32_t wmin[kRaceLanes];
   alignas(64) float bound[kRaceLanes];
   w.lane_min(wmin);
@@ -205,7 +220,7 @@ inline void race_pruned(const float* sc, const Key& key, const float* mx, const 
     int64_t kb = lb;
     top = -kInf;
     for (int64_t k = lb; k < len; k += kRaceLanes) {
-      const float cb = sc[k] + gumbel_bound(w(k));
+      const float cb = (scale == 1.0f ? sc[k] : bound_of(sc[k], scale)) + gumbel_bound(w(k));
       if (cb > top) top = cb, kb = k;
     }
     race_at(kb);
@@ -221,7 +236,8 @@ inline void race_pruned(const float* sc, const Key& key, const float* mx, const 
     const int l = __builtin_ctz(open);
     if (race_loses(bound[l], t, j0 + l, acc)) continue;
     for (int64_t k = l; k < len; k += kRaceLanes) {
-      if (race_loses(sc[k] + gumbel_bound(w(k)), t, j0 + k, acc)) continue;
+      if (race_loses((scale == 1.0f ? sc[k] : bound_of(sc[k], scale)) + gumbel_bound(w(k)), t, j0 + k, acc))
+        continue;
       race_at(k);
       t = race_threshold(acc);
     }
@@ -233,15 +249,22 @@ struct Ctx {
   uint64_t seed = 0, off = 0, n_tok = 0;
 };
 
-// The keys of columns [j0, j0 + len) of a row (KEY as in race), in sc or, for fp32 logits at
-// temperature 1 and generated noise, where they are. With generated noise (pruned races)
-// probabilities get upper bounds of their keys: race_key computes the keys that are raced.
+// The keys of columns [j0, j0 + len) of a row (KEY as in race), in sc or, for fp32 logits and
+// generated noise, where they are. With generated noise (pruned races) the keys are only bounded
+// (race_key computes those that are raced): probabilities get upper bounds of their keys, and
+// logits at a temperature other than 1 are left undivided, with `scale` = 1 / temperature for
+// their bounds (bound_of; a pass of divisions over every logit cost a fifth of the step).
 template <typename T, int KEY>
 inline const float* race_keys_of(const JumpStepArgs& a, const T* z, int64_t j0, int64_t len, int64_t xt,
-                                 bool explicit_noise, float* sc) {
+                                 bool explicit_noise, float* sc, float& scale) {
   const float temp = a.temperature;
-  if (KEY == 0 && std::is_same<T, float>::value && temp == 1.0f && !explicit_noise)
-    return reinterpret_cast<const float*>(z + j0);  // fp32 logits are the keys: no copy
+  scale = 1.0f;
+  if (KEY == 0 && !explicit_noise) {
+    if (temp != 1.0f) scale = 1.0f / temp;
+    if (std::is_same<T, float>::value) return reinterpret_cast<const float*>(z + j0);  // no copy
+    load_f32(z + j0, len, sc);
+    return sc;
+  }
   if (KEY == 0) {
     load_f32(z + j0, len, sc);
     if (temp != 1.0f)
@@ -264,7 +287,8 @@ inline const float* race_keys_of(const JumpStepArgs& a, const T* z, int64_t j0, 
 // The race key of column j of a row whose keys race_keys_of gave as `keys` (from j0 on)
 template <typename T, int KEY>
 inline float race_key(const JumpStepArgs& a, const T* z, const float* keys, int64_t j0, int64_t j) {
-  return KEY == 1 ? fm::log(ld(z, j)) / a.temperature : keys[j - j0];
+  if (KEY == 1) return fm::log(ld(z, j)) / a.temperature;
+  return KEY == 0 && a.temperature != 1.0f ? ld(z, j) / a.temperature : keys[j - j0];
 }
 
 // Race over keys of row i, columns [lo, hi): argmax_j key_j - log E_j.
@@ -282,7 +306,8 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     // the first block ends where a Philox counter starts, so that the whole blocks after it
     // start at one (CounterWords)
     len = std::min(j0 == lo ? kRaceBlock - (e0 & 3) : kRaceBlock, hi - j0);
-    const float* keys = race_keys_of<T, KEY>(a, z, j0, len, xt, noise != nullptr, sc);
+    float scale;
+    const float* keys = race_keys_of<T, KEY>(a, z, j0, len, xt, noise != nullptr, sc, scale);
     auto key = [&](int64_t k) { return race_key<T, KEY>(a, z, keys, j0, j0 + k); };
     if (noise) {  // explicit noise: every key
       const float* u = noise + e0;
@@ -294,6 +319,8 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     // a block whose largest key cannot beat the best so far even with the largest possible
     // generated noise is skipped before its words are drawn
     lane_max(keys, len, mx);
+    if (scale != 1.0f)  // (a product is monotone: the scaled maxima bound the scaled keys)
+      for (int l = 0; l < kRaceLanes; ++l) mx[l] = bound_of(mx[l], scale) + bound_slack(mx[l] * scale);
     if (acc.any) {
       uint32_t may_win = 0;  // (an integer or-reduction vectorises; a bool and-chain does not)
       for (int l = 0; l < kRaceLanes; ++l) may_win |= mx[l] + kRaceGumbelMax < acc.v ? 0u : 1u;
@@ -302,9 +329,9 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     if (len == kRaceBlock && (e0 & 3) == 0) {
       uint32_t mins[kRaceLanes];
       simd::philox_soa(cx.seed, base + static_cast<uint64_t>(e0 >> 2), kRaceBlock / 4, &soa.w[0][0], kSoaCap, mins);
-      race_pruned(keys, key, mx, CounterWords{&soa.w[0][0], mins}, len, j0, acc);
+      race_pruned(keys, scale, key, mx, CounterWords{&soa.w[0][0], mins}, len, j0, acc);
     } else {
-      race_pruned(keys, key, mx, ElementWords{words_range(cx.seed, base, e0, e0 + len, ws), len}, len, j0, acc);
+      race_pruned(keys, scale, key, mx, ElementWords{words_range(cx.seed, base, e0, e0 + len, ws), len}, len, j0, acc);
     }
   }
 }
@@ -332,9 +359,13 @@ template <typename T, int KEY>
 void race_short(const JumpStepArgs& a, int64_t i, int64_t V, const uint32_t* w, Best& acc) {
   alignas(64) float sc[kRaceBlock], cb[kRaceBlock], mx[kMaxLanes];
   const T* z = static_cast<const T*>(a.logits) + i * a.row_stride;
-  const float* keys = race_keys_of<T, KEY>(a, z, 0, V, -1, false, sc);
+  float scale;
+  const float* keys = race_keys_of<T, KEY>(a, z, 0, V, -1, false, sc, scale);
   const int64_t padded = (V + kMaxLanes - 1) / kMaxLanes * kMaxLanes;  // <= kRaceBlock
-  for (int64_t k = 0; k < V; ++k) cb[k] = keys[k] + gumbel_bound(w[k]);
+  if (scale == 1.0f)
+    for (int64_t k = 0; k < V; ++k) cb[k] = keys[k] + gumbel_bound(w[k]);
+  else
+    for (int64_t k = 0; k < V; ++k) cb[k] = bound_of(keys[k], scale) + gumbel_bound(w[k]);
   for (int64_t k = V; k < padded; ++k) cb[k] = -kInf;
   lane_max(cb, padded, mx);
   float top = mx[0];
