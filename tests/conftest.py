@@ -23,6 +23,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    # torch's first forward-AD call (torch.func.jvp) registers decompositions with torch.jit.script,
+    # which warns in this torch: not ours to fix
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -15,8 +15,6 @@ from torch.func import grad, jvp, vmap
 
 import fastflow as ff
 
-# torch's first forward-AD call registers decompositions with torch.jit.script, which warns
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 B, D, V = 3, 6, 11
 SCHED = ff.PolynomialConvexScheduler(2.0)
 
