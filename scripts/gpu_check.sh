@@ -10,7 +10,7 @@
 # then, through the device tool, with carry [".whl"] and a timeout near 540 s:
 #     bash scripts/gpu_check.sh
 # Time budget on an H200 (16 cores): build ~1-2 min (one architecture), tests <= TEST_S,
-# compute-sanitizer <= SAN_S, benchmarks <= 2 x BENCH_S. Each stage runs even if an earlier one
+# compute-sanitizer <= SAN_S + RACE_S, benchmarks <= 2 x BENCH_S. Each stage runs even if an earlier one
 # failed, so one call says as much as it can.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ mkdir -p "$OUT/results"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 TEST_S=${TEST_S:-150}
-BENCH_S=${BENCH_S:-110}  # each of the two benchmark runs
+BENCH_S=${BENCH_S:-100}  # each of the two benchmark runs
 
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -44,13 +44,23 @@ echo "tests (rc $?): $(tail -1 "$OUT/tests.log")"
 # with torch's caching allocator off so a buffer freed too early is really unmapped (works on
 # the Firecracker machines only; on gVisor it refuses the device and this stage says so)
 if command -v compute-sanitizer > /dev/null; then
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 FASTFLOW_TEST_GPU=1 timeout "${SAN_S:-60}" compute-sanitizer --tool memcheck \
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 FASTFLOW_TEST_GPU=1 timeout "${SAN_S:-50}" compute-sanitizer --tool memcheck \
     --error-exitcode 3 $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_backend.py -k "split or row_loss or path_loss" \
     > "$OUT/sanitizer.tmp" 2>&1
   rc=$?
   { echo; echo "== compute-sanitizer memcheck (rc $rc)"; tail -40 "$OUT/sanitizer.tmp"; } >> "$OUT/tests.log"
   rm -f "$OUT/sanitizer.tmp"
   echo "sanitizer (rc $rc)"
+  # shared-memory hazards (a read racing a write without a barrier between), which the CPU
+  # emulator's fiber order cannot show: the block reductions of the row losses and the jump race
+  FASTFLOW_TEST_GPU=1 timeout "${RACE_S:-40}" compute-sanitizer --tool racecheck --error-exitcode 3 \
+    $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_backend.py \
+    -k "row_losses_in_place or jump_step_split_rows or jump_step_generated_noise or scale_rows" \
+    > "$OUT/sanitizer.tmp" 2>&1
+  rc=$?
+  { echo; echo "== compute-sanitizer racecheck (rc $rc)"; tail -40 "$OUT/sanitizer.tmp"; } >> "$OUT/tests.log"
+  rm -f "$OUT/sanitizer.tmp"
+  echo "racecheck (rc $rc)"
 fi
 
 # the table in two runs, each saving its rows (a run cut by its timeout saves nothing): the
