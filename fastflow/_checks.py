@@ -46,6 +46,34 @@ def same_shape(name: str, x: torch.Tensor, ref: torch.Tensor, ref_name: str):
     same_device(name, x, ref)
 
 
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes ``[first, last]`` an (non-empty) tensor's elements occupy."""
+    first = t.data_ptr()
+    return first, first + sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride())) * t.element_size()
+
+
+def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def output(name: str, out: torch.Tensor, **inputs) -> None:
+    """``out`` may be one of ``inputs`` itself (an element is read before it is written), but
+    neither share memory with them otherwise nor with itself: the kernels would read values they
+    already overwrote."""
+    if out.numel() == 0:
+        return
+    if torch._debug_has_internal_overlap(out) == 1:
+        raise ValueError(f"{name}: its elements share memory (an expanded tensor?); it cannot be written")
+    lo, hi = _span(out)
+    for other_name, t in inputs.items():
+        if t is None or t.numel() == 0 or t.device != out.device or same_view(t, out):
+            continue
+        t_lo, t_hi = _span(t)
+        if t_lo <= hi and lo <= t_hi:
+            raise ValueError(f"{name}: shares memory with {other_name} without being it (a shifted or "
+                             "reshaped view): the result would read overwritten values")
+
+
 def _eager(x: torch.Tensor) -> bool:
     if torch.compiler.is_compiling():  # a traced graph asserts asynchronously, never branches
         return False

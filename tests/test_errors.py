@@ -254,3 +254,20 @@ def test_mixture_path_sample_needs_a_vocabulary_and_rng_for_a_uniform_source():
     import numpy as np
     out = ff.mixture_path_sample(x1, None, 0.5, torch.tensor([1, 0]), vocab_size=np.int64(8))  # an integer type
     assert ((out >= 0) & (out < 8)).all()
+
+
+def test_step_combine_rng_and_out_errors():
+    """From a fuzzing review: an unchecked rng was read past its end; an out= that overlaps an
+    input without being it gave wrong numbers; out= silently dropped a gradient."""
+    x, p = torch.randn(3, 5), torch.randn(3, 5)
+    raises(ValueError, "rng", ff.step_combine, x, p, 1.0, 0.1, N=1.0, rng=torch.tensor([5]))
+    raises(TypeError, "rng", ff.step_combine, x, p, 1.0, 0.1, N=1.0, rng=torch.tensor([1.5, 2.5]))
+    buf = torch.randn(4, 5)
+    for out in (buf[1:], buf.view(-1)[2:17].view(3, 5)):  # shifted by a row; by two elements
+        raises(ValueError, "out", ff.step_combine, buf[:3], p, 2.0, 1.0, out=out)
+    raises(ValueError, "out", ff.euler_step, buf[:3], p, 0.1, out=buf[1:])  # the float fast path too
+    raises(ValueError, "out", ff.step_combine, x, buf[:3], 2.0, 1.0, out=buf[1:])
+    raises(ValueError, "out", ff.step_combine, x, p, 2.0, 1.0, out=torch.zeros(1, 5).expand(3, 5))
+    y = x.clone()
+    torch.testing.assert_close(ff.step_combine(y, p, 2.0, 1.0, out=y), 2 * x + p)  # in place: allowed
+    raises(ValueError, "out", ff.step_combine, x.clone().requires_grad_(), p, 1.0, 0.1, out=torch.empty(3, 5))

@@ -99,10 +99,17 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if out is not None:
         _checks.tensor("out", out, (x.dtype,))
         _checks.same_shape("out", out, x, "x")
+        _checks.output("out", out, x=x, p=p, q=q, noise=noise)
     coef = [_checks.coefficient(n, v, batch, x, finite=True) if v is not None else None
             for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
+    if out is not None and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, p, q, noise, *coef)):
+        raise ValueError("out: the result cannot be written into out= while an input requires grad "
+                         "(autograd does not differentiate through out=, as in torch)")
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
+    if rng is not None:
+        rng = _checks.rng("rng", rng, x)
     if transformed(x, p, q, *coef, noise, out):
         return run("step_combine", composable("step_combine", x, backend), x, p, q, *coef, rng, noise, out)
     if direct(x, p, q, *coef, rng, noise, out):
@@ -134,8 +141,15 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
             and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is dtype and q.shape == shape
                                and q.is_contiguous()))
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
-                                 and out.is_contiguous()))
+                                 and out.is_contiguous() and _apart_or_same(out, x, p, q)))
             and direct(x, p, q, out))
+
+
+def _apart_or_same(out: Tensor, *inputs) -> bool:
+    """Contiguous ``out`` and inputs of one shape: each input is ``out`` or shares no memory with it
+    (else the checked path says what is wrong)."""
+    lo, n = out.data_ptr(), out.numel() * out.element_size()
+    return all(t is None or t.data_ptr() == lo or t.data_ptr() >= lo + n or lo >= t.data_ptr() + n for t in inputs)
 
 
 def _floats_call(fast, x, p, A, B, q, C, out):
