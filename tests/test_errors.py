@@ -271,3 +271,40 @@ def test_step_combine_rng_and_out_errors():
     y = x.clone()
     torch.testing.assert_close(ff.step_combine(y, p, 2.0, 1.0, out=y), 2 * x + p)  # in place: allowed
     raises(ValueError, "out", ff.step_combine, x.clone().requires_grad_(), p, 1.0, 0.1, out=torch.empty(3, 5))
+
+
+def test_solver_grids_are_checked():
+    """From a fuzzing review: a tiny step_size hung building 10^12 times, a huge or infinite one
+    returned x_init untouched, a negative one did nothing, 0 divided by zero, and a time grid
+    that goes back and forth was integrated as something else."""
+    x = torch.randn(4, 2)
+    ode = ff.ODESolver(lambda x, t: -x)
+    disc = ff.MixtureDiscreteEulerSolver(lambda x, t: torch.full((*x.shape, 5), 0.2),
+                                         ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2.0)), 5)
+    rie = ff.RiemannianODESolver(ff.Euclidean(), lambda x, t: -x)
+    tokens = torch.zeros(4, 3, dtype=torch.long)
+    for bad in (0.0, -0.1, float("inf"), float("nan"), True, 1e-12):
+        raises(ValueError, "step_size", ode.sample, x, step_size=bad)
+        raises(ValueError, "step_size", disc.sample, tokens, step_size=bad)
+        raises(ValueError, "step_size", rie.sample, x, step_size=bad)
+    raises(ValueError, "time_grid", ode.sample, x, time_grid=torch.tensor([0.0, 1.0, 0.5]))
+    raises(ValueError, "time_grid", ode.sample, x, time_grid=torch.tensor([0.0, float("inf")]))
+    # a step larger than the interval is one step (fp32 rounded 1 / 1e8 + 1 to 1: no step at all)
+    torch.testing.assert_close(ode.sample(x, step_size=1e8), 0 * x)
+    torch.testing.assert_close(ode.sample(x, step_size=2.0), 0 * x)
+
+
+def test_ode_model_gets_time_in_the_state_dtype():
+    """As torchdiffeq hands it to flow_matching's models: a bf16 model with a bf16 state, a
+    float64 grid with an fp32 state (both failed in the model's first matmul)."""
+    seen = []
+
+    def model(x, t):
+        seen.append(t.dtype)
+        return -x
+
+    solver = ff.ODESolver(model)
+    for dtype, grid in ((torch.bfloat16, torch.tensor([0.0, 1.0])), (torch.float32, torch.tensor([0.0, 1.0]).double())):
+        seen.clear()
+        solver.sample(torch.randn(4, 2, dtype=dtype), step_size=0.25, method="midpoint", time_grid=grid)
+        assert set(seen) == {dtype}

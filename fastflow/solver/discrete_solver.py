@@ -16,13 +16,14 @@ from torch import Tensor
 
 from .. import _checks
 from ..ops.discrete import jump_stepper
-from .base import Solver
+from .base import Solver, check_step_size, check_steps
 
 
 def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
     """flow_matching's grid: ``t0 + k * step_size`` for ``k < ceil((t1 - t0) / step_size)``, then ``t1``."""
     if step_size is None:
         return [float(v) for v in time_grid]
+    check_step_size(step_size)
     t_init, t_final = float(time_grid[0]), float(time_grid[-1])
     if not t_final - t_init > step_size:
         raise ValueError(f"step_size: must be smaller than the time interval [{t_init}, {t_final}], got {step_size}")
@@ -33,6 +34,7 @@ def steps_between(t_init: float, t_final: float, step_size: float) -> list[float
     """``t_init + k * step_size`` for ``k < ceil((t_final - t_init) / step_size)``, then ``t_final``
     (a shortened last step): flow_matching's fixed-step grids."""
     n_steps = math.ceil((t_final - t_init) / step_size)
+    check_steps(n_steps, step_size)
     return [t_init + step_size * i for i in range(n_steps)] + [t_final]
 
 

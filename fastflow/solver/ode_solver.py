@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .. import _checks, _memory, _transforms
 from ..ops.step_combine import step_combine, stepper
-from .base import Solver
+from .base import Solver, check_step_size, check_steps, check_time_grid
 
 FIXED_METHODS = ("euler", "midpoint", "heun", "heun2", "rk4")
 PREDICTIONS = ("velocity", "x1", "epsilon")
@@ -37,7 +37,10 @@ def fixed_grid(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
     sign = -1.0 if float(time_grid[-1]) < float(time_grid[0]) else 1.0
     t = time_grid * sign
     niters = torch.ceil((t[-1] - t[0]) / step_size + 1).item()
-    grid = torch.arange(0, niters, dtype=t.dtype) * step_size + t[0]
+    check_steps(niters - 1, step_size)
+    # at least one step: in fp32, 1 / step_size + 1 rounds to 1 for a step_size past ~1e7, and
+    # torchdiffeq's grid is then [t1] alone (no step at all)
+    grid = torch.arange(0, max(niters, 2), dtype=t.dtype) * step_size + t[0]
     grid[-1] = t[-1]
     return [sign * float(v) for v in grid]
 
@@ -75,13 +78,14 @@ class ODESolver(Solver):
     def _begin(self, like: Tensor, time_grid: Tensor, guidance_scale: float = 0.0,
                uncond_extras: Optional[dict] = None) -> None:
         """The state of one integration: guidance, the step kernel (the backend resolved once
-        for the loop) and the dtype of the times given to the model."""
+        for the loop) and the dtype of the grid's arithmetic (the time grid's, as torchdiffeq's)."""
         self._w, self._uncond_extras = guidance_scale, uncond_extras or {}
         self._combine = stepper(like, self.backend)
         self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
 
     def _eval(self, x: Tensor, t: float, extras: dict):
-        tt = torch.full((), t, dtype=self._t_dtype, device=x.device)  # a fill, not a host copy
+        # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid)
+        tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
         cond = self.velocity_model(x=x, t=tt, **extras)
         uncond = None
         if self._w != 0:
@@ -144,9 +148,8 @@ class ODESolver(Solver):
         states at every ``time_grid`` point when ``return_intermediates``."""
         _checks.tensor("x_init", x_init, _checks.FLOAT_DTYPES, ndim_min=1)
         _checks.tensor("time_grid", time_grid)
-        if time_grid.dim() != 1 or time_grid.numel() < 2:
-            raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
-        _check_step_size(step_size)
+        check_time_grid(time_grid)
+        check_step_size(step_size)
         if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
             raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
@@ -202,7 +205,7 @@ class ODESolver(Solver):
                 or float(time_grid[-1]) != 0.0):
             raise ValueError("time_grid: expected a 1-D grid from 1.0 to 0.0 (the likelihood of x_1 at t = 1 "
                              f"is carried back to p_0 at t = 0), got {time_grid.tolist()}")
-        _check_step_size(step_size)
+        check_step_size(step_size)
         odeint = _odeint("compute_likelihood integrates with torchdiffeq")
         self._begin(x_1, time_grid)
         z = None if exact_divergence else (torch.randn_like(x_1) < 0) * 2.0 - 1.0
@@ -241,11 +244,6 @@ def _constant_grid(time_grid: Tensor, enable_grad: bool) -> None:
     if (enable_grad and torch.is_grad_enabled() and time_grid.requires_grad) or _transforms.differentiated(time_grid):
         raise ValueError("time_grid: fastflow's solvers take the times as constants, so no derivative "
                          "with respect to them is computed (detach the grid)")
-
-
-def _check_step_size(step_size) -> None:
-    if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0):
-        raise ValueError(f"step_size: expected a positive float or None, got {step_size!r}")
 
 
 def _odeint(why: str):

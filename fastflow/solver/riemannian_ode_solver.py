@@ -16,9 +16,9 @@ from torch import Tensor
 
 from .. import _checks
 from ..utils.manifolds import geodesic
-from .base import Solver
+from .base import Solver, check_step_size
 from .discrete_solver import steps_between
-from .ode_solver import _check_step_size, _progress
+from .ode_solver import _progress
 
 REAL_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)
 
@@ -73,7 +73,7 @@ class RiemannianODESolver(Solver):
         _checks.tensor("time_grid", time_grid)
         if time_grid.dim() != 1 or time_grid.numel() < 2:
             raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
-        _check_step_size(step_size)
+        check_step_size(step_size)
         step = STEPS[_checks.choice("method", method, tuple(STEPS))]
         time_grid = torch.sort(time_grid.to(device=x_init.device)).values
         grid = _discretize(time_grid, step_size, x_init.device)
