@@ -34,6 +34,16 @@ def test_utils_and_module_names_match_flow_matching():
         ours = importlib.import_module(f"fastflow.{mod}")
         missing = {n for n in theirs.__all__ if not hasattr(ours, n)}
         assert not missing, (mod, missing)
+    # and the modules under them that scripts import from (utils.model_wrapper, ...): every name
+    # each defines
+    import pkgutil
+
+    import flow_matching
+    for info in pkgutil.walk_packages(flow_matching.__path__, "flow_matching."):
+        theirs = importlib.import_module(info.name)
+        ours = importlib.import_module("fastflow" + info.name[len("flow_matching"):])
+        defined = {n for n, v in vars(theirs).items() if not n.startswith("_") and getattr(v, "__module__", None) == info.name}
+        assert not {n for n in defined if not hasattr(ours, n)}, info.name
     # the solvers are nn.Modules as flow_matching's: a model they hold moves with them and shows
     # in their state_dict under the same keys
     from flow_matching.solver import ODESolver as FMODESolver

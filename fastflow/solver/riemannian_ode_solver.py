@@ -94,13 +94,17 @@ class RiemannianODESolver(Solver):
                 t0, t1 = grid[i], grid[i + 1]
                 x_next = step(u, p, x, t0, t1 - t0)
                 while return_intermediates and j < len(outs_h) and grid_h[i] <= outs_h[j] <= grid_h[i + 1]:
-                    # along the geodesic from x to x_next, at the fraction of the step reached
-                    frac = (time_grid[j] - t0) / (t1 - t0).reshape(1)
-                    states.append(geodesic(self.manifold, x, x_next)(frac).reshape_as(x))
+                    states.append(interp(self.manifold, x, x_next, t0, t1, time_grid[j]))
                     j += 1
                 x = x_next
                 bar.update(1)
         return torch.stack(states) if return_intermediates else x
+
+
+def interp(manifold, xt: Tensor, xt_next: Tensor, t: Tensor, t_next: Tensor, t_ret: Tensor) -> Tensor:
+    """The state at ``t_ret`` within the step from ``(t, xt)`` to ``(t_next, xt_next)``: along the
+    geodesic between them, at the fraction of the step reached (flow_matching's name)."""
+    return geodesic(manifold, xt, xt_next)((t_ret - t) / (t_next - t).reshape(1)).reshape_as(xt)
 
 
 def _discretize(time_grid: Tensor, step_size: Optional[float], device) -> Tensor:
