@@ -136,8 +136,10 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         return torch.full((batch,), scalar(name, value, lo, hi, finite), dtype=torch.float32, device=like.device)
     if finite:  # fp32's largest finite values as the bounds
         lo, hi = -FP32_MAX if lo is None else lo, FP32_MAX if hi is None else hi
-    if value.dim() > 1 or (value.dim() == 1 and value.numel() not in (1, batch)):
-        raise ValueError(f"{name}: expected a scalar or shape [{batch}], got {tuple(value.shape)}")
+    # a scalar, [B], or one per sample broadcast against the data ([B, 1, 1, 1], as flow_matching's
+    # conversions take t)
+    if value.dim() > 0 and (value.shape[0] not in (1, batch) or any(n != 1 for n in value.shape[1:])):
+        raise ValueError(f"{name}: expected a scalar or shape [{batch}] (or [{batch}, 1, ...]), got {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
     out = value if value.dtype is torch.float32 and value.device == like.device else \

@@ -114,7 +114,7 @@ def test_generalized_kl_jump_is_a_checked_per_sample_coefficient():
     want = ff.generalized_kl(logits, x, x, torch.full((2,), 0.5), reduction="none")
     torch.testing.assert_close(ff.generalized_kl(logits, x, x, 0.5, reduction="none"), want)
     raises(TypeError, "jump", ff.generalized_kl, logits, x, x, "0.5")
-    for bad in (torch.ones(6), torch.ones(3), torch.ones(2, 1)):  # not one per sample: never read past it
+    for bad in (torch.ones(6), torch.ones(3), torch.ones(1, 2)):  # not one per sample: never read past it
         raises(ValueError, "jump", ff.generalized_kl, logits, x, x, bad)
     for bad in (float("nan"), float("inf")):
         raises(ValueError, "jump", ff.generalized_kl, logits, x, x, torch.tensor([0.5, bad]))
@@ -308,3 +308,15 @@ def test_ode_model_gets_time_in_the_state_dtype():
         seen.clear()
         solver.sample(torch.randn(4, 2, dtype=dtype), step_size=0.25, method="midpoint", time_grid=grid)
         assert set(seen) == {dtype}
+
+
+def test_times_broadcast_against_the_data_are_one_per_sample():
+    """flow_matching's conversions take t of shape [B, 1, 1, 1] (broadcast against images)."""
+    from flow_matching.path import AffineProbPath as FMPath
+    from flow_matching.path.scheduler import CondOTScheduler as FMCondOT
+    x, pred = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    t = torch.tensor([0.1, 0.4, 0.6, 0.8]).view(4, 1, 1, 1)
+    ours, theirs = ff.AffineProbPath(ff.CondOTScheduler()), FMPath(FMCondOT())
+    for name in ("target_to_velocity", "epsilon_to_velocity", "velocity_to_target"):
+        torch.testing.assert_close(getattr(ours, name)(pred, x, t), getattr(theirs, name)(pred, x, t))
+    raises(ValueError, "t", ours.target_to_velocity, pred, x, torch.rand(4, 3, 1, 1))
