@@ -185,3 +185,35 @@ def test_fused_loss_of_a_reduction_is_one_autograd_node(reduction):
     torch.testing.assert_close(v.grad, want)
     with torch.no_grad():
         assert path.loss(v, s, reduction=reduction).grad_fn is None
+
+
+def test_path_samples_are_built_and_read_as_flow_matching_s():
+    """From the migration review: a custom path returns PathSample(x_1=..., dx_t=...) (a
+    dataclass in flow_matching), and a lazily computed dx_t must equal the eager one: computed in
+    the grad mode of the sample call, and refused once its inputs were modified in place."""
+    import flow_matching.path as fmp
+    x_1, x_0, t = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4)
+    built = ff.PathSample(x_1=x_1, x_0=x_0, t=t, x_t=0.5 * x_1, dx_t=x_1 - x_0)
+    assert built.dx_t is not None and "dx_t=" in repr(built)
+    built.dx_t = x_1  # settable, as a dataclass field
+    assert built.dx_t is x_1
+    path, v = ff.CondOTProbPath(), torch.randn(4, 3)
+    # a hand-built sample's loss uses this path's coefficients at its t
+    torch.testing.assert_close(path.loss(v, ff.PathSample(x_1=x_1, x_0=x_0, t=t, x_t=x_1)),
+                               ((v - (x_1 - x_0)) ** 2).mean())
+    d = ff.DiscretePathSample(x_1=x_1.long(), x_0=None, t=t, x_t=x_1.long())
+    assert d.x_t is not None and "x_0=<computed on first read>" in repr(d)
+    fm = fmp.AffineProbPath(fmp.scheduler.CondOTScheduler())
+    leaf = x_1.clone().requires_grad_()
+    with torch.no_grad():
+        ours = path.sample(x_0=x_0, x_1=leaf, t=t)
+        theirs = fm.sample(x_0=x_0, x_1=leaf, t=t)
+    assert ours.dx_t.grad_fn is None and theirs.dx_t.grad_fn is None  # read with grad on, made without
+    ours = path.sample(x_0=x_0, x_1=leaf, t=t)
+    with torch.no_grad():
+        assert ours.dx_t.grad_fn is not None  # read without grad, made with it
+    buffer = x_1.clone()
+    s = path.sample(x_1=buffer, t=t)
+    buffer.normal_()  # the next batch lands in the same memory
+    with pytest.raises(RuntimeError, match="dx_t"):
+        s.dx_t

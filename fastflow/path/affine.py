@@ -54,7 +54,7 @@ class AffineProbPath(ProbPath):
         coef = self._coefficients(t, x_1.shape[0], x_1)
         rng = new_rng(x_1.device, generator) if x_0 is None else None
         x_t = _affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
-        return PathSample(x_1, x_0, t, x_t, coef, rng, backend)
+        return PathSample(x_1, x_0, t, x_t, coefficients=coef, rng=rng, backend=backend)
 
     def loss(self, v: Tensor, sample: PathSample, target: str = "velocity", reduction: str = "mean",
              weight=None, mask: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
@@ -68,6 +68,10 @@ class AffineProbPath(ProbPath):
         if not isinstance(sample, PathSample):
             raise TypeError(f"sample: expected the PathSample of path.sample, got {type(sample).__name__}")
         coef = sample.coefficients
+        if not coef:  # a PathSample built by hand (as flow_matching's): this path's coefficients at its t
+            if sample._x_0 is None:
+                raise ValueError("sample: a PathSample built without x_0 has no target to compare with")
+            coef = self._coefficients(sample.t, sample.x_1.shape[0], sample.x_1)
         if target == "velocity":
             c, d = coef["d_alpha_t"], coef["d_sigma_t"]
         elif target == "x1":

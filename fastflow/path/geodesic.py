@@ -51,6 +51,4 @@ class GeodesicProbPath(ProbPath):
             return self.manifold.expmap(x_0, self.scheduler(t).alpha_t * v)
 
         x_t, dx_t = torch.func.jvp(along, (t,), (torch.ones_like(t),))
-        sample = PathSample(x_1, x_0, t, x_t.reshape_as(x_1), {}, None, None)
-        sample._dx_t = dx_t.reshape_as(x_1)  # known here; PathSample only derives affine dx_t itself
-        return sample
+        return PathSample(x_1, x_0, t, x_t.reshape_as(x_1), dx_t.reshape_as(x_1))

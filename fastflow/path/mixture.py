@@ -55,7 +55,8 @@ class MixtureDiscreteProbPath(ProbPath):
                 _checks.tokens("x_0", x_0, vocab_size)
         rng = new_rng(x_1.device, generator)
         x_t = _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size or 0, mask_id, backend=backend)
-        return DiscretePathSample(x_1, x_0, t, x_t, rng, vocab_size or 0, mask_id, backend)
+        return DiscretePathSample(x_1, x_0, t, x_t, rng=rng, vocab_size=vocab_size or 0, mask_id=mask_id,
+                                  backend=backend)
 
     def posterior_to_velocity(self, posterior_logits: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """``d_kappa / (1 - kappa) * (softmax(logits) - onehot(x_t))`` as flow_matching."""

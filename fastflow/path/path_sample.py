@@ -12,34 +12,67 @@ from ..ops.discrete import _mixture_path_sample
 
 
 class PathSample:
-    """``x_1, x_0, t, x_t, dx_t`` as flow_matching's PathSample; ``x_0``/``dx_t`` are lazy."""
+    """``x_1, x_0, t, x_t, dx_t`` as flow_matching's PathSample, constructible as it is
+    (``PathSample(x_1=..., x_0=..., t=..., x_t=..., dx_t=...)``, a custom path's return value).
 
-    def __init__(self, x_1: Tensor, x_0: Optional[Tensor], t: Tensor, x_t: Tensor,
-                 coefficients: dict, rng: Optional[Tensor], backend: Optional[str]):
+    The affine paths' samples leave ``x_0`` (when drawn in-kernel) and ``dx_t`` to be computed on
+    first read, from the stored coefficients: the fused loss never needs them. That read runs in
+    the grad mode of the ``sample`` call, as an eager ``dx_t`` would have been computed, and raises
+    if ``x_1`` or ``x_0`` was modified in place since (an eager ``dx_t`` would hold the old values).
+    """
+
+    def __init__(self, x_1: Tensor, x_0: Optional[Tensor], t: Tensor, x_t: Tensor, dx_t: Optional[Tensor] = None,
+                 *, coefficients: Optional[dict] = None, rng: Optional[Tensor] = None, backend: Optional[str] = None):
         self.x_1, self.t, self.x_t = x_1, t, x_t
-        self._x_0, self.coefficients, self.rng, self.backend = x_0, coefficients, rng, backend
-        self._dx_t: Optional[Tensor] = None
+        self._x_0, self._dx_t = x_0, dx_t
+        self.coefficients, self.rng, self.backend = coefficients or {}, rng, backend
+        self._grad_mode = torch.is_grad_enabled()
+        self._inputs = (x_1, x_0)  # what dx_t is computed from, and their versions now
+        self._versions = _versions(x_1, x_0)
+
+    def _derive(self, what: str, fn) -> Tensor:
+        if not self.coefficients:
+            raise AttributeError(f"{what}: this PathSample was built without it")
+        if what == "dx_t" and _versions(*self._inputs) != self._versions:
+            raise RuntimeError("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed "
+                               "from them when first read; read it before modifying them")
+        with torch.set_grad_enabled(self._grad_mode):
+            return fn()
 
     @property
     def x_0(self) -> Tensor:
         if self._x_0 is None:  # regenerate the in-kernel noise: 0 * x_1 + 1 * x_0
-            zero = torch.zeros_like(self.coefficients["alpha_t"])
-            self._x_0 = _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng, backend=self.backend)
+            zero = torch.zeros_like(self.coefficients["alpha_t"]) if self.coefficients else None
+            self._x_0 = self._derive("x_0", lambda: _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng,
+                                                                         backend=self.backend))
         return self._x_0
+
+    @x_0.setter
+    def x_0(self, value: Tensor) -> None:
+        self._x_0 = value
 
     @property
     def dx_t(self) -> Tensor:
         if self._dx_t is None:
             c = self.coefficients
-            self._dx_t = _affine_path_sample(self.x_1, self._x_0, c["d_alpha_t"], c["d_sigma_t"],
-                                             rng=self.rng, backend=self.backend)
+            self._dx_t = self._derive("dx_t", lambda: _affine_path_sample(
+                self.x_1, self._x_0, c["d_alpha_t"], c["d_sigma_t"], rng=self.rng, backend=self.backend))
         return self._dx_t
+
+    @dx_t.setter
+    def dx_t(self, value: Tensor) -> None:
+        self._dx_t = value
+
+    def __repr__(self) -> str:
+        return _repr(self, ("x_1", "x_0", "t", "x_t", "dx_t"))
 
 
 class DiscretePathSample:
-    """``x_1, x_0, t, x_t`` as flow_matching's DiscretePathSample; a drawn ``x_0`` is lazy."""
+    """``x_1, x_0, t, x_t`` as flow_matching's DiscretePathSample, constructible as it is; a drawn
+    ``x_0`` is computed on first read."""
 
-    def __init__(self, x_1, x_0, t, x_t, rng, vocab_size, mask_id, backend):
+    def __init__(self, x_1: Tensor, x_0: Optional[Tensor], t: Tensor, x_t: Tensor, *, rng: Optional[Tensor] = None,
+                 vocab_size: int = 0, mask_id: Optional[int] = None, backend: Optional[str] = None):
         self.x_1, self.t, self.x_t = x_1, t, x_t
         self._x_0, self.rng, self.vocab_size, self.mask_id, self.backend = x_0, rng, vocab_size, mask_id, backend
 
@@ -50,3 +83,24 @@ class DiscretePathSample:
             self._x_0 = _mixture_path_sample(self.x_1, None, kappa, self.rng, self.vocab_size,
                                              self.mask_id, backend=self.backend)
         return self._x_0
+
+    @x_0.setter
+    def x_0(self, value: Tensor) -> None:
+        self._x_0 = value
+
+    def __repr__(self) -> str:
+        return _repr(self, ("x_1", "x_0", "t", "x_t"))
+
+
+def _versions(*tensors) -> tuple:
+    """In-place modification counters (inference tensors keep none: never compared then)."""
+    return tuple(None if t is None or t.is_inference() else t._version for t in tensors)
+
+
+def _repr(sample, fields) -> str:
+    """The fields as a dataclass shows them, without computing a lazy one."""
+    shown = []
+    for f in fields:
+        v = getattr(sample, "_" + f, None) if hasattr(sample, "_" + f) else getattr(sample, f)
+        shown.append(f"{f}=" + ("<computed on first read>" if v is None else repr(v)))
+    return f"{type(sample).__name__}({', '.join(shown)})"
