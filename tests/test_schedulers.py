@@ -88,12 +88,12 @@ def test_schedule_transformed_model_matches_flow_matching():
 def test_convex_kappa_alone_equals_alpha_t():
     t = torch.rand(33, dtype=torch.float64).float()
     for s in (ff.CondOTScheduler(), ff.PolynomialConvexScheduler(2.0), ff.PolynomialConvexScheduler(0.7)):
-        assert torch.equal(s.kappa(t), s(t).alpha_t)
+        assert torch.equal(s._kappa_t(t), s(t).alpha_t)
 
     class Mine(ff.ConvexScheduler):  # a subclass without its own kappa: read off __call__
         def __call__(self, t):
             return ff.SchedulerOutput(t.sqrt(), 1 - t.sqrt(), 0.5 / t.sqrt(), -0.5 / t.sqrt())
-    assert torch.equal(Mine().kappa(t), t.sqrt())
+    assert torch.equal(Mine()._kappa_t(t), t.sqrt())
 
 
 def test_kappa_of_a_subclass_that_changes_the_schedule_follows_its_call():
@@ -107,7 +107,29 @@ def test_kappa_of_a_subclass_that_changes_the_schedule_follows_its_call():
             return ff.SchedulerOutput(a, 1 - a, torch.sin(t * torch.pi / 2) * torch.pi / 2, -torch.sin(t) * 0)
     t = torch.rand(9)
     for s in (Cubed(), Cos(2.0)):
-        assert torch.equal(s.kappa(t), s(t).alpha_t)
+        assert torch.equal(s._kappa_t(t), s(t).alpha_t)
     x1 = torch.zeros(4, 20000, dtype=torch.long)
     kept = ff.MixtureDiscreteProbPath(Cubed()).sample(x_1=x1, t=torch.full((4,), 0.5), source="mask", mask_id=1).x_t
     assert abs(float((kept == 0).float().mean()) - 0.125) < 0.01
+
+
+def test_a_user_scheduler_may_keep_a_kappa_attribute():
+    """The mixture path's kappa-only shortcut is private: a ConvexScheduler subclass that keeps
+    its own ``self.kappa`` (as a migrated one may) still samples (from the migration review)."""
+    class Mine(ff.ConvexScheduler):
+        def __init__(self):
+            self.kappa = 3.0
+
+        def __call__(self, t):
+            return ff.SchedulerOutput(t**self.kappa, 1 - t**self.kappa, 3 * t**2, -3 * t**2)
+
+    x1 = torch.zeros(2, 5, dtype=torch.long)
+    ff.MixtureDiscreteProbPath(Mine()).sample(x_1=x1, t=torch.full((2,), 0.5), source="mask", mask_id=1)
+
+
+@pytest.mark.parametrize("make", [lambda: ff.PolynomialConvexScheduler(float("inf")),
+                                  lambda: ff.PolynomialConvexScheduler(float("nan")),
+                                  lambda: ff.VPScheduler(beta_max=float("inf"))])
+def test_schedulers_refuse_non_finite_parameters(make):
+    with pytest.raises(ValueError, match="n|beta"):
+        make()

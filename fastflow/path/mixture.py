@@ -39,7 +39,7 @@ class MixtureDiscreteProbPath(ProbPath):
             raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
         t_b = _checks.time("t", t, x_1.shape[0], x_1)
         s = self.scheduler  # (fastflow's convex schedulers compute kappa_t alone)
-        kappa = _checks.per_sample("scheduler", s.kappa(t_b) if isinstance(s, ConvexScheduler) else s(t_b).alpha_t,
+        kappa = _checks.per_sample("scheduler", s._kappa_t(t_b) if isinstance(s, ConvexScheduler) else s(t_b).alpha_t,
                                    x_1.shape[0])
         if x_0 is None:
             _checks.choice("source", source, ("uniform", "mask"))

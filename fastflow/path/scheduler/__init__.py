@@ -34,9 +34,10 @@ class Scheduler:
 class ConvexScheduler(Scheduler):
     """``alpha_t + sigma_t = 1``: the schedulers a mixture (discrete) path accepts."""
 
-    def kappa(self, t: Tensor) -> Tensor:
+    def _kappa_t(self, t: Tensor) -> Tensor:
         """``kappa_t = alpha_t`` alone (the mixture path's sample needs nothing else): the same
-        values as ``self(t).alpha_t``, without computing the other three."""
+        values as ``self(t).alpha_t``, without computing the other three. (Private: a subclass
+        may well keep a ``kappa`` attribute of its own.)"""
         return self(t).alpha_t
 
     def kappa_inverse(self, kappa: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -52,9 +53,9 @@ class CondOTScheduler(ConvexScheduler):
     def __call__(self, t):
         return SchedulerOutput(t, 1 - t, torch.ones_like(t), torch.full_like(t, -1.0))
 
-    def kappa(self, t):
+    def _kappa_t(self, t):
         if type(self).__call__ is not CondOTScheduler.__call__:  # a subclass with its own schedule
-            return super().kappa(t)
+            return super()._kappa_t(t)
         return t
 
     def kappa_inverse(self, kappa):
@@ -65,8 +66,8 @@ class PolynomialConvexScheduler(ConvexScheduler):
     """alpha_t = t^n, sigma_t = 1 - t^n."""
 
     def __init__(self, n: float):
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0:
-            raise ValueError(f"n: expected a positive number, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 < n < math.inf:
+            raise ValueError(f"n: expected a positive finite number, got {n!r}")
         self.n = n
 
     def __call__(self, t):
@@ -74,9 +75,9 @@ class PolynomialConvexScheduler(ConvexScheduler):
         t_n, d = t**n, n * t ** (n - 1)  # each power once (the same values)
         return SchedulerOutput(t_n, 1 - t_n, d, -d)
 
-    def kappa(self, t):
+    def _kappa_t(self, t):
         if type(self).__call__ is not PolynomialConvexScheduler.__call__:  # a subclass with its own schedule
-            return super().kappa(t)
+            return super()._kappa_t(t)
         return t**self.n
 
     def kappa_inverse(self, kappa):
@@ -87,8 +88,8 @@ class VPScheduler(Scheduler):
     """Variance preserving: alpha_t = exp(-T/2), sigma_t = sqrt(1 - exp(-T))."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not 0 <= beta_min < beta_max:
-            raise ValueError(f"beta_min, beta_max: expected 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        if not 0 <= beta_min < beta_max < math.inf:
+            raise ValueError(f"beta_min, beta_max: expected 0 <= beta_min < beta_max < inf, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = beta_min, beta_max
 
     def __call__(self, t):
