@@ -193,6 +193,22 @@ def rng(name: str, value, like: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def integer(name: str, value, lo: int, hi: int) -> int:
+    """An int (anything with ``__index__`` but a bool) in [lo, hi]: token ids and counts reach
+    the kernels as int64 and are compared with int32 / int64 tokens, so a wider one would wrap."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    value = value.__index__()
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: expected an int in [{lo}, {hi}], got {value}")
+    return value
+
+
+def token_max(dtype: torch.dtype) -> int:
+    """The largest token id tokens of ``dtype`` hold."""
+    return torch.iinfo(dtype).max
+
+
 def fp32_float(c) -> bool:
     """A Python float that fp32 holds as a finite number (NaN, inf and overflow: False)."""
     return type(c) is float and -FP32_MAX <= c <= FP32_MAX

@@ -80,12 +80,18 @@ def _coef(v) -> float | Tensor:
     return float(v) if v.dim() == 0 else v.float()
 
 
+def _check_scheduler(scheduler) -> None:
+    if not isinstance(scheduler, DDPMScheduler):
+        raise TypeError(f"scheduler: expected a DDPMScheduler, got {type(scheduler).__name__}")
+
+
 def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
               generator: Optional[torch.Generator] = None, noise: Optional[Tensor] = None,
               out: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """Ancestral step k -> k-1: ``x/sqrt(a_k) - beta_k/(sqrt(a_k) sqrt(1-abar_k)) eps_hat + sqrt(beta_k) z``
     (no noise at k = 1). ``k``: int or ``[B]`` integer tensor in [1, K]."""
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _check_scheduler(scheduler)
     k = scheduler._k(k, x.shape[0], x)
     beta, alpha, alpha_bar = scheduler.tables(x.device if isinstance(k, Tensor) else "cpu")
     A = 1 / alpha[k].sqrt()
@@ -101,6 +107,7 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     ``sqrt(abar_j / abar_k) x + (sqrt(1 - abar_j) - sqrt(abar_j (1 - abar_k) / abar_k)) eps_hat``;
     ``k_prev = 0`` lands on the data (abar_0 = 1)."""
     _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _check_scheduler(scheduler)
     k = scheduler._k(k, x.shape[0], x)
     j = scheduler._k(k_prev, x.shape[0], x, name="k_prev", lo=0)
     if isinstance(k, int) and isinstance(j, int):

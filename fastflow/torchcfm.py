@@ -47,8 +47,8 @@ class ConditionalFlowMatcher:
     """I-CFM: ``x_t = t x1 + (1 - t) x0 + sigma eps``, ``u_t = x1 - x0``."""
 
     def __init__(self, sigma: float = 0.0, backend: Optional[str] = None):
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or sigma < 0:
-            raise ValueError(f"sigma: expected a float >= 0, got {sigma!r}")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
+            raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
         self.sigma, self.backend = float(sigma), backend
 
     def coefficients(self, t: Tensor) -> dict:

@@ -320,3 +320,41 @@ def test_times_broadcast_against_the_data_are_one_per_sample():
     for name in ("target_to_velocity", "epsilon_to_velocity", "velocity_to_target"):
         torch.testing.assert_close(getattr(ours, name)(pred, x, t), getattr(theirs, name)(pred, x, t))
     raises(ValueError, "t", ours.target_to_velocity, pred, x, torch.rand(4, 3, 1, 1))
+
+
+def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
+    """From the fuzzing review: explicit uniforms outside [0, 1] gave negative token ids, a uint8
+    out= wrapped them, mask_id / vocab_size past the tokens' dtype wrapped, a temperature that is
+    0 in fp32 reached the kernel, an invalid constant p0 was taken for a uniform one, and NaN /
+    inf settings went through."""
+    V, logits, x_t = 7, torch.randn(2, 3, 7), torch.randint(0, 7, (2, 3))
+    S2 = ff.PolynomialConvexScheduler(2.0)
+    bad_token = torch.rand(2, 3, 3)
+    bad_token[0, 0, 2] = -5.0
+    raises(ValueError, "noise.token", ff.jump_step, logits, x_t, 0.5, 0.1, S2,
+           noise=ff.JumpNoise(bad_token, torch.rand(2, 3, V)))
+    raises(ValueError, "noise.race", ff.jump_step, logits, x_t, 0.5, 0.1, S2,
+           noise=ff.JumpNoise(torch.rand(2, 3, 3), torch.full((2, 3, V), float("nan"))))
+    raises(TypeError, "out", ff.jump_step, logits, x_t, 0.5, 0.1, S2, out=torch.empty(2, 3, dtype=torch.uint8))
+    for temperature in (1e-50, float("inf"), float("nan"), 0.0, True):
+        raises(ValueError, "temperature", ff.jump_step, logits, x_t, 0.5, 0.1, S2, temperature=temperature)
+    x_1, rng = torch.randint(0, V, (2, 3), dtype=torch.int32), torch.tensor([1, 0])
+    raises(ValueError, "mask_id", ff.mixture_path_sample, x_1, None, 0.5, rng, mask_id=2**32 + 7)
+    raises(ValueError, "vocab_size", ff.mixture_path_sample, x_1, None, 0.5, rng, vocab_size=2**33)
+    raises(ValueError, "vocab_size", ff.mixture_path_sample, x_1.long(), None, 0.5, rng, vocab_size=2**40)
+    raises(ValueError, "noise", ff.mixture_path_sample, x_1, None, 0.5, rng, vocab_size=V,
+           noise=torch.full((2, 3), 1.5))
+    raises(TypeError, "ignore_index", ff.mixture_cross_entropy, logits, x_t, ignore_index=None)
+    raises(ValueError, "ignore_index", ff.mixture_cross_entropy, logits, x_t, ignore_index=2**63)
+    path = ff.MixtureDiscreteProbPath(S2)
+    for p0 in (torch.zeros(V), torch.full((V,), 5.0), torch.full((V,), -1.0)):
+        raises(ValueError, "source_distribution_p", ff.MixtureDiscreteEulerSolver, lambda x, t: logits, path, V,
+               source_distribution_p=p0)
+    for sigma in (float("nan"), float("inf")):
+        raises(ValueError, "sigma", ff.ConditionalFlowMatcher, sigma)
+    raises(ValueError, "guidance_scale", ff.ODESolver(lambda x, t: x).sample, torch.randn(2, 2), step_size=0.5,
+           guidance_scale=float("nan"), uncond_model_extras={})
+    raises(TypeError, "scheduler", ff.ddim_step, torch.randn(2, 2), torch.randn(2, 2), 5, 3, S)
+    x = torch.randn(2, 2)
+    raises(ValueError, "C", ff.step_combine, x, x, 1.0, 1.0, C=0.5)  # no q: C would be ignored
+    raises(ValueError, "noise", ff.step_combine, x, x, 1.0, 1.0, noise=x)  # no N

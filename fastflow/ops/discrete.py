@@ -42,8 +42,8 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa, rng: Optional
     kappa = _checks.coefficient("kappa", kappa, x_1.shape[0], x_1, lo=0.0, hi=1.0)
     rng = None if rng is None else _checks.rng("rng", rng, x_1)
     if x_0 is None and mask_id is None:  # a uniform source is drawn (stream 1 of rng, even with noise)
-        if isinstance(vocab_size, bool) or not hasattr(vocab_size, "__index__") or vocab_size.__index__() < 1:
-            raise ValueError(f"vocab_size: expected a positive int for a uniform source, got {vocab_size!r}")
+        # (the draw (w V) >> 32 of a 32-bit word w holds V <= 2^32; the tokens' dtype bounds it too)
+        vocab_size = _checks.integer("vocab_size", vocab_size, 1, min(2**32, _checks.token_max(x_1.dtype) + 1))
         if rng is None:
             raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     return _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size, mask_id, noise, backend)
@@ -61,14 +61,11 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
     if noise is not None:
         _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
         _checks.same_shape("noise", noise, x_1, "x_1")
+        _checks.values("noise", ((noise >= 0) & (noise <= 1)).all(), "uniforms must lie in [0, 1]")
     if noise is None and rng is None:
         raise ValueError("rng: required when noise is not given")
     if mask_id is not None:
-        if isinstance(mask_id, bool) or not hasattr(mask_id, "__index__"):
-            raise TypeError(f"mask_id: expected an int token id or None, got {type(mask_id).__name__}")
-        mask_id = mask_id.__index__()
-        if mask_id < 0:
-            raise ValueError(f"mask_id: expected a token id >= 0, got {mask_id}")
+        mask_id = _checks.integer("mask_id", mask_id, 0, _checks.token_max(x_1.dtype))
     composed = transformed(x_1, x_0, kappa, noise)  # the reference's plain math
     name = composable("mixture_path_sample", x_1, backend) if composed else pick("mixture_path_sample", x_1, backend)
     if composed or direct(x_1, x_0, kappa, rng, noise):
@@ -216,6 +213,7 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     """
     _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
     _check_logits(logits, x_1)
+    ignore_index = _checks.integer("ignore_index", ignore_index, -(2**63), 2**63 - 1)
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
@@ -251,7 +249,7 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     _checks.tensor("x_t", x_t, _checks.INDEX_DTYPES)
     _checks.same_shape("x_t", x_t, x_1, "x_1")
     V = logits.shape[-1]
-    ii = -(2**62) if ignore_index is None else int(ignore_index)
+    ii = -(2**62) if ignore_index is None else _checks.integer("ignore_index", ignore_index, -(2**63), 2**63 - 1)
     _checks.tokens("x_1", x_1, V, ignore_index)
     _checks.tokens("x_t", x_t, V)
     jump = _checks.coefficient("jump", jump, x_1.shape[0], logits, finite=True)
@@ -357,11 +355,12 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     """
     _check_logits(logits, x_t, "x_t")
     V = logits.shape[-1]
+    if V - 1 > _checks.token_max(x_t.dtype):
+        raise ValueError(f"x_t: {x_t.dtype} tokens cannot hold the ids of V = {V} (use int64)")
     _checks.tokens("x_t", x_t, V)
     if not callable(scheduler):
         raise TypeError(f"scheduler: expected a callable t -> SchedulerOutput, got {type(scheduler).__name__}")
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
+    _check_temperature(temperature)
     if not isinstance(probs, bool) or not isinstance(final, bool):
         raise TypeError("probs, final: expected bools")
     batch = x_t.shape[0]
@@ -402,9 +401,18 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     else:
         new = _jump(*args, name).view(x_t.shape)
     if out is not None:
+        _checks.tensor("out", out, (x_t.dtype,))
         _checks.same_shape("out", out, x_t, "x_t")
         return out.copy_(new)
     return new
+
+
+def _check_temperature(temperature) -> None:
+    """A finite float > 0 that stays so in fp32 (the kernels divide by it there)."""
+    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
+            or not _checks.FP32_MAX >= temperature >= 1.1754943508222875e-38):
+        raise ValueError(f"temperature: expected a float in [1.18e-38, 3.4e38] (positive and normal in fp32), "
+                         f"got {temperature!r}")
 
 
 def _noise_rows(name, u, x_t, width):
@@ -412,6 +420,7 @@ def _noise_rows(name, u, x_t, width):
     if u.shape != (*x_t.shape, width):
         raise ValueError(f"{name}: expected shape {(*x_t.shape, width)}, got {tuple(u.shape)}")
     _checks.same_device(name, u, x_t)
+    _checks.values(name, ((u >= 0) & (u <= 1)).all(), "uniforms must lie in [0, 1]")
     return u.reshape(-1, width)
 
 
@@ -436,8 +445,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
     times = torch.tensor(grid, dtype=torch.float32, device=x_init.device) if callable(div_free) else None
     if isinstance(div_free, int) and not isinstance(div_free, bool):
         div_free = float(div_free)
-    generic = not (isinstance(div_free, float) and div_free >= 0 and isinstance(temperature, (int, float))
-                   and not isinstance(temperature, bool) and temperature > 0 and fast is not None)
+    _check_temperature(temperature)
+    generic = not (_checks.fp32_float(div_free) and div_free >= 0 and fast is not None)
 
     def slow(i, logits, x_t, final):
         c = div_free(times[i:i + 1]) if times is not None else div_free

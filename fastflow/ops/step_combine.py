@@ -79,6 +79,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
 
     ``z`` is ``noise`` when given, else drawn from ``rng``. ``out`` may be ``x`` (in place).
     """
+    if (C is not None) != (q is not None) or (noise is not None and N is None):
+        raise ValueError("C, noise: C goes with q and noise with N (one without the other would be ignored)")
     if N is None and noise is None and _plain_floats(x, p, q, A, B, C, out):
         fast = backends.float_kernel("step_combine", pick("step_combine", x, backend))
         if fast is not None:
@@ -90,8 +92,6 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if q is not None:
         _checks.tensor("q", q, _checks.FLOAT_DTYPES)
         _checks.same_shape("q", q, x, "x")
-        if C is None:
-            raise ValueError("C: required when q is given")
     if noise is not None:
         _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
         _checks.same_shape("noise", noise, x, "x")

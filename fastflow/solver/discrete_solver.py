@@ -58,6 +58,8 @@ class MixtureDiscreteEulerSolver(Solver):
             if p0.shape != (vocabulary_size,):
                 raise ValueError(f"source_distribution_p: expected shape ({vocabulary_size},), got {tuple(p0.shape)}")
             host = p0.detach().double().cpu()  # once, at construction: pick the closed form
+            if not (bool((host >= 0).all()) and abs(float(host.sum()) - 1) < 1e-3):  # (NaN fails too)
+                raise ValueError("source_distribution_p: expected non-negative probabilities that sum to 1")
             if torch.all(host == host[0]):
                 self._source = "uniform"
             elif int((host > 0).sum()) == 1 and float(host.max()) == 1.0:

@@ -150,8 +150,9 @@ class ODESolver(Solver):
         _checks.tensor("time_grid", time_grid)
         check_time_grid(time_grid)
         check_step_size(step_size)
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale: expected a float >= 0, got {guidance_scale!r}")
+        if (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
+                or not 0 <= guidance_scale < math.inf):
+            raise ValueError(f"guidance_scale: expected a finite float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
         _constant_grid(time_grid, enable_grad)
