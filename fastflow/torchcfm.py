@@ -6,7 +6,11 @@ Each matcher reduces to per-sample coefficients of
 
 ``sample_location_and_conditional_flow(x0, x1, t=None, return_noise=False)`` returns
 torchcfm's tuple ``(t, xt, ut[, eps])``; ``sample(x0, x1, t)`` + ``loss(v, sample)`` is the
-fused path (eps drawn in-kernel, ``ut`` never stored). Exact OT pairing uses scipy's
+fused path (eps drawn in-kernel, ``ut`` never stored). torchcfm's building blocks
+(``compute_mu_t``, ``compute_sigma_t``, ``sample_xt``, ``compute_conditional_flow``,
+``sample_noise_like``, ``compute_lambda``, ``pad_t_like_x``) are plain PyTorch from the same
+coefficients; a subclass that overrides one of them (torchcfm's way to define a matcher) is
+sampled through them, unfused, so its definition holds. Exact OT pairing uses scipy's
 ``linear_sum_assignment`` (optional dependency) on squared Euclidean costs and pairs the
 batch one-to-one (torchcfm samples pairs from the plan with replacement).
 SB-CFM's ``(1 - 2t) / (2 t (1 - t))`` uses torchcfm's ``+ 1e-8`` in the denominator.
@@ -26,21 +30,39 @@ from .ops.affine_path import _affine_path_loss, _affine_path_sample
 
 
 class CFMSample:
-    """``x0, x1, t, xt`` and the lazy ``ut`` / ``eps`` of one conditional sample."""
+    """``x0, x1, t, xt`` and the lazy ``ut`` / ``eps`` of one conditional sample (given ones when
+    a subclass's own formulas made them)."""
 
-    def __init__(self, x0, x1, t, xt, coef, rng, backend):
+    def __init__(self, x0, x1, t, xt, coef, rng, backend, ut=None, eps=None):
         self.x0, self.x1, self.t, self.xt = x0, x1, t, xt
         self.coef, self.rng, self.backend = coef, rng, backend
+        self._ut, self._eps = ut, eps
 
     @property
     def ut(self) -> Tensor:
-        c = self.coef
-        return _affine_path_sample(self.x1, self.x0, c["c"], c["d"], c["e"], rng=self.rng, backend=self.backend)
+        if self._ut is None:
+            c = self.coef
+            self._ut = _affine_path_sample(self.x1, self.x0, c["c"], c["d"], c["e"], rng=self.rng,
+                                           backend=self.backend)
+        return self._ut
 
     @property
     def eps(self) -> Tensor:
-        zero = torch.zeros_like(self.coef["a"])
-        return _affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng, backend=self.backend)
+        if self._eps is None:
+            zero = torch.zeros_like(self.coef["a"])
+            self._eps = _affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng,
+                                            backend=self.backend)
+        return self._eps
+
+
+def pad_t_like_x(t, x: Tensor):
+    """torchcfm's: ``t`` (a number, or one value per sample) shaped ``[B, 1, ...]`` against ``x``."""
+    if isinstance(t, (int, float)):
+        return t
+    return t.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+_BLOCKS = ("compute_mu_t", "compute_sigma_t", "sample_xt", "compute_conditional_flow", "sample_noise_like")
 
 
 class ConditionalFlowMatcher:
@@ -58,12 +80,56 @@ class ConditionalFlowMatcher:
     def _pair(self, x0, x1):
         return x0, x1
 
+    # -- torchcfm's building blocks, from the same coefficients (plain PyTorch)
+    def compute_mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        c = self.coefficients(t)
+        return pad_t_like_x(c["a"], x1) * x1 + pad_t_like_x(c["b"], x0) * x0
+
+    def compute_sigma_t(self, t: Tensor) -> Tensor:
+        return self.coefficients(t)["s"]
+
+    def sample_xt(self, x0: Tensor, x1: Tensor, t: Tensor, epsilon: Tensor) -> Tensor:
+        return self.compute_mu_t(x0, x1, t) + pad_t_like_x(self.compute_sigma_t(t), x0) * epsilon
+
+    def compute_conditional_flow(self, x0: Tensor, x1: Tensor, t: Tensor, xt: Tensor) -> Tensor:
+        """``c x1 + d x0 + e eps`` with ``eps = (xt - mu_t) / sigma_t`` (no noise term where e = 0)."""
+        c = self.coefficients(t)
+        e, s = c["e"], c["s"]
+        noise = torch.where(e == 0, 0.0, e / torch.where(s == 0, 1.0, s))
+        return (pad_t_like_x(c["c"], x1) * x1 + pad_t_like_x(c["d"], x0) * x0
+                + pad_t_like_x(noise, xt) * (xt - self.compute_mu_t(x0, x1, t)))
+
+    def sample_noise_like(self, x: Tensor) -> Tensor:
+        return torch.randn_like(x)
+
+    def compute_lambda(self, t: Tensor) -> Tensor:
+        """torchcfm's score weight ``2 sigma_t / (sigma^2 + 1e-8)``."""
+        return 2 * self.compute_sigma_t(t) / (self.sigma**2 + 1e-8)
+
+    def _own_blocks(self) -> bool:
+        """A subclass redefines the matcher through torchcfm's building blocks."""
+        return any(getattr(type(self), n) is not getattr(ConditionalFlowMatcher, n) for n in _BLOCKS)
+
+    def _sample_by_blocks(self, x0, x1, t, generator) -> CFMSample:
+        if t is None:
+            t = torch.rand(x0.shape[0], generator=generator, device=generator.device if generator else x0.device)
+            t = t.to(x0.device).type_as(x0)
+        eps = self.sample_noise_like(x0)
+        xt = self.sample_xt(x0, x1, t, eps)
+        return CFMSample(x0, x1, t, xt, None, None, self.backend, ut=self.compute_conditional_flow(x0, x1, t, xt),
+                         eps=eps)
+
     def sample(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None) -> CFMSample:
         _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
         _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
         _checks.same_shape("x0", x0, x1, "x1")
         x0, x1 = self._pair(x0, x1)
+        return self._sample_pairs(x0, x1, t, generator)
+
+    def _sample_pairs(self, x0: Tensor, x1: Tensor, t: Optional[Tensor], generator) -> CFMSample:
+        if self._own_blocks():
+            return self._sample_by_blocks(x0, x1, t, generator)
         batch = x1.shape[0]
         if t is None:
             t = torch.rand(batch, generator=generator, device=generator.device if generator else x1.device)
@@ -85,12 +151,17 @@ class ConditionalFlowMatcher:
              mask: Optional[Tensor] = None) -> Tensor:
         """Fused ``|| v - u_t ||^2`` (mean by default), autograd-aware, ``u_t`` never stored."""
         c = sample.coef
+        if c is None:  # a subclass's own formulas: u_t is stored; the same loss against it (1 u_t + 0 u_t)
+            one = torch.ones(v.shape[0], device=v.device)
+            return _affine_path_loss(v, sample.ut, sample.ut, one, 0 * one, mask=mask, weight=weight,
+                                     reduction=reduction, backend=self.backend)
         x_src = None if c.get("ignore_x0") else sample.x0
         return _affine_path_loss(v, sample.x1, x_src, c["c"], c["d"], c["e"], rng=sample.rng, mask=mask,
                                  weight=weight, reduction=reduction, backend=self.backend)
 
 
-def _exact_ot_pair(x0: Tensor, x1: Tensor):
+def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
+    """The permutation of x1 that pairs it with x0 at least total squared distance."""
     try:
         from scipy.optimize import linear_sum_assignment
     except ImportError:
@@ -102,15 +173,30 @@ def _exact_ot_pair(x0: Tensor, x1: Tensor):
                        x1.detach().reshape(x1.shape[0], -1).double().cpu()) ** 2
     # (torch.func's grad / jvp refuse .numpy() on any tensor; the pairing is constant there)
     rows, cols = linear_sum_assignment(np.asarray(cost.tolist()) if _transforms.transformed() else cost.numpy())
-    perm = torch.as_tensor(cols[rows.argsort()], device=x1.device)
-    return x0, x1[perm]
+    return torch.as_tensor(cols[rows.argsort()], device=x1.device)
 
 
-class ExactOptimalTransportConditionalFlowMatcher(ConditionalFlowMatcher):
-    """OT-CFM: I-CFM on minibatch pairs matched by exact optimal transport."""
+class _ExactOTPairs:
+    """The minibatch pairing of OT-CFM and SB-CFM, and torchcfm's labelled variant of it."""
 
     def _pair(self, x0, x1):
-        return _exact_ot_pair(x0, x1)
+        return x0, x1[_exact_ot_perm(x0, x1)]
+
+    def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
+                                                    t: Optional[Tensor] = None, return_noise: bool = False):
+        """torchcfm's ``(t, xt, ut, y0, y1[, eps])``: the labels follow their points' pairing."""
+        _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
+        _checks.same_shape("x0", x0, x1, "x1")
+        perm = _exact_ot_perm(x0, x1)
+        s = self._sample_pairs(x0, x1[perm], t, None)
+        y1 = None if y1 is None else y1[perm]
+        return (s.t, s.xt, s.ut, y0, y1, s.eps) if return_noise else (s.t, s.xt, s.ut, y0, y1)
+
+
+
+class ExactOptimalTransportConditionalFlowMatcher(_ExactOTPairs, ConditionalFlowMatcher):
+    """OT-CFM: I-CFM on minibatch pairs matched by exact optimal transport."""
 
 
 class TargetConditionalFlowMatcher(ConditionalFlowMatcher):
@@ -121,7 +207,7 @@ class TargetConditionalFlowMatcher(ConditionalFlowMatcher):
         return dict(a=t, b=0 * one, s=1 - k * t, c=one, d=0 * one, e=-k * one, ignore_x0=True)
 
 
-class SchrodingerBridgeConditionalFlowMatcher(ConditionalFlowMatcher):
+class SchrodingerBridgeConditionalFlowMatcher(_ExactOTPairs, ConditionalFlowMatcher):
     """SB-CFM: OT pairs, ``x_t = t x1 + (1-t) x0 + sigma sqrt(t(1-t)) eps``,
     ``u_t = x1 - x0 + (1 - 2t) / (2 t (1 - t) + 1e-8) * sigma sqrt(t(1-t)) eps``."""
 
@@ -136,9 +222,6 @@ class SchrodingerBridgeConditionalFlowMatcher(ConditionalFlowMatcher):
         s = self.sigma * torch.sqrt(t * (1 - t))
         return dict(a=t, b=1 - t, s=s, c=one, d=-one, e=(1 - 2 * t) / (2 * t * (1 - t) + 1e-8) * s)
 
-    def _pair(self, x0, x1):
-        return _exact_ot_pair(x0, x1)
-
 
 class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
     """VP-CFM: ``x_t = sin(pi t/2) x1 + cos(pi t/2) x0 + sigma eps``,
@@ -152,4 +235,4 @@ class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
 
 __all__ = ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher",
            "TargetConditionalFlowMatcher", "SchrodingerBridgeConditionalFlowMatcher",
-           "VariancePreservingConditionalFlowMatcher", "CFMSample"]
+           "VariancePreservingConditionalFlowMatcher", "CFMSample", "pad_t_like_x"]

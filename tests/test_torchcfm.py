@@ -33,7 +33,7 @@ def test_tuple_order_and_formulas(matcher):
     t, xt, ut, eps = matcher.sample_location_and_conditional_flow(x0, x1, return_noise=True)
     assert t.shape == (6,) and xt.shape == ut.shape == eps.shape == x1.shape
     if isinstance(matcher, (tc.ExactOptimalTransportConditionalFlowMatcher, tc.SchrodingerBridgeConditionalFlowMatcher)):
-        x0, x1 = tc._exact_ot_pair(x0, x1)
+        x1 = x1[tc._exact_ot_perm(x0, x1)]
     ref_xt, ref_ut = _closed_form(matcher, x0, x1, t, eps)
     torch.testing.assert_close(xt, ref_xt, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ut, ref_ut, rtol=1e-4, atol=1e-4)
@@ -42,7 +42,7 @@ def test_tuple_order_and_formulas(matcher):
 
 def test_exact_ot_pairs_one_to_one_and_reduces_cost():
     x0, x1 = torch.randn(16, 3), torch.randn(16, 3) + 1
-    a0, a1 = tc._exact_ot_pair(x0, x1)
+    a0, a1 = x0, x1[tc._exact_ot_perm(x0, x1)]
     assert sorted(map(tuple, a1.tolist())) == sorted(map(tuple, x1.tolist()))
     assert float(((a0 - a1) ** 2).sum()) <= float(((x0 - x1) ** 2).sum()) + 1e-6
 
@@ -73,3 +73,50 @@ def test_reachable_after_import_fastflow():
     code = ("import fastflow as ff; assert ff.torchcfm.ConditionalFlowMatcher is ff.ConditionalFlowMatcher; "
             "assert ff.VariancePreservingConditionalFlowMatcher and ff.ExactOptimalTransportConditionalFlowMatcher")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+MATCHERS = [tc.ConditionalFlowMatcher(0.1), tc.TargetConditionalFlowMatcher(0.05),
+            tc.VariancePreservingConditionalFlowMatcher(0.2), tc.SchrodingerBridgeConditionalFlowMatcher(0.5),
+            tc.ExactOptimalTransportConditionalFlowMatcher(0.0)]
+
+
+@pytest.mark.parametrize("matcher", MATCHERS, ids=lambda m: type(m).__name__)
+def test_building_blocks_agree_with_the_fused_sample(matcher):
+    """torchcfm's compute_mu_t / sample_xt / compute_conditional_flow, from the same coefficients,
+    give the fused sample's xt and ut from its eps (and the closed forms above)."""
+    x0, x1, t = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6) * 0.9 + 0.05
+    s = matcher.sample(x0, x1, t)
+    xt = matcher.sample_xt(s.x0, s.x1, t, s.eps)
+    torch.testing.assert_close(xt, s.xt, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(matcher.compute_conditional_flow(s.x0, s.x1, t, xt), s.ut, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(matcher.sample_xt(x0, x1, t[:, None], s.eps), _closed_form(matcher, x0, x1, t, s.eps)[0],
+                               rtol=1e-5, atol=1e-5)  # t as [B, 1], padded as torchcfm pads it
+    assert matcher.compute_lambda(t).shape == t.shape and tc.pad_t_like_x(t, torch.zeros(6, 2, 2)).shape == (6, 1, 1)
+
+
+def test_a_subclass_s_own_formulas_define_the_matcher():
+    """torchcfm's way to define a matcher: override its building blocks. The fused sample would
+    ignore them, so such a subclass is sampled through them (and its loss is against that u_t)."""
+    class Quadratic(tc.ConditionalFlowMatcher):
+        def compute_mu_t(self, x0, x1, t):
+            return tc.pad_t_like_x(t, x1) ** 2 * x1 + (1 - tc.pad_t_like_x(t, x0) ** 2) * x0
+
+        def compute_conditional_flow(self, x0, x1, t, xt):
+            return 2 * tc.pad_t_like_x(t, x1) * (x1 - x0)
+
+    x0, x1, t = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6)
+    m = Quadratic(0.0)
+    rt, xt, ut = m.sample_location_and_conditional_flow(x0, x1, t)
+    torch.testing.assert_close(xt, t[:, None] ** 2 * x1 + (1 - t[:, None] ** 2) * x0)
+    torch.testing.assert_close(ut, 2 * t[:, None] * (x1 - x0))
+    v = torch.randn(6, 3)
+    torch.testing.assert_close(m.loss(v, m.sample(x0, x1, t)), ((v - ut) ** 2).mean())
+
+
+def test_guided_sample_pairs_labels_with_their_points():
+    x0, x1 = torch.randn(8, 2), torch.randn(8, 2)
+    y0, y1 = torch.arange(8), torch.arange(8) + 100
+    m = tc.ExactOptimalTransportConditionalFlowMatcher(0.0)
+    t, xt, ut, g0, g1 = m.guided_sample_location_and_conditional_flow(x0, x1, y0, y1)
+    assert torch.equal(g0, y0)
+    torch.testing.assert_close(ut, x1[g1 - 100] - x0)  # each x1 travels with its own label
