@@ -75,3 +75,17 @@ def test_utils_and_module_names_match_flow_matching():
     assert a.shape == (2, 3) and torch.equal(a, fmu.categorical(probs))
     with pytest.raises(ValueError, match="^how"):
         ffu.unsqueeze_to_match(s, t, "middle")
+
+
+def test_class_hierarchy_as_flow_matching_s():
+    """From the migration review: isinstance checks users write against flow_matching's bases."""
+    import fastflow as ff
+    from fastflow.utils import expand_tensor_like
+    model = ff.ScheduleTransformedModel(lambda x, t: x, ff.CondOTScheduler(), ff.CosineScheduler())
+    assert isinstance(model, ff.ModelWrapper)
+    kl = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), reduction="sum")
+    assert isinstance(kl, torch.nn.modules.loss._Loss) and kl.reduction == "sum"
+    src = torch.arange(3.0)
+    out = expand_tensor_like(src, torch.zeros(3, 2))
+    src += 10  # flow_matching's returns a copy: a later write to the input does not show through
+    assert torch.equal(out[:, 0], torch.arange(3.0))

@@ -10,7 +10,7 @@ from .. import _checks
 from ..ops.discrete import LOSS_REDUCTIONS, generalized_kl, mixture_cross_entropy
 
 
-class MixturePathGeneralizedKL(torch.nn.Module):
+class MixturePathGeneralizedKL(torch.nn.modules.loss._Loss):
     """flow_matching's generalized KL of a mixture path, fused (FORMULAS.md §4).
 
     ``forward(logits [B, ..., V], x_1, x_t [B, ...], t [B])``. The jump coefficient
@@ -23,9 +23,8 @@ class MixturePathGeneralizedKL(torch.nn.Module):
 
     def __init__(self, path, reduction: str = "mean", ignore_index: Optional[int] = None,
                  backend: Optional[str] = None, overwrite_logits: bool = False):
-        super().__init__()
+        super().__init__(reduction=_checks.choice("reduction", reduction, LOSS_REDUCTIONS))  # (a _Loss, as flow_matching's)
         self.path = path
-        self.reduction = _checks.choice("reduction", reduction, LOSS_REDUCTIONS)
         self.ignore_index, self.backend = ignore_index, backend
         if not isinstance(overwrite_logits, bool):
             raise TypeError(f"overwrite_logits: expected a bool, got {type(overwrite_logits).__name__}")

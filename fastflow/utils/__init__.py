@@ -32,11 +32,12 @@ def unsqueeze_to_match(source: Tensor, target: Tensor, how: str = "suffix") -> T
 
 
 def expand_tensor_like(input_tensor: Tensor, expand_to: Tensor) -> Tensor:
-    """A per-sample ``[B]`` vector broadcast to ``expand_to``'s shape ``[B, ...]`` (a view)."""
+    """A per-sample ``[B]`` vector broadcast to ``expand_to``'s shape ``[B, ...]`` (a view of a copy,
+    as flow_matching's: writing to the input later does not show through)."""
     if input_tensor.dim() != 1 or input_tensor.shape[0] != expand_to.shape[0]:
         raise ValueError(f"input_tensor: expected shape ({expand_to.shape[0]},) (one value per sample of "
                          f"expand_to), got {tuple(input_tensor.shape)}")
-    return unsqueeze_to_match(input_tensor, expand_to).expand_as(expand_to)
+    return unsqueeze_to_match(input_tensor.clone(), expand_to).expand_as(expand_to)
 
 
 def gradient(output: Tensor, x: Tensor, grad_outputs: Optional[Tensor] = None,

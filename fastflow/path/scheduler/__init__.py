@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ...utils import ModelWrapper
+
 
 @dataclass
 class SchedulerOutput:
@@ -167,7 +169,7 @@ def is_convex(scheduler) -> bool:
     return bool(sums_to_one(scheduler(torch.linspace(0.0, 1.0, 17))).all())
 
 
-class ScheduleTransformedModel(torch.nn.Module):
+class ScheduleTransformedModel(ModelWrapper):
     """A velocity model trained on one scheduler, sampled on another (flow_matching's).
 
     Paths of two schedulers with the same source are the same up to a change of time and
@@ -183,12 +185,11 @@ class ScheduleTransformedModel(torch.nn.Module):
     """
 
     def __init__(self, velocity_model, original_scheduler, new_scheduler):
-        super().__init__()
         if not callable(velocity_model):
             raise TypeError("velocity_model: expected a callable model(x=..., t=...)")
         if not callable(getattr(original_scheduler, "snr_inverse", None)):
             raise TypeError("original_scheduler: expected a scheduler with snr_inverse")
-        self.model = velocity_model
+        super().__init__(velocity_model)  # (a ModelWrapper, as flow_matching's: self.model)
         self.original_scheduler, self.new_scheduler = original_scheduler, new_scheduler
 
     def forward(self, x: Tensor, t: Tensor, **extras) -> Tensor:
