@@ -358,3 +358,8 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
     x = torch.randn(2, 2)
     raises(ValueError, "C", ff.step_combine, x, x, 1.0, 1.0, C=0.5)  # no q: C would be ignored
     raises(ValueError, "noise", ff.step_combine, x, x, 1.0, 1.0, noise=x)  # no N
+
+
+def test_a_model_output_of_another_shape_is_named():
+    raises(ValueError, "velocity_model", ff.ODESolver(lambda x, t: torch.ones(1, 2)).sample, torch.randn(4, 2),
+           step_size=0.5)

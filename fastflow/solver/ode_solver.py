@@ -86,10 +86,10 @@ class ODESolver(Solver):
     def _eval(self, x: Tensor, t: float, extras: dict):
         # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid)
         tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
-        cond = self.velocity_model(x=x, t=tt, **extras)
+        cond = _output(self.velocity_model(x=x, t=tt, **extras), x)
         uncond = None
         if self._w != 0:
-            uncond = self.velocity_model(x=x, t=tt, **self._uncond_extras)
+            uncond = _output(self.velocity_model(x=x, t=tt, **self._uncond_extras), x)
         a, b = self._conversion(t)
         return cond, uncond, a, b
 
@@ -237,6 +237,14 @@ class ODESolver(Solver):
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+def _output(u, x: Tensor) -> Tensor:
+    """The model's output, which the fused steps combine element by element with x."""
+    if not isinstance(u, Tensor) or u.shape != x.shape:
+        what = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+        raise ValueError(f"velocity_model: expected an output of x's shape {tuple(x.shape)}, got {what}")
+    return u
 
 
 def _constant_grid(time_grid: Tensor, enable_grad: bool) -> None:
