@@ -33,7 +33,8 @@ class PathSample:
     def _derive(self, what: str, fn) -> Tensor:
         if not self.coefficients:
             raise AttributeError(f"{what}: this PathSample was built without it")
-        if what == "dx_t" and _versions(*self._inputs) != self._versions:
+        now = _versions(*self._inputs)
+        if what == "dx_t" and None not in (now, self._versions) and now != self._versions:
             raise RuntimeError("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed "
                                "from them when first read; read it before modifying them")
         with torch.set_grad_enabled(self._grad_mode):
@@ -92,8 +93,11 @@ class DiscretePathSample:
         return _repr(self, ("x_1", "x_0", "t", "x_t"))
 
 
-def _versions(*tensors) -> tuple:
-    """In-place modification counters (inference tensors keep none: never compared then)."""
+def _versions(*tensors) -> Optional[tuple]:
+    """In-place modification counters (inference tensors keep none: never compared then); None
+    while torch.compile traces (it cannot read them, and a graph replays no in-place history)."""
+    if torch.compiler.is_compiling():
+        return None
     return tuple(None if t is None or t.is_inference() else t._version for t in tensors)
 
 
