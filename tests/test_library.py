@@ -92,6 +92,13 @@ def test_step_combine_in_a_profile_and_a_compiled_graph_is_the_custom_op():
     compiled = torch.compile(lambda a, b: ff.euler_step(a, b, 0.1, backend=B), backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x, v), out)
 
+    def into(a, b):  # out= too: its overlap checks read addresses, which a traced graph has none of
+        buffer = torch.empty_like(a)
+        ff.euler_step(a, b, 0.1, out=buffer, backend=B)
+        return buffer
+
+    torch.testing.assert_close(torch.compile(into, backend="aot_eager", fullgraph=True)(x, v), out)
+
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_direct_out_bumps_the_version_and_jit_trace_sees_the_op():
