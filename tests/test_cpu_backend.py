@@ -652,6 +652,13 @@ def test_jump_step_temperature_bounds_where_keys_overflow(V):
     full = cb.jump_step(*common, None, noise_tok, noise_race, None)
     assert bool((full == 5).all())
     assert torch.equal(cb.jump_step(*common, rng, None, None, None), full)
+    # and the other side: z / T finite where z * fl(1 / T) overflows to -inf, the row's only finite key
+    T, z = 0.9380161762237549, torch.full((N, V), -math.inf)
+    z[:, 5] = -3.1919034437313783e38
+    common = (z, xt, ones, ones, ones * 0, None, 1, -1, T, True, False)
+    full = cb.jump_step(*common, None, noise_tok, noise_race, None)
+    assert bool((full == 5).all())
+    assert torch.equal(cb.jump_step(*common, rng, None, None, None), full)
 
 
 def test_jump_step_int32_tokens_and_noncontiguous_rows():

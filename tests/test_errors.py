@@ -270,6 +270,8 @@ def test_step_combine_rng_and_out_errors():
     raises(ValueError, "out", ff.step_combine, x, p, 2.0, 1.0, out=torch.zeros(1, 5).expand(3, 5))
     y = x.clone()
     torch.testing.assert_close(ff.step_combine(y, p, 2.0, 1.0, out=y), 2 * x + p)  # in place: allowed
+    pair = torch.randn(5, 2)  # interleaved columns share a span but no element: allowed, as torch does
+    ff.step_combine(pair[:, 0], pair[:, 0], 1.0, 1.0, out=pair[:, 1])
     raises(ValueError, "out", ff.step_combine, x.clone().requires_grad_(), p, 1.0, 0.1, out=torch.empty(3, 5))
 
 
@@ -308,6 +310,11 @@ def test_ode_model_gets_time_in_the_state_dtype():
         seen.clear()
         solver.sample(torch.randn(4, 2, dtype=dtype), step_size=0.25, method="midpoint", time_grid=grid)
         assert set(seen) == {dtype}
+    # a prediction is converted at the t the model saw: x1_hat = x + (1 - t) is velocity 1 exactly
+    # (converted at the grid's t, bf16's 0.98828125 for 0.99 gave 17% more)
+    x1_model = ff.ODESolver(lambda x, t: x + (1 - t), path=ff.CondOTProbPath(), prediction="x1")
+    y = x1_model.sample(torch.zeros(4, 2, dtype=torch.bfloat16), time_grid=torch.tensor([0.99, 0.995]))
+    assert float(y[0, 0]) == float(torch.tensor(0.005, dtype=torch.bfloat16))
 
 
 def test_times_broadcast_against_the_data_are_one_per_sample():
@@ -336,7 +343,7 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
     raises(ValueError, "noise.race", ff.jump_step, logits, x_t, 0.5, 0.1, S2,
            noise=ff.JumpNoise(torch.rand(2, 3, 3), torch.full((2, 3, V), float("nan"))))
     raises(TypeError, "out", ff.jump_step, logits, x_t, 0.5, 0.1, S2, out=torch.empty(2, 3, dtype=torch.uint8))
-    for temperature in (1e-50, float("inf"), float("nan"), 0.0, True):
+    for temperature in (1e-50, 1e38, float("inf"), float("nan"), 0.0, True):  # (1e38: 1 / T subnormal)
         raises(ValueError, "temperature", ff.jump_step, logits, x_t, 0.5, 0.1, S2, temperature=temperature)
     x_1, rng = torch.randint(0, V, (2, 3), dtype=torch.int32), torch.tensor([1, 0])
     raises(ValueError, "mask_id", ff.mixture_path_sample, x_1, None, 0.5, rng, mask_id=2**32 + 7)
@@ -350,6 +357,8 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
     for p0 in (torch.zeros(V), torch.full((V,), 5.0), torch.full((V,), -1.0)):
         raises(ValueError, "source_distribution_p", ff.MixtureDiscreteEulerSolver, lambda x, t: logits, path, V,
                source_distribution_p=p0)
+    # a bf16 p0 is as close to summing to 1 as bf16 rounding allows (1/3 each: 1.00195)
+    ff.MixtureDiscreteEulerSolver(lambda x, t: logits, path, 3, source_distribution_p=torch.full((3,), 1 / 3).bfloat16())
     for sigma in (float("nan"), float("inf")):
         raises(ValueError, "sigma", ff.ConditionalFlowMatcher, sigma)
     raises(ValueError, "guidance_scale", ff.ODESolver(lambda x, t: x).sample, torch.randn(2, 2), step_size=0.5,

@@ -217,3 +217,8 @@ def test_path_samples_are_built_and_read_as_flow_matching_s():
     buffer.normal_()  # the next batch lands in the same memory
     with pytest.raises(RuntimeError, match="dx_t"):
         s.dx_t
+    batch = torch.randn(4, 4)  # x_1 a view: its base's other columns changing may be all that happened
+    s = path.sample(x_1=batch[:, :3], t=t)
+    batch[:, 3] = 0
+    with pytest.warns(RuntimeWarning, match="view"):
+        s.dx_t

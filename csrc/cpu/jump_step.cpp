@@ -196,10 +196,12 @@ struct CounterWords {
 // A bound of a key from its unscaled value v (race_keys_of's scale = 1 / temperature): v * scale
 // is within an ulp or two of the key v / temperature, which the threshold's bound_slack covers
 // (the lane test before a block's words are drawn adds it itself), except near fp32's largest
-// values, where the key may overflow to inf: those bounds are inf. -inf and NaN stay.
+// values: where the key may overflow to inf the bound is inf, and where the product overflows
+// to -inf but the key may not, -1e38 (above any such key). -inf and NaN stay.
 inline float bound_of(float v, float scale) {
   const float b = v * scale;
-  return b > 1e38f ? kInf : b;
+  if (b > 1e38f) return kInf;
+  return b < -1e38f && v != -kInf ? -1e38f : b;
 }
 
 // sc: the keys, or upper bounds of them (probabilities), to be multiplied by `scale` (bound_of);

@@ -408,10 +408,11 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
 
 
 def _check_temperature(temperature) -> None:
-    """A finite float > 0 that stays so in fp32 (the kernels divide by it there)."""
+    """A float whose fp32 value and reciprocal are normal numbers (the kernels divide by it, and
+    the CPU race bounds keys by z * (1/T), which flush-to-zero would zero if 1/T were subnormal)."""
     if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
-            or not _checks.FP32_MAX >= temperature >= 1.1754943508222875e-38):
-        raise ValueError(f"temperature: expected a float in [1.18e-38, 3.4e38] (positive and normal in fp32), "
+            or not 8.5e37 >= temperature >= 1.1754943508222875e-38):
+        raise ValueError(f"temperature: expected a float in [1.18e-38, 8.5e37] (it and 1 / it normal in fp32), "
                          f"got {temperature!r}")
 
 

@@ -149,7 +149,12 @@ def _apart_or_same(out: Tensor, *inputs) -> bool:
     """Contiguous ``out`` and inputs of one shape: each input is ``out`` or shares no memory with it
     (else the checked path says what is wrong)."""
     lo, n = out.data_ptr(), out.numel() * out.element_size()
-    return all(t is None or t.data_ptr() == lo or t.data_ptr() >= lo + n or lo >= t.data_ptr() + n for t in inputs)
+    for t in inputs:
+        if t is not None and t is not out:
+            at = t.data_ptr()
+            if at != lo and at < lo + n and lo < at + n:
+                return False
+    return True
 
 
 def _floats_call(fast, x, p, A, B, q, C, out):

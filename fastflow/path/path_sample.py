@@ -2,6 +2,7 @@
 regenerated on demand from the stored ``rng`` (never stored), so reading them costs a pass."""
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -35,8 +36,14 @@ class PathSample:
             raise AttributeError(f"{what}: this PathSample was built without it")
         now = _versions(*self._inputs)
         if what == "dx_t" and None not in (now, self._versions) and now != self._versions:
-            raise RuntimeError("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed "
-                               "from them when first read; read it before modifying them")
+            why = ("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed from them "
+                   "when first read")
+            if any(t is not None and t._is_view() for t in self._inputs):
+                # a view shares its base's counter: another part of the base may be what changed
+                warnings.warn(why + " (or, as one is a view, another part of its base was): read it "
+                              "before modifying them", RuntimeWarning, stacklevel=3)
+            else:
+                raise RuntimeError(why + "; read it before modifying them")
         with torch.set_grad_enabled(self._grad_mode):
             return fn()
 

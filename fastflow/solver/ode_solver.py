@@ -90,6 +90,8 @@ class ODESolver(Solver):
         uncond = None
         if self._w != 0:
             uncond = _output(self.velocity_model(x=x, t=tt, **self._uncond_extras), x)
+        if self.prediction != "velocity":  # convert at the t the model saw
+            t = float(torch.tensor(t, dtype=x.dtype))  # (rounded on the host: no device sync)
         a, b = self._conversion(t)
         return cond, uncond, a, b
 
