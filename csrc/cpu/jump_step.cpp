@@ -197,8 +197,10 @@ struct CounterWords {
 // is within an ulp or two of the key v / temperature, which the threshold's bound_slack covers
 // (the lane test before a block's words are drawn adds it itself), except near fp32's largest
 // values: where the key may overflow to inf the bound is inf, and where the product overflows
-// to -inf but the key may not, -1e38 (above any such key). -inf and NaN stay.
+// to -inf but the key may not, -1e38 (above any such key). -inf and NaN stay. At scale 1 the
+// value is the key itself.
 inline float bound_of(float v, float scale) {
+  if (scale == 1.0f) return v;
   const float b = v * scale;
   if (b > 1e38f) return kInf;
   return b < -1e38f && v != -kInf ? -1e38f : b;
@@ -222,7 +224,7 @@ inline void race_pruned(const float* sc, float scale, const Key& key, const floa
     int64_t kb = lb;
     top = -kInf;
     for (int64_t k = lb; k < len; k += kRaceLanes) {
-      const float cb = (scale == 1.0f ? sc[k] : bound_of(sc[k], scale)) + gumbel_bound(w(k));
+      const float cb = bound_of(sc[k], scale) + gumbel_bound(w(k));
       if (cb > top) top = cb, kb = k;
     }
     race_at(kb);
@@ -238,8 +240,7 @@ inline void race_pruned(const float* sc, float scale, const Key& key, const floa
     const int l = __builtin_ctz(open);
     if (race_loses(bound[l], t, j0 + l, acc)) continue;
     for (int64_t k = l; k < len; k += kRaceLanes) {
-      if (race_loses((scale == 1.0f ? sc[k] : bound_of(sc[k], scale)) + gumbel_bound(w(k)), t, j0 + k, acc))
-        continue;
+      if (race_loses(bound_of(sc[k], scale) + gumbel_bound(w(k)), t, j0 + k, acc)) continue;
       race_at(k);
       t = race_threshold(acc);
     }
@@ -364,10 +365,7 @@ void race_short(const JumpStepArgs& a, int64_t i, int64_t V, const uint32_t* w, 
   float scale;
   const float* keys = race_keys_of<T, KEY>(a, z, 0, V, -1, false, sc, scale);
   const int64_t padded = (V + kMaxLanes - 1) / kMaxLanes * kMaxLanes;  // <= kRaceBlock
-  if (scale == 1.0f)
-    for (int64_t k = 0; k < V; ++k) cb[k] = keys[k] + gumbel_bound(w[k]);
-  else
-    for (int64_t k = 0; k < V; ++k) cb[k] = bound_of(keys[k], scale) + gumbel_bound(w[k]);
+  for (int64_t k = 0; k < V; ++k) cb[k] = bound_of(keys[k], scale) + gumbel_bound(w[k]);
   for (int64_t k = V; k < padded; ++k) cb[k] = -kInf;
   lane_max(cb, padded, mx);
   float top = mx[0];
