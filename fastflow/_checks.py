@@ -206,6 +206,11 @@ def integer(name: str, value, lo: int, hi: int) -> int:
     return value
 
 
+def uniforms(name: str, u: torch.Tensor) -> None:
+    """Explicit uniforms (parity tests' noise): values in [0, 1], NaN refused."""
+    values(name, ((u >= 0) & (u <= 1)).all(), "uniforms must lie in [0, 1]")
+
+
 def token_max(dtype: torch.dtype) -> int:
     """The largest token id tokens of ``dtype`` hold."""
     return torch.iinfo(dtype).max

@@ -29,7 +29,7 @@ _active._dynamo_marked_constant = True  # see backends._constant_under_compile
 def transformed(*tensors) -> bool:
     """A ``grad`` / ``jvp`` / ``vmap`` transform is at work, or one of ``tensors`` carries a
     forward-mode tangent."""
-    if torch._C._are_functorch_transforms_active() and _active():
+    if _active():
         return True
     return _forward_ad._current_level >= 0 and any(  # (-1 outside every dual_level)
         has_tangent(t) for t in tensors)

@@ -110,10 +110,7 @@ class ConditionalFlowMatcher:
         """A subclass redefines the matcher through torchcfm's building blocks."""
         return any(getattr(type(self), n) is not getattr(ConditionalFlowMatcher, n) for n in _BLOCKS)
 
-    def _sample_by_blocks(self, x0, x1, t, generator) -> CFMSample:
-        if t is None:
-            t = torch.rand(x0.shape[0], generator=generator, device=generator.device if generator else x0.device)
-            t = t.to(x0.device).type_as(x0)
+    def _sample_by_blocks(self, x0, x1, t) -> CFMSample:
         eps = self.sample_noise_like(x0)
         xt = self.sample_xt(x0, x1, t, eps)
         return CFMSample(x0, x1, t, xt, None, None, self.backend, ut=self.compute_conditional_flow(x0, x1, t, xt),
@@ -121,19 +118,17 @@ class ConditionalFlowMatcher:
 
     def sample(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None) -> CFMSample:
-        _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
-        _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
-        _checks.same_shape("x0", x0, x1, "x1")
+        _check_points(x0, x1)
         x0, x1 = self._pair(x0, x1)
         return self._sample_pairs(x0, x1, t, generator)
 
     def _sample_pairs(self, x0: Tensor, x1: Tensor, t: Optional[Tensor], generator) -> CFMSample:
-        if self._own_blocks():
-            return self._sample_by_blocks(x0, x1, t, generator)
         batch = x1.shape[0]
-        if t is None:
+        if t is None:  # torchcfm's: uniform times in the data's dtype
             t = torch.rand(batch, generator=generator, device=generator.device if generator else x1.device)
             t = t.to(x1.device).type_as(x1)
+        if self._own_blocks():
+            return self._sample_by_blocks(x0, x1, t)
         tf = _checks.time("t", t, batch, x1)
         coef = self.coefficients(tf)
         rng = new_rng(x1.device, generator)
@@ -158,6 +153,12 @@ class ConditionalFlowMatcher:
         x_src = None if c.get("ignore_x0") else sample.x0
         return _affine_path_loss(v, sample.x1, x_src, c["c"], c["d"], c["e"], rng=sample.rng, mask=mask,
                                  weight=weight, reduction=reduction, backend=self.backend)
+
+
+def _check_points(x0: Tensor, x1: Tensor) -> None:
+    _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
+    _checks.same_shape("x0", x0, x1, "x1")
 
 
 def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
@@ -185,9 +186,7 @@ class _ExactOTPairs:
     def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
                                                     t: Optional[Tensor] = None, return_noise: bool = False):
         """torchcfm's ``(t, xt, ut, y0, y1[, eps])``: the labels follow their points' pairing."""
-        _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
-        _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
-        _checks.same_shape("x0", x0, x1, "x1")
+        _check_points(x0, x1)
         perm = _exact_ot_perm(x0, x1)
         s = self._sample_pairs(x0, x1[perm], t, None)
         y1 = None if y1 is None else y1[perm]

@@ -24,25 +24,24 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 
 from .. import backends
-from .._transforms import transformed  # noqa: F401  (the ops import it from here, with composable)
+from .._transforms import transformed  # noqa: F401  (the ops import it from here, with pick)
 
 
 def run(op: str, backend: str, *args):
     return backends.kernel(op, backend)(*args)
 
 
-def pick(op: str, like: torch.Tensor, backend: str | None) -> str:
+def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = False) -> str:
+    """The backend that runs ``op`` on ``like``'s device; ``composed`` (a ``transformed`` call):
+    the reference, unless another was asked for (then a ValueError that says why)."""
+    if composed:
+        name = backend if backend is not None else backends.get_backend()
+        if name not in ("auto", "reference"):
+            raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
+                             "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
+                             "which runs the plain PyTorch math there)")
+        backend = "reference"  # (resolved as any other: torch.compile evaluates resolve_name, imports included)
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
-
-
-def composable(op: str, like: torch.Tensor, backend: str | None) -> str:
-    """The backend of a ``transformed`` call: the reference, unless another was asked for."""
-    name = backend if backend is not None else backends.get_backend()
-    if name not in ("auto", "reference"):
-        raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
-                         "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
-                         "which runs the plain PyTorch math there)")
-    return pick(op, like, "reference")  # (resolve_name: torch.compile evaluates it, imports included)
 
 
 def direct(*tensors, autograd: bool = False) -> bool:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import _checks, _memory
 from . import _fused_grad
-from ._registry import composable, direct, eager_function, pick, run, transformed
+from ._registry import direct, eager_function, pick, run, transformed
 from .step_combine import dot, generated, scaled
 
 REDUCTIONS = ("mean", "sum", "per_sample", "none")
@@ -157,7 +157,7 @@ def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
     if transformed(x_1, x_0, a, b, s):
-        return run("affine_path_sample", composable("affine_path_sample", x_1, backend), x_1, x_0, a, b, s, rng)
+        return run("affine_path_sample", pick("affine_path_sample", x_1, backend, composed=True), x_1, x_0, a, b, s, rng)
     name = pick("affine_path_sample", x_1, backend)
     if direct(x_1, x_0, a, b, s, rng):
         return run("affine_path_sample", name, x_1, x_0, a, b, s, rng)
@@ -201,7 +201,7 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
     w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
     composed = transformed(v, x_1, x_0, c, d, e, w)  # plain reference math, no fused gradient
-    backend = composable("affine_path_loss", v, backend) if composed else pick("affine_path_loss", v, backend)
+    backend = pick("affine_path_loss", v, backend, composed)
     if reduction == "none":
         target = _affine_path_sample(x_1, x_0, c, d, e, rng, backend)
         loss = (v.float() - target.float()).square()
@@ -224,11 +224,11 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
         scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
         if fold:
             scale = scale / divisor
-    need_grad = torch.is_grad_enabled() and any(
+    need_grad = not composed and torch.is_grad_enabled() and any(  # (composed: autograd differentiates)
         t is not None and t.requires_grad for t in (v, x_1, x_0, c, d, e))
     args = (v, x_1, x_0, c, d, e, rng, mask, scale, need_grad, backend)
     if composed:
-        weighted, _, _ = _loss_impl(*args[:-2], False, backend)
+        weighted, _, _ = _loss_impl(*args)
     elif direct(v, x_1, x_0, c, d, e, rng, mask, scale, autograd=True):
         if fold and reduction != "per_sample":  # the loss is the weighted sums' sum
             return _loss_eager(*args, total=True)

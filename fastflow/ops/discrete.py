@@ -15,7 +15,7 @@ from torch import Tensor
 from .. import _checks, _memory, backends
 from ..reference.jump_step import SOURCE_GENERAL, SOURCE_MASK, SOURCE_NONE, SOURCE_UNIFORM
 from . import _fused_grad
-from ._registry import composable, direct, eager_function, pick, run, transformed
+from ._registry import direct, eager_function, pick, run, transformed
 
 LOSS_REDUCTIONS = ("mean", "sum", "none")
 
@@ -61,13 +61,13 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
     if noise is not None:
         _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
         _checks.same_shape("noise", noise, x_1, "x_1")
-        _checks.values("noise", ((noise >= 0) & (noise <= 1)).all(), "uniforms must lie in [0, 1]")
+        _checks.uniforms("noise", noise)
     if noise is None and rng is None:
         raise ValueError("rng: required when noise is not given")
     if mask_id is not None:
         mask_id = _checks.integer("mask_id", mask_id, 0, _checks.token_max(x_1.dtype))
     composed = transformed(x_1, x_0, kappa, noise)  # the reference's plain math
-    name = composable("mixture_path_sample", x_1, backend) if composed else pick("mixture_path_sample", x_1, backend)
+    name = pick("mixture_path_sample", x_1, backend, composed)
     if composed or direct(x_1, x_0, kappa, rng, noise):
         return run("mixture_path_sample", name, x_1, x_0, kappa, rng, noise, int(vocab_size), mask_id)
     return _mixture_sample(x_1, x_0, kappa, rng, noise, int(vocab_size), -1 if mask_id is None else mask_id,
@@ -219,10 +219,10 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
     if transformed(logits, x_1):  # plain reference math, no fused gradient
-        weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), int(ignore_index), scale, False,
-                                  composable("cross_entropy", logits, backend))
+        weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), ignore_index, scale, False,
+                                  pick("cross_entropy", logits, backend, composed=True))
         return _reduce(weighted, x_1, reduction, divisor)
-    args = (logits, x_1.reshape(-1), int(ignore_index), scale, need_grad, pick("cross_entropy", logits, backend))
+    args = (logits, x_1.reshape(-1), ignore_index, scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
         if reduction != "none" and divisor is None and not overwrite:  # the loss: the weighted rows' sum
             return _ce_eager(*args, overwrite, total=True)  # (overwritten rows unpack only as an output)
@@ -259,7 +259,7 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
     if transformed(logits, x_1, x_t, per_row):
         weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,
-                                   composable("generalized_kl", logits, backend))
+                                   pick("generalized_kl", logits, backend, composed=True))
         return _reduce(weighted, x_1, reduction, divisor)
     if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
         scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
@@ -395,7 +395,7 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
             float(temperature), final, probs, rng, nt, nr, nr0)
     composed = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0)  # the reference's plain math
-    name = composable("jump_step", logits, backend) if composed else pick("jump_step", logits, backend)
+    name = pick("jump_step", logits, backend, composed)
     if composed or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
         new = run("jump_step", name, *args).view(x_t.shape)
     else:
@@ -421,7 +421,7 @@ def _noise_rows(name, u, x_t, width):
     if u.shape != (*x_t.shape, width):
         raise ValueError(f"{name}: expected shape {(*x_t.shape, width)}, got {tuple(u.shape)}")
     _checks.same_device(name, u, x_t)
-    _checks.values(name, ((u >= 0) & (u <= 1)).all(), "uniforms must lie in [0, 1]")
+    _checks.uniforms(name, u)
     return u.reshape(-1, width)
 
 

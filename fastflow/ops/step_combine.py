@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks, backends
-from ._registry import composable, direct, pick, run, transformed
+from ._registry import direct, pick, run, transformed
 
 
 @torch.library.custom_op("fastflow::step_combine", mutates_args=())
@@ -101,7 +101,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         _checks.same_shape("out", out, x, "x")
         _checks.output("out", out, x=x, p=p, q=q, noise=noise)
     coef = [_checks.coefficient(n, v, batch, x, finite=True) if v is not None else None
-            for n, v in (("A", A), ("B", B), ("C", C if q is not None else None), ("N", N))]
+            for n, v in (("A", A), ("B", B), ("C", C), ("N", N))]  # (C given exactly with q: checked above)
     if out is not None and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, p, q, noise, *coef)):
         raise ValueError("out: the result cannot be written into out= while an input requires grad "
@@ -111,7 +111,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     if rng is not None:
         rng = _checks.rng("rng", rng, x)
     if transformed(x, p, q, *coef, noise, out):
-        return run("step_combine", composable("step_combine", x, backend), x, p, q, *coef, rng, noise, out)
+        return run("step_combine", pick("step_combine", x, backend, composed=True), x, p, q, *coef, rng, noise, out)
     if direct(x, p, q, *coef, rng, noise, out):
         result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
         if out is not None:
@@ -179,6 +179,6 @@ def stepper(like: Tensor, backend: Optional[str] = None):
     def combine(x, p, A, B, q=None, C=None, out=None):
         if fast is not None and type(x) is Tensor and x.shape == shape and _plain_floats(x, p, q, A, B, C, out):
             return _floats_call(fast, x, p, A, B, q, C, out)
-        return step_combine(x, p, A, B, q=q, C=C, out=out, backend=backend)  # (as asked: see `composable`)
+        return step_combine(x, p, A, B, q=q, C=C, out=out, backend=backend)  # (as asked: see pick's composed)
 
     return combine

@@ -49,11 +49,14 @@ class PathSample:
 
     @property
     def x_0(self) -> Tensor:
-        if self._x_0 is None:  # regenerate the in-kernel noise: 0 * x_1 + 1 * x_0
-            zero = torch.zeros_like(self.coefficients["alpha_t"]) if self.coefficients else None
-            self._x_0 = self._derive("x_0", lambda: _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng,
-                                                                         backend=self.backend))
+        if self._x_0 is None:
+            self._x_0 = self._derive("x_0", self._noise)
         return self._x_0
+
+    def _noise(self) -> Tensor:
+        """The in-kernel noise regenerated: 0 * x_1 + 1 * x_0."""
+        zero = torch.zeros_like(self.coefficients["alpha_t"])
+        return _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng, backend=self.backend)
 
     @x_0.setter
     def x_0(self, value: Tensor) -> None:
