@@ -14,7 +14,8 @@ import torch
 
 from . import _transforms
 
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels take (fp32 arithmetic)
+REAL_DTYPES = FLOAT_DTYPES + (torch.float64,)  # what the public ops take: float64 runs the reference math
 FP32_MAX = 3.4028234663852886e38
 INDEX_DTYPES = (torch.int64, torch.int32)
 
@@ -33,6 +34,22 @@ def tensor(name: str, x, dtypes=None, ndim_min: int = 0) -> torch.Tensor:
     if x.dim() < ndim_min:
         raise ValueError(f"{name}: expected at least {ndim_min} dimensions, got shape {tuple(x.shape)}")
     return x
+
+
+def coef_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype of the per-sample coefficients of data ``like``: float64 for float64 data (which
+    the reference backend computes in float64), else fp32 (the kernels' arithmetic)."""
+    return torch.float64 if like.dtype is torch.float64 else torch.float32
+
+
+def wide(**named) -> str | None:
+    """The name of the first float64 tensor among ``named`` (None if none): the call then runs
+    the reference backend's PyTorch math in float64, as flow_matching would, since every kernel
+    computes in fp32 (``fastflow.ops._registry.pick`` says so to a caller who asked for one)."""
+    for name, t in named.items():
+        if t is not None and t.dtype is torch.float64:
+            return name
+    return None
 
 
 def same_device(name: str, x: torch.Tensor, ref: torch.Tensor):
@@ -130,12 +147,14 @@ def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None
 
 def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None,
                 finite: bool = False) -> torch.Tensor:
-    """A float or a ``[B]`` / scalar tensor -> fp32 ``[B]`` on ``like``'s device (NaN refused,
-    and values outside [lo, hi], and infinities when ``finite``)."""
+    """A float or a ``[B]`` / scalar tensor -> ``[B]`` on ``like``'s device, fp32 (float64 for
+    float64 ``like``, see ``coef_dtype``); NaN refused, and values outside [lo, hi], and
+    infinities when ``finite``."""
+    dtype = coef_dtype(like)
     if not isinstance(value, torch.Tensor):  # a number: checked as one, then filled in
         if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
             raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
-        return torch.full((batch,), scalar(name, value, lo, hi, finite), dtype=torch.float32, device=like.device)
+        return torch.full((batch,), scalar(name, value, lo, hi, finite), dtype=dtype, device=like.device)
     if finite:  # fp32's largest finite values as the bounds
         lo, hi = -FP32_MAX if lo is None else lo, FP32_MAX if hi is None else hi
     # a scalar, [B], or one per sample broadcast against the data ([B, 1, 1, 1], as flow_matching's
@@ -144,8 +163,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         raise ValueError(f"{name}: expected a scalar or shape [{batch}] (or [{batch}, 1, ...]), got {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
-    out = value if value.dtype is torch.float32 and value.device == like.device else \
-        value.to(device=like.device, dtype=torch.float32)  # a no-op .to() is still a dispatcher call
+    out = value if value.dtype is dtype and value.device == like.device else \
+        value.to(device=like.device, dtype=dtype)  # a no-op .to() is still a dispatcher call
     if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):
         out = out.reshape(-1).expand(batch).contiguous()
     if _on_host(out):
@@ -169,13 +188,15 @@ def _allowed(lo, hi) -> str:
     return f"must lie in [{lo}, {hi}] and not be NaN"
 
 
-def per_sample(name: str, c: torch.Tensor, batch: int) -> torch.Tensor:
+def per_sample(name: str, c: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
     """A computed coefficient (a scheduler's output: one value, or one per sample in any shape,
-    [B] or [B, 1, ...]) as a contiguous fp32 ``[batch]`` (already one: returned as is)."""
-    if c.dtype is torch.float32 and c.shape == (batch,) and c.is_contiguous():
+    [B] or [B, 1, ...]) as a contiguous ``[batch]`` of data ``like``'s ``coef_dtype`` (already
+    one: returned as is)."""
+    dtype = coef_dtype(like)
+    if c.dtype is dtype and c.shape == (batch,) and c.is_contiguous():
         return c
     one_per_sample(batch, **{name: c})
-    return c.float().reshape(-1).expand(batch).contiguous()
+    return c.to(dtype).reshape(-1).expand(batch).contiguous()
 
 
 def one_per_sample(batch: int, **named) -> None:
@@ -243,5 +264,5 @@ def scalar_or_coefficient(name: str, value, batch: int, like: torch.Tensor, lo=N
 
 
 def time(name: str, t, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Times in [0, 1] as fp32 ``[B]``."""
+    """Times in [0, 1] as ``[B]`` (fp32, or float64 for float64 data)."""
     return coefficient(name, t, batch, like, lo=0.0, hi=1.0)

@@ -62,7 +62,7 @@ class DDPMScheduler:
     def __call__(self, t: Tensor) -> SchedulerOutput:
         """The table as an affine scheduler in flow-matching time (derivatives by finite
         difference over one table step, d/dt = -K d/dk). ``t`` in [0, 1]."""
-        _checks.tensor("t", t, (torch.float64,) + _checks.FLOAT_DTYPES)
+        _checks.tensor("t", t, _checks.REAL_DTYPES)
         _checks.values("t", (t >= 0) & (t <= 1), "times must lie in [0, 1]")
         K = self.num_steps
         k = torch.round((1 - t.double()) * K).long().clamp(0, K)  # (in range once checked)
@@ -75,9 +75,10 @@ class DDPMScheduler:
         return SchedulerOutput(*(v.to(t.dtype) for v in (alpha, sigma, d_alpha, d_sigma)))
 
 
-def _coef(v) -> float | Tensor:
-    """A step's coefficient for ``step_combine``: a float for an int step, else fp32 ``[B]``."""
-    return float(v) if v.dim() == 0 else v.float()
+def _coef(v, x: Tensor) -> float | Tensor:
+    """A step's coefficient for ``step_combine``: a float for an int step, else ``[B]`` (fp32;
+    float64 for float64 ``x``)."""
+    return float(v) if v.dim() == 0 else v.to(_checks.coef_dtype(x))
 
 
 def _check_scheduler(scheduler) -> None:
@@ -90,7 +91,7 @@ def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
               out: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """Ancestral step k -> k-1: ``x/sqrt(a_k) - beta_k/(sqrt(a_k) sqrt(1-abar_k)) eps_hat + sqrt(beta_k) z``
     (no noise at k = 1). ``k``: int or ``[B]`` integer tensor in [1, K]."""
-    _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
     _check_scheduler(scheduler)
     k = scheduler._k(k, x.shape[0], x)
     beta, alpha, alpha_bar = scheduler.tables(x.device if isinstance(k, Tensor) else "cpu")
@@ -98,7 +99,7 @@ def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
     B = -beta[k] / (alpha[k].sqrt() * (1 - alpha_bar[k]).sqrt())
     N = torch.where(torch.as_tensor(k, device=beta.device) > 1, beta[k].sqrt(), 0.0)
     rng = new_rng(x.device, generator) if noise is None else None
-    return step_combine(x, eps_hat, _coef(A), _coef(B), N=_coef(N), rng=rng, noise=noise, out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), N=_coef(N, x), rng=rng, noise=noise, out=out, backend=backend)
 
 
 def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
@@ -106,7 +107,7 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     """Deterministic DDIM (eta = 0) step k -> j = k_prev < k:
     ``sqrt(abar_j / abar_k) x + (sqrt(1 - abar_j) - sqrt(abar_j (1 - abar_k) / abar_k)) eps_hat``;
     ``k_prev = 0`` lands on the data (abar_0 = 1)."""
-    _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
     _check_scheduler(scheduler)
     k = scheduler._k(k, x.shape[0], x)
     j = scheduler._k(k_prev, x.shape[0], x, name="k_prev", lo=0)
@@ -120,4 +121,4 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     ab_k, ab_j = alpha_bar[k], alpha_bar[j]
     A = (ab_j / ab_k).sqrt()
     B = (1 - ab_j).sqrt() - (ab_j * (1 - ab_k) / ab_k).sqrt()
-    return step_combine(x, eps_hat, _coef(A), _coef(B), out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), out=out, backend=backend)

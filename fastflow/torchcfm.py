@@ -156,8 +156,8 @@ class ConditionalFlowMatcher:
 
 
 def _check_points(x0: Tensor, x1: Tensor) -> None:
-    _checks.tensor("x1", x1, _checks.FLOAT_DTYPES, ndim_min=1)
-    _checks.tensor("x0", x0, _checks.FLOAT_DTYPES)
+    _checks.tensor("x1", x1, _checks.REAL_DTYPES, ndim_min=1)
+    _checks.tensor("x0", x0, _checks.REAL_DTYPES)
     _checks.same_shape("x0", x0, x1, "x1")
 
 

@@ -34,7 +34,7 @@ class MixturePathGeneralizedKL(torch.nn.modules.loss._Loss):
         _checks.tensor("x_1", x_1, _checks.INDEX_DTYPES, ndim_min=1)
         t = _checks.time("t", t, x_1.shape[0], logits)
         s = self.path.scheduler(t)
-        kappa, d_kappa = (_checks.per_sample("scheduler", c, x_1.shape[0]) for c in (s.alpha_t, s.d_alpha_t))
+        kappa, d_kappa = (_checks.per_sample("scheduler", c, x_1.shape[0], logits) for c in (s.alpha_t, s.d_alpha_t))
         _checks.values("t", kappa < 1, "the jump coefficient d_kappa/(1 - kappa) is infinite where kappa_t = 1 "
                        "(t = 1); sample t in [0, 1)")
         return generalized_kl(logits, x_1, x_t, d_kappa / (1 - kappa), self.ignore_index, self.reduction,

@@ -16,7 +16,8 @@ mutating custom op would, so autograd still catches a saved tensor overwritten l
 ``jvp``, ``jacrev``, ...) or carries forward-mode AD tangents: the kernels read raw memory, so
 they would drop the tangents and batch dimensions, and torch's custom ops refuse the
 transforms' autograd. Such a call runs the reference backend's plain PyTorch math (no fused
-gradient buffer), which every transform composes with.
+gradient buffer), which every transform composes with. Float64 data runs the same way
+(``pick``'s ``wide``): every kernel computes in fp32, the reference's math keeps float64.
 """
 from __future__ import annotations
 
@@ -31,12 +32,17 @@ def run(op: str, backend: str, *args):
     return backends.kernel(op, backend)(*args)
 
 
-def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = False) -> str:
-    """The backend that runs ``op`` on ``like``'s device; ``composed`` (a ``transformed`` call):
-    the reference, unless another was asked for (then a ValueError that says why)."""
-    if composed:
+def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = False, wide: str | None = None) -> str:
+    """The backend that runs ``op`` on ``like``'s device; ``composed`` (a ``transformed`` call)
+    or ``wide`` (the name of a float64 argument, see ``_checks.wide``): the reference, unless
+    another was asked for (then an error that says why)."""
+    if composed or wide:
         name = backend if backend is not None else backends.get_backend()
         if name not in ("auto", "reference"):
+            if wide:
+                raise TypeError(f"{wide}: backend={name!r} takes float32, bfloat16 or float16 tensors (its kernels "
+                                "compute in fp32), got torch.float64; 'auto' and 'reference' run float64 as the "
+                                "reference backend's PyTorch math, in float64")
             raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
                              "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
                              "which runs the plain PyTorch math there)")

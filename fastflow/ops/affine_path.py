@@ -123,17 +123,17 @@ def _reciprocal_fp32(n: int) -> float:
 
 
 def _check_pair(x_1, x_0, name_1="x_1", name_0="x_0"):
-    _checks.tensor(name_1, x_1, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor(name_1, x_1, _checks.REAL_DTYPES, ndim_min=1)
     if x_0 is not None:
-        _checks.tensor(name_0, x_0, _checks.FLOAT_DTYPES)
+        _checks.tensor(name_0, x_0, _checks.REAL_DTYPES)
         _checks.same_shape(name_0, x_0, x_1, name_1)
     if x_1.shape[0] == 0 or x_1.numel() == 0:
         raise ValueError(f"{name_1}: expected a non-empty batch, got shape {tuple(x_1.shape)}")
 
 
 def coefficients(like: Tensor, rng: Optional[Tensor], **named) -> tuple:
-    """The public ops' per-sample coefficients (floats or scalar / ``[B]`` tensors) as fp32
-    ``[B]`` on ``like``'s device, NaN and infinities refused, and their ``rng`` checked. The
+    """The public ops' per-sample coefficients (floats or scalar / ``[B]`` tensors) as ``[B]``
+    (fp32; float64 for float64 data) on ``like``'s device, NaN and infinities refused, and their ``rng`` checked. The
     path classes compute theirs from checked times and call the ``_``-prefixed entries."""
     batch = like.shape[0]
     out = tuple(None if v is None else _checks.coefficient(k, v, batch, like, finite=True) for k, v in named.items())
@@ -151,13 +151,14 @@ def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a, b, s=None, rng: Op
 
 def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor, s: Optional[Tensor] = None,
                         rng: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
-    """``affine_path_sample`` with fp32 ``[B]`` coefficients computed by the caller."""
+    """``affine_path_sample`` with ``[B]`` coefficients computed by the caller."""
     _check_pair(x_1, x_0)
     _checks.one_per_sample(x_1.shape[0], a=a, b=b, s=s)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
-    if transformed(x_1, x_0, a, b, s):
-        return run("affine_path_sample", pick("affine_path_sample", x_1, backend, composed=True), x_1, x_0, a, b, s, rng)
+    composed, wide = transformed(x_1, x_0, a, b, s), _checks.wide(x_1=x_1, x_0=x_0)
+    if composed or wide:  # plain reference math
+        return run("affine_path_sample", pick("affine_path_sample", x_1, backend, composed, wide), x_1, x_0, a, b, s, rng)
     name = pick("affine_path_sample", x_1, backend)
     if direct(x_1, x_0, a, b, s, rng):
         return run("affine_path_sample", name, x_1, x_0, a, b, s, rng)
@@ -183,11 +184,11 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
                       e: Optional[Tensor] = None, rng: Optional[Tensor] = None,
                       mask: Optional[Tensor] = None, weight=None, reduction: str = "mean",
                       backend: Optional[str] = None) -> Tensor:
-    """``affine_path_loss`` with fp32 ``[B]`` coefficients computed by the caller."""
+    """``affine_path_loss`` with ``[B]`` coefficients computed by the caller."""
     _checks.choice("reduction", reduction, REDUCTIONS)
     _check_pair(x_1, x_0)
     _checks.one_per_sample(x_1.shape[0], c=c, d=d, e=e)
-    _checks.tensor("v", v, _checks.FLOAT_DTYPES)
+    _checks.tensor("v", v, _checks.REAL_DTYPES)
     _checks.same_shape("v", v, x_1, "x_1")
     if (x_0 is None or e is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or e is given (noise is regenerated)")
@@ -200,11 +201,13 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
         except RuntimeError:
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
     w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
-    composed = transformed(v, x_1, x_0, c, d, e, w)  # plain reference math, no fused gradient
-    backend = pick("affine_path_loss", v, backend, composed)
+    composed, wide = transformed(v, x_1, x_0, c, d, e, w), _checks.wide(v=v, x_1=x_1, x_0=x_0)
+    backend = pick("affine_path_loss", v, backend, composed, wide)
+    composed = composed or wide is not None  # plain reference math, no fused gradient
+    dtype = torch.float64 if wide else torch.float32  # the arithmetic's, and the loss's
     if reduction == "none":
         target = _affine_path_sample(x_1, x_0, c, d, e, rng, backend)
-        loss = (v.float() - target.float()).square()
+        loss = (v.to(dtype) - target.to(dtype)).square()
         if mask is not None:
             loss = loss * mask
         return loss if w is None else loss * w.view(-1, *([1] * (loss.dim() - 1)))
@@ -218,10 +221,10 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
     if w is None and type(divisor) is int:  # one fill: 1 / divisor rounded once to fp32, as the division
         # (the cache is for eager loops: dynamo warns when it traces one)
         inverse = _reciprocal_fp32.__wrapped__ if torch.compiler.is_compiling() else _reciprocal_fp32
-        scale = torch.full((batch,), inverse(divisor) if fold else 1.0,
-                           dtype=torch.float32, device=v.device)
+        inverse = 1.0 / divisor if wide else inverse(divisor)
+        scale = torch.full((batch,), inverse if fold else 1.0, dtype=dtype, device=v.device)
     else:
-        scale = torch.ones(batch, dtype=torch.float32, device=v.device) if w is None else w.float()
+        scale = torch.ones(batch, dtype=dtype, device=v.device) if w is None else w.to(dtype)
         if fold:
             scale = scale / divisor
     need_grad = not composed and torch.is_grad_enabled() and any(  # (composed: autograd differentiates)

@@ -160,7 +160,7 @@ _gkl_eager = eager_function(_gkl_impl, _gkl_setup, _backward)
 
 
 def _check_logits(logits, x_1, name_1="x_1"):
-    _checks.tensor("logits", logits, _checks.FLOAT_DTYPES, ndim_min=2)
+    _checks.tensor("logits", logits, _checks.REAL_DTYPES, ndim_min=2)
     _checks.tensor(name_1, x_1, _checks.INDEX_DTYPES)
     if logits.shape[:-1] != x_1.shape:
         raise ValueError(f"logits: expected shape {tuple(x_1.shape)} + (V,) to match {name_1}, "
@@ -172,7 +172,7 @@ def _check_logits(logits, x_1, name_1="x_1"):
 
 def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str, dtype: torch.dtype):
     """(per-row scale of the fused op, divisor applied after it or None); see _fused_grad."""
-    valid = (x_1 != ignore_index).reshape(-1).float()
+    valid = (x_1 != ignore_index).reshape(-1).to(torch.float64 if dtype is torch.float64 else torch.float32)
     if reduction != "mean":
         return valid, None
     count = valid.sum().clamp_min(1.0)
@@ -218,9 +218,10 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
-    if transformed(logits, x_1):  # plain reference math, no fused gradient
+    composed, wide = transformed(logits, x_1), _checks.wide(logits=logits)
+    if composed or wide:  # plain reference math, no fused gradient
         weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), ignore_index, scale, False,
-                                  pick("cross_entropy", logits, backend, composed=True))
+                                  pick("cross_entropy", logits, backend, composed, wide))
         return _reduce(weighted, x_1, reduction, divisor)
     args = (logits, x_1.reshape(-1), ignore_index, scale, need_grad, pick("cross_entropy", logits, backend))
     if direct(logits, x_1, scale, autograd=True):
@@ -257,9 +258,10 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
-    if transformed(logits, x_1, x_t, per_row):
+    composed, wide = transformed(logits, x_1, x_t, per_row), _checks.wide(logits=logits)
+    if composed or wide:  # plain reference math, no fused gradient
         weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,
-                                   pick("generalized_kl", logits, backend, composed=True))
+                                   pick("generalized_kl", logits, backend, composed, wide))
         return _reduce(weighted, x_1, reduction, divisor)
     if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
         scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
@@ -322,7 +324,7 @@ def _rates_at(scheduler, times: list, div_free: float, device) -> tuple[list, li
 
 def _source(source, mask_id, V, like):
     if isinstance(source, torch.Tensor):
-        _checks.tensor("source", source, _checks.FLOAT_DTYPES)
+        _checks.tensor("source", source, _checks.REAL_DTYPES)
         if source.shape != (V,):
             raise ValueError(f"source: expected a p0 of shape ({V},), got {tuple(source.shape)}")
         _checks.same_device("source", source, like)
@@ -374,8 +376,8 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     if not convex_by_type(scheduler):  # another scheduler: alpha_t + sigma_t = 1 at these times
         _checks.values("scheduler", sums_to_one(sched),
                        "the jump step of a mixture path needs a convex scheduler (alpha_t + sigma_t = 1)")
-    r1, r0 = jump_rates(_checks.per_sample("scheduler", sched.alpha_t, batch),
-                        _checks.per_sample("scheduler", sched.d_alpha_t, batch), c_b)
+    r1, r0 = jump_rates(_checks.per_sample("scheduler", sched.alpha_t, batch, logits),
+                        _checks.per_sample("scheduler", sched.d_alpha_t, batch, logits), c_b)
     per_row = x_t.numel() // batch
     expand = lambda v: v.repeat_interleave(per_row).contiguous()  # noqa: E731
     nt = nr = nr0 = None
@@ -394,9 +396,9 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
         rng = new_rng(logits.device, generator)
     args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
             float(temperature), final, probs, rng, nt, nr, nr0)
-    composed = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0)  # the reference's plain math
-    name = pick("jump_step", logits, backend, composed)
-    if composed or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
+    composed, wide = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0), _checks.wide(logits=logits)
+    name = pick("jump_step", logits, backend, composed, wide)
+    if composed or wide or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
         new = run("jump_step", name, *args).view(x_t.shape)
     else:
         new = _jump(*args, name).view(x_t.shape)
@@ -467,7 +469,7 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
 
     def step(i, logits, x_t, final):
         if not (type(logits) is Tensor and type(x_t) is Tensor and logits.device.type == "cpu"
-                and x_t.device == logits.device and direct(logits, x_t)):
+                and logits.dtype in _checks.FLOAT_DTYPES and x_t.device == logits.device and direct(logits, x_t)):
             return slow(i, logits, x_t, final)
         _check_logits(logits, x_t, "x_t")
         if logits.shape[-1] != vocab_size:

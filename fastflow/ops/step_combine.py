@@ -85,17 +85,18 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         fast = backends.float_kernel("step_combine", pick("step_combine", x, backend))
         if fast is not None:
             return _floats_call(fast, x, p, A, B, q, C, out)
-    _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
     batch = x.shape[0]
-    _checks.tensor("p", p, _checks.FLOAT_DTYPES)
+    _checks.tensor("p", p, _checks.REAL_DTYPES)
     _checks.same_shape("p", p, x, "x")
     if q is not None:
-        _checks.tensor("q", q, _checks.FLOAT_DTYPES)
+        _checks.tensor("q", q, _checks.REAL_DTYPES)
         _checks.same_shape("q", q, x, "x")
     if noise is not None:
-        _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
+        _checks.tensor("noise", noise, _checks.REAL_DTYPES)
         _checks.same_shape("noise", noise, x, "x")
-    name = pick("step_combine", x, backend)
+    wide = _checks.wide(x=x, p=p, q=q, noise=noise)
+    name = pick("step_combine", x, backend, wide=wide)
     if out is not None:
         _checks.tensor("out", out, (x.dtype,))
         _checks.same_shape("out", out, x, "x")
@@ -110,8 +111,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         raise ValueError("rng: required when N is given without noise")
     if rng is not None:
         rng = _checks.rng("rng", rng, x)
-    if transformed(x, p, q, *coef, noise, out):
-        return run("step_combine", pick("step_combine", x, backend, composed=True), x, p, q, *coef, rng, noise, out)
+    if wide or transformed(x, p, q, *coef, noise, out):  # plain reference math
+        return run("step_combine", pick("step_combine", x, backend, True, wide), x, p, q, *coef, rng, noise, out)
     if direct(x, p, q, *coef, rng, noise, out):
         result = run("step_combine", name, x, p, q, *coef, rng, noise, out)
         if out is not None:

@@ -34,7 +34,7 @@ class AffineProbPath(ProbPath):
     def _coefficients(self, t: Tensor, batch: int, like: Tensor) -> dict:
         t = _checks.time("t", t, batch, like)
         out = self.scheduler(t)
-        return {k: _checks.per_sample("scheduler", getattr(out, k), batch)
+        return {k: _checks.per_sample("scheduler", getattr(out, k), batch, like)
                 for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")}
 
     def sample(self, x_0: Optional[Tensor] = None, x_1: Optional[Tensor] = None, t: Optional[Tensor] = None,
@@ -46,7 +46,7 @@ class AffineProbPath(ProbPath):
         """
         if x_1 is None or t is None:
             raise ValueError("x_1, t: both are required")
-        _checks.tensor("x_1", x_1, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("x_1", x_1, _checks.REAL_DTYPES, ndim_min=1)
         _checks.tensor("t", t)
         if t.shape != (x_1.shape[0],):
             raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
@@ -83,10 +83,10 @@ class AffineProbPath(ProbPath):
 
     # -- conversions between prediction types: u = A x_t + B pred, one fused kernel each
     def _convert(self, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
-        _checks.tensor("x_t", x_t, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("x_t", x_t, _checks.REAL_DTYPES, ndim_min=1)
         batch = x_t.shape[0]
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
-        a, b = (_checks.per_sample("scheduler", c, batch) for c in (a_fn(s), b_fn(s)))
+        a, b = (_checks.per_sample("scheduler", c, batch, x_t) for c in (a_fn(s), b_fn(s)))
         finite = torch.isfinite(a).all() & torch.isfinite(b).all()
         _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
         return step_combine(x_t, pred, a, b)

@@ -15,7 +15,6 @@ from ..utils import expand_tensor_like
 from .base import ProbPath
 from .path_sample import PathSample
 
-REAL_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)  # manifolds are often run in fp64
 
 
 class GeodesicProbPath(ProbPath):
@@ -36,9 +35,9 @@ class GeodesicProbPath(ProbPath):
         ``x_0``, ``x_1 [B, ..., D]`` on the manifold, ``t [B]`` in [0, 1]. The sample's ``t`` is
         broadcast to ``[B, ..., 1]``, as flow_matching returns it.
         """
-        _checks.tensor("x_1", x_1, REAL_DTYPES, ndim_min=2)
-        _checks.tensor("x_0", x_0, REAL_DTYPES)
-        _checks.tensor("t", t, REAL_DTYPES)
+        _checks.tensor("x_1", x_1, _checks.REAL_DTYPES, ndim_min=2)
+        _checks.tensor("x_0", x_0, _checks.REAL_DTYPES)
+        _checks.tensor("t", t, _checks.REAL_DTYPES)
         self.assert_sample_shape(x_0, x_1, t)
         _checks.same_device("x_0", x_0, x_1)
         _checks.same_device("t", t, x_1)

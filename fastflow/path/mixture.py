@@ -40,7 +40,7 @@ class MixtureDiscreteProbPath(ProbPath):
         t_b = _checks.time("t", t, x_1.shape[0], x_1)
         s = self.scheduler  # (fastflow's convex schedulers compute kappa_t alone)
         kappa = _checks.per_sample("scheduler", s._kappa_t(t_b) if isinstance(s, ConvexScheduler) else s(t_b).alpha_t,
-                                   x_1.shape[0])
+                                   x_1.shape[0], x_1)
         if x_0 is None:
             _checks.choice("source", source, ("uniform", "mask"))
             if source == "uniform":

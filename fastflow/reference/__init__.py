@@ -9,7 +9,9 @@ the same signatures; ``fastflow/ops`` validates, builds coefficients and owns au
   fp32 tensors ``[N]`` (discrete ops over ``[N, V]`` logits);
 - ``rng`` is an int64 tensor ``(seed, offset)`` on the data's device, read by the kernels
   (no host sync); every op documents the counter values it consumes (FORMULAS.md §6);
-- all arithmetic is fp32; outputs take the input dtype, losses are fp32.
+- all arithmetic is fp32; outputs take the input dtype, losses are fp32. Float64 inputs (which
+  the public ops send only here) are computed in float64 (``_common.compute_dtype``), their
+  coefficients and losses float64 too, the noise the same fp32 stream widened.
 """
 from .affine_path_sample import affine_path_sample
 from .affine_path_loss import affine_path_loss

@@ -2,7 +2,7 @@
 and the gradient in the same pass.
 
     target   = c * x_1 + d * x_0 + e * eps            (x_0 / eps regenerated from rng)
-    sq_sum_b = sum_i mask_i * (v_i - target_i)^2      -> fp32 [B]
+    sq_sum_b = sum_i mask_i * (v_i - target_i)^2      -> fp32 [B] (float64 for float64 inputs)
     grad     = 2 * grad_scale_b * mask * (v - target) (written only when grad is given)
 
 ``grad`` is a buffer of ``v``'s shape and dtype. Weights, the reduction (mean / sum /
@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import torch
 
-from ._common import gaussian_like, per_sample
+from ._common import compute_dtype, gaussian_like, per_sample
 
 
 def _residual(v, x_1, x_0, c, d, e, rng, mask):
-    x1 = x_1.float()
-    x0 = gaussian_like(rng, 0, v) if x_0 is None else x_0.float()
+    dtype = compute_dtype(v, x_1, x_0, c)
+    x1 = x_1.to(dtype)
+    x0 = gaussian_like(rng, 0, v).to(dtype) if x_0 is None else x_0.to(dtype)
     target = per_sample(c, x1) * x1 + per_sample(d, x1) * x0
     if e is not None:
-        target = target + per_sample(e, x1) * gaussian_like(rng, 1, v)
-    r = v.float() - target
-    return r if mask is None else r * mask.to(torch.float32)
+        target = target + per_sample(e, x1) * gaussian_like(rng, 1, v).to(dtype)
+    r = v.to(dtype) - target
+    return r if mask is None else r * mask.to(dtype)
 
 
 def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None):

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from ._common import gaussian_like, per_sample
+from ._common import compute_dtype, gaussian_like, per_sample
 
 
 def affine_path_sample(x_1, x_0, a, b, s, rng, out=None):
-    x1 = x_1.float()
-    x0 = gaussian_like(rng, 0, x_1) if x_0 is None else x_0.float()
+    dtype = compute_dtype(x_1, x_0, a)
+    x1 = x_1.to(dtype)
+    x0 = gaussian_like(rng, 0, x_1).to(dtype) if x_0 is None else x_0.to(dtype)
     x_t = per_sample(a, x1) * x1 + per_sample(b, x1) * x0
     if s is not None:
-        x_t = x_t + per_sample(s, x1) * gaussian_like(rng, 1, x_1)
+        x_t = x_t + per_sample(s, x1) * gaussian_like(rng, 1, x_1).to(dtype)
     if out is None:
         return x_t.to(x_1.dtype)
     return out.copy_(x_t)

@@ -5,11 +5,13 @@
 
 Shapes: ``logits [N, V]``, ``x_1 [N]`` integer, ``grad_scale`` fp32 ``[N]`` (0 on ignored
 rows) or None, ``grad`` an ``[N, V]`` buffer in the logits dtype (it may be ``logits``
-itself). Returns the fp32 ``[N]`` losses.
+itself). Returns the fp32 ``[N]`` losses (float64 for float64 logits).
 """
 from __future__ import annotations
 
 import torch
+
+from ._common import compute_dtype
 
 
 def _valid_rows(x_1, ignore_index):
@@ -18,7 +20,7 @@ def _valid_rows(x_1, ignore_index):
 
 
 def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
-    z = logits.float()
+    z = logits.to(compute_dtype(logits))
     valid, idx = _valid_rows(x_1, ignore_index)
     lse = torch.logsumexp(z, dim=-1)
     loss = torch.where(valid, lse - z.gather(-1, idx[:, None]).squeeze(-1), 0.0)

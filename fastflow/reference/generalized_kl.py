@@ -9,24 +9,25 @@ With ``p = softmax(z_i)``, ``j_i = d_kappa / (1 - kappa)`` of the row's sample a
 The ``(1 - delta) * log p[x_1]`` term is 0 where delta = 1 even when ``p[x_1] = 0`` (a masked
 logit): flow_matching multiplies, which gives NaN there. Shapes: ``logits [N, V]``, ``x_1, x_t [N]`` integer, ``jump`` fp32 ``[N]``, ``grad_scale``
 fp32 ``[N]`` or None, ``grad`` an ``[N, V]`` buffer (may alias ``logits``). Rows with
-``x_1 == ignore_index`` give 0. Returns fp32 ``[N]``.
+``x_1 == ignore_index`` give 0. Returns fp32 ``[N]`` (float64 for float64 logits).
 """
 from __future__ import annotations
 
 import torch
 
+from ._common import compute_dtype
 from .cross_entropy import _valid_rows
 
 
 def generalized_kl(logits, x_1, x_t, jump, ignore_index: int, grad_scale, grad):
-    z = logits.float()
+    z = logits.to(compute_dtype(logits))
     valid, i1 = _valid_rows(x_1, ignore_index)
     it = torch.where(valid, x_t, 0).long()
     log_p = torch.log_softmax(z, dim=-1)
     p = log_p.exp()
     log_p_x1 = log_p.gather(-1, i1[:, None]).squeeze(-1)
     p_xt = p.gather(-1, it[:, None]).squeeze(-1)
-    off = (x_t != x_1).float()
+    off = (x_t != x_1).to(z.dtype)
     # (1 - delta) log p[x_1] is 0 where delta = 1, even if p[x_1] = 0 (flow_matching's 0 * -inf is NaN)
     loss = torch.where(valid, -jump * (p_xt - (1 - off) + torch.where(off > 0, log_p_x1, 0.0)), 0.0)
     if grad is not None:

@@ -34,6 +34,7 @@ import torch
 
 from .._transforms import vmapped
 from . import philox
+from ._common import compute_dtype
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
 _CHUNK_ELEMENTS = 1 << 22  # rows are processed in chunks to bound the reference's memory
@@ -99,10 +100,10 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
 
     def step_rows(idx):
         """The new tokens of rows ``idx`` (all of which may jump)."""
-        z = logits[idx].float()
+        z = logits[idx].to(compute_dtype(logits))
         # a device tensor, not a Python number: CUDA turns division by a CPU scalar into a
         # multiplication by its reciprocal (one bit off), the kernels divide
-        keys = (torch.log(z) if probs else z) / torch.tensor(temperature, dtype=torch.float32, device=dev)
+        keys = (torch.log(z) if probs else z) / torch.tensor(temperature, dtype=z.dtype, device=dev)
         ru = noise_race[idx].float() if noise_race is not None else _race_uniforms(rng, N, idx, V)
         x1 = _race(keys, ru)
         if final:

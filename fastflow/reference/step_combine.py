@@ -7,16 +7,17 @@ DDIM) is this op with per-sample fp32 ``[B]`` coefficients built in ``fastflow.s
 """
 from __future__ import annotations
 
-from ._common import gaussian_like, per_sample
+from ._common import compute_dtype, gaussian_like, per_sample
 
 
 def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
-    xf = x.float()
-    y = per_sample(A, xf) * xf + per_sample(B, xf) * p.float()
+    dtype = compute_dtype(x, p, q, noise, A)
+    xf = x.to(dtype)
+    y = per_sample(A, xf) * xf + per_sample(B, xf) * p.to(dtype)
     if q is not None:
-        y = y + per_sample(C, xf) * q.float()
+        y = y + per_sample(C, xf) * q.to(dtype)
     if N is not None:
-        z = noise.float() if noise is not None else gaussian_like(rng, 0, x)
+        z = (noise if noise is not None else gaussian_like(rng, 0, x)).to(dtype)
         y = y + per_sample(N, xf) * z
     if out is None:
         return y.to(x.dtype)

@@ -54,7 +54,7 @@ class MixtureDiscreteEulerSolver(Solver):
         self._source, self._mask_id = "uniform", mask_id
         if source_distribution_p is not None:
             p0 = source_distribution_p
-            _checks.tensor("source_distribution_p", p0, _checks.FLOAT_DTYPES + (torch.float64,))
+            _checks.tensor("source_distribution_p", p0, _checks.REAL_DTYPES)
             if p0.shape != (vocabulary_size,):
                 raise ValueError(f"source_distribution_p: expected shape ({vocabulary_size},), got {tuple(p0.shape)}")
             host = p0.detach().double().cpu()  # once, at construction: pick the closed form
@@ -79,7 +79,7 @@ class MixtureDiscreteEulerSolver(Solver):
                return_intermediates: bool = False, verbose: bool = False, temperature: float = 1.0,
                generator: Optional[torch.Generator] = None, **model_extras) -> Tensor:
         """Sample from ``x_init [B, ...]``; ``dtype_categorical`` is accepted for compatibility
-        (the draw is always computed in fp32)."""
+        (the race draws from the exact law in the model output's arithmetic: fp32, or float64)."""
         _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
         if (callable(div_free) or div_free != 0.0) and self.source_distribution_p is None \
                 and self._mask_id is None:

@@ -18,7 +18,7 @@ def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guida
     """
     if v_uncond is None and _checks.fp32_float(h) and type(guidance_scale) in (int, float) and guidance_scale == 0:
         return step_combine(x, v, 1.0, h, out=out, backend=backend)  # checks x and v itself
-    _checks.tensor("x", x, _checks.FLOAT_DTYPES, ndim_min=1)
+    _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
     batch = x.shape[0]
     h = _checks.scalar_or_coefficient("h", h, batch, x, finite=True)
     if v_uncond is None:

@@ -19,6 +19,7 @@ import math
 from contextlib import nullcontext
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -126,21 +127,29 @@ class ODESolver(Solver):
             return self._advance(y0, y0, t0, dt, extras, out)
         if method == "midpoint":
             y_mid = self._advance(y0, y0, t0, 0.5 * dt, extras)
-            return self._advance(y0, y_mid, t0 + 0.5 * dt, dt, extras, out)
+            return self._advance(y0, y_mid, self._stage(t0, 0.5, dt), dt, extras, out)
         if method in ("heun", "heun2"):
             k1 = self._u(y0, t0, extras)
-            k2 = self._u(self._combine(y0, k1, 1.0, dt), t0 + dt, extras)
+            k2 = self._u(self._combine(y0, k1, 1.0, dt), t1, extras)  # (torchdiffeq's last stage is at t1)
             return self._combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out)
         # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
         third = 1.0 / 3.0
         k1 = self._u(y0, t0, extras)
-        k2 = self._u(self._combine(y0, k1, 1.0, dt * third), t0 + dt * third, extras)
-        k3 = self._u(self._combine(y0, k2, 1.0, dt, q=k1, C=-dt * third),
-                     t0 + dt * (2.0 / 3.0), extras)
+        k2 = self._u(self._combine(y0, k1, 1.0, dt * third), self._stage(t0, third, dt), extras)
+        k3 = self._u(self._combine(y0, k2, 1.0, dt, q=k1, C=-dt * third), self._stage(t0, 2.0 / 3.0, dt), extras)
         y4 = self._combine(y0, k1, 1.0, dt, q=k2, C=-dt)
         k4 = self._u(self._combine(y4, k3, 1.0, dt), t1, extras)
         s = self._combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt)
         return self._combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out)
+
+    def _stage(self, t0: float, c: float, dt: float) -> float:
+        """A stage's time ``t0 + c dt`` rounded as torchdiffeq computes it, in the grid's dtype
+        (the model then sees torchdiffeq's time whatever the state's dtype, float64 included)."""
+        if self._t_dtype is torch.float64:
+            return t0 + c * dt
+        if self._t_dtype is torch.float32:  # (NumPy's fp32 scalars: a fraction of a torch op's cost)
+            return float(np.float32(t0) + np.float32(dt) * np.float32(c))
+        return float(torch.tensor(t0, dtype=self._t_dtype) + torch.tensor(dt, dtype=self._t_dtype) * c)
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
@@ -148,7 +157,7 @@ class ODESolver(Solver):
                uncond_model_extras: Optional[dict] = None, verbose: bool = False, **model_extras):
         """Integrate from ``time_grid[0]`` to ``time_grid[-1]``; returns the final state, or the
         states at every ``time_grid`` point when ``return_intermediates``."""
-        _checks.tensor("x_init", x_init, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("x_init", x_init, _checks.REAL_DTYPES, ndim_min=1)
         _checks.tensor("time_grid", time_grid)
         check_time_grid(time_grid)
         check_step_size(step_size)
@@ -199,7 +208,7 @@ class ODESolver(Solver):
 
         Integrated by torchdiffeq (any of its methods, as flow_matching does): the state carries
         autograd through the model, which the fused step kernels have no use for."""
-        _checks.tensor("x_1", x_1, _checks.FLOAT_DTYPES, ndim_min=1)
+        _checks.tensor("x_1", x_1, _checks.REAL_DTYPES, ndim_min=1)
         if not callable(log_p0):
             raise TypeError(f"log_p0: expected a callable x -> log p_0(x), got {type(log_p0).__name__}")
         _checks.tensor("time_grid", time_grid)

@@ -20,7 +20,6 @@ from .base import Solver, check_step_size
 from .discrete_solver import steps_between
 from .ode_solver import _progress
 
-REAL_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)
 
 
 def _euler(u: Callable, p: Callable, x: Tensor, t0: Tensor, dt: Tensor) -> Tensor:
@@ -69,7 +68,7 @@ class RiemannianODESolver(Solver):
         """Integrate over ``[min(time_grid), max(time_grid)]`` (the grid is sorted, as in
         flow_matching) with steps of ``step_size``, or on ``time_grid`` itself when it is None.
         Returns the final state, or ``[len(time_grid), ...]`` states with ``return_intermediates``."""
-        _checks.tensor("x_init", x_init, REAL_DTYPES, ndim_min=1)
+        _checks.tensor("x_init", x_init, _checks.REAL_DTYPES, ndim_min=1)
         _checks.tensor("time_grid", time_grid)
         if time_grid.dim() != 1 or time_grid.numel() < 2:
             raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
