@@ -10,9 +10,10 @@ fused path (eps drawn in-kernel, ``ut`` never stored). torchcfm's building block
 (``compute_mu_t``, ``compute_sigma_t``, ``sample_xt``, ``compute_conditional_flow``,
 ``sample_noise_like``, ``compute_lambda``, ``pad_t_like_x``) are plain PyTorch from the same
 coefficients; a subclass that overrides one of them (torchcfm's way to define a matcher) is
-sampled through them, unfused, so its definition holds. Exact OT pairing uses scipy's
-``linear_sum_assignment`` (optional dependency) on squared Euclidean costs and pairs the
-batch one-to-one (torchcfm samples pairs from the plan with replacement).
+sampled through them, unfused, so its definition holds. OT-CFM and SB-CFM pair the minibatch
+through ``self.ot_sampler`` (``optimal_transport.OTPlanSampler``): an exact plan (scipy's
+``linear_sum_assignment``, an optional dependency) pairs the batch one-to-one (torchcfm samples
+pairs from the plan with replacement), an entropic one's pairs are drawn from it as torchcfm's.
 SB-CFM's ``(1 - 2t) / (2 t (1 - t))`` uses torchcfm's ``+ 1e-8`` in the denominator.
 """
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from . import _checks, _transforms
-from ._rng import new_rng
-from .ops.affine_path import _affine_path_loss, _affine_path_sample
+from .. import _checks, _transforms
+from .._rng import new_rng
+from ..ops.affine_path import _affine_path_loss, _affine_path_sample
+from .optimal_transport import METHODS, OTPlanSampler, _cost, assignment
 
 
 class CFMSample:
@@ -163,39 +164,43 @@ def _check_points(x0: Tensor, x1: Tensor) -> None:
 
 def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
     """The permutation of x1 that pairs it with x0 at least total squared distance."""
-    try:
-        from scipy.optimize import linear_sum_assignment
-    except ImportError:
-        raise ImportError("exact OT pairing needs scipy (pip install scipy)") from None
     if _transforms.vmapped() and (_transforms.wrapped(x0) or _transforms.wrapped(x1)):
         raise ValueError("x0, x1: exact OT pairing cannot run under vmap (each element would need its own "
                          "assignment on the host); pair outside vmap, or loop")
-    cost = torch.cdist(x0.detach().reshape(x0.shape[0], -1).double().cpu(),
-                       x1.detach().reshape(x1.shape[0], -1).double().cpu()) ** 2
-    # (torch.func's grad / jvp refuse .numpy() on any tensor; the pairing is constant there)
-    rows, cols = linear_sum_assignment(np.asarray(cost.tolist()) if _transforms.transformed() else cost.numpy())
-    return torch.as_tensor(cols[rows.argsort()], device=x1.device)
+    return torch.as_tensor(assignment(_cost(x0, x1)), device=x1.device)
 
 
-class _ExactOTPairs:
-    """The minibatch pairing of OT-CFM and SB-CFM, and torchcfm's labelled variant of it."""
+class _OTPairs:
+    """The minibatch pairing of OT-CFM and SB-CFM (``self.ot_sampler``), and torchcfm's labelled
+    variant of it. An exact plan pairs the batch one-to-one (its plan is a permutation; torchcfm
+    draws pairs from it with replacement, so some points twice and others not); an entropic plan's
+    pairs are drawn from it as torchcfm draws them."""
 
     def _pair(self, x0, x1):
-        return x0, x1[_exact_ot_perm(x0, x1)]
+        if self.ot_sampler.method == "exact":
+            return x0, x1[_exact_ot_perm(x0, x1)]
+        return self.ot_sampler.sample_plan(x0, x1)
 
     def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
                                                     t: Optional[Tensor] = None, return_noise: bool = False):
         """torchcfm's ``(t, xt, ut, y0, y1[, eps])``: the labels follow their points' pairing."""
         _check_points(x0, x1)
-        perm = _exact_ot_perm(x0, x1)
-        s = self._sample_pairs(x0, x1[perm], t, None)
-        y1 = None if y1 is None else y1[perm]
+        if self.ot_sampler.method == "exact":
+            perm = _exact_ot_perm(x0, x1)
+            x1, y1 = x1[perm], None if y1 is None else y1[perm]
+        else:
+            x0, x1, y0, y1 = self.ot_sampler.sample_plan_with_labels(x0, x1, y0, y1)
+        s = self._sample_pairs(x0, x1, t, None)
         return (s.t, s.xt, s.ut, y0, y1, s.eps) if return_noise else (s.t, s.xt, s.ut, y0, y1)
 
 
 
-class ExactOptimalTransportConditionalFlowMatcher(_ExactOTPairs, ConditionalFlowMatcher):
+class ExactOptimalTransportConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
     """OT-CFM: I-CFM on minibatch pairs matched by exact optimal transport."""
+
+    def __init__(self, sigma: float = 0.0, backend: Optional[str] = None):
+        super().__init__(sigma, backend)
+        self.ot_sampler = OTPlanSampler(method="exact")
 
 
 class TargetConditionalFlowMatcher(ConditionalFlowMatcher):
@@ -206,15 +211,17 @@ class TargetConditionalFlowMatcher(ConditionalFlowMatcher):
         return dict(a=t, b=0 * one, s=1 - k * t, c=one, d=0 * one, e=-k * one, ignore_x0=True)
 
 
-class SchrodingerBridgeConditionalFlowMatcher(_ExactOTPairs, ConditionalFlowMatcher):
-    """SB-CFM: OT pairs, ``x_t = t x1 + (1-t) x0 + sigma sqrt(t(1-t)) eps``,
+class SchrodingerBridgeConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
+    """SB-CFM: pairs from the OT plan of ``ot_method`` (entropic ones with ``reg = 2 sigma^2``),
+    ``x_t = t x1 + (1-t) x0 + sigma sqrt(t(1-t)) eps``,
     ``u_t = x1 - x0 + (1 - 2t) / (2 t (1 - t) + 1e-8) * sigma sqrt(t(1-t)) eps``."""
 
     def __init__(self, sigma: float = 1.0, ot_method: str = "exact", backend: Optional[str] = None):
         super().__init__(sigma, backend)
         if sigma <= 0:
             raise ValueError(f"sigma: SB-CFM needs sigma > 0, got {sigma}")
-        self.ot_method = _checks.choice("ot_method", ot_method, ("exact",))
+        self.ot_method = _checks.choice("ot_method", ot_method, METHODS)
+        self.ot_sampler = OTPlanSampler(method=ot_method, reg=2 * self.sigma**2)
 
     def coefficients(self, t):
         one = torch.ones_like(t)

@@ -1,0 +1,142 @@
+"""fastflow.torchcfm.optimal_transport: torchcfm's OTPlanSampler and wasserstein without POT.
+
+The plans are checked against what defines them: the exact plan against every permutation of a
+small batch, the sinkhorn plan against a plain (non-log) Sinkhorn-Knopp written here and against
+its marginals, the unbalanced plan against the value POT documents for its solver; draws against
+the plan they come from.
+"""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastflow import torchcfm as tc
+from fastflow.torchcfm.optimal_transport import OTPlanSampler, _cost, entropic_plan, wasserstein
+
+
+def _plain_sinkhorn(M, reg, iters=5000):
+    K = torch.exp(-M / reg)
+    a = torch.full((M.shape[0],), 1 / M.shape[0], dtype=M.dtype)
+    b = torch.full((M.shape[1],), 1 / M.shape[1], dtype=M.dtype)
+    u, v = torch.ones_like(a), torch.ones_like(b)
+    for _ in range(iters):
+        v = b / (K.T @ u)
+        u = a / (K @ v)
+    return u[:, None] * K * v[None, :]
+
+
+def test_exact_plan_is_the_cheapest_assignment():
+    x0, x1 = torch.randn(6, 3), torch.randn(6, 3)
+    M = _cost(x0, x1)
+    best = min(sum(float(M[i, p[i]]) for i in range(6)) for p in itertools.permutations(range(6)))
+    plan = OTPlanSampler("exact").get_map(x0, x1)
+    assert np.allclose(plan.sum(0), 1 / 6) and np.allclose(plan.sum(1), 1 / 6) and set(np.unique(plan)) == {0, 1 / 6}
+    assert math.isclose(float((torch.from_numpy(plan) * M).sum()) * 6, best, rel_tol=1e-12)
+    assert math.isclose(wasserstein(x0, x1) ** 2, best / 6, rel_tol=1e-12)
+    best1 = min(sum(float(M[i, p[i]].sqrt()) for i in range(6)) for p in itertools.permutations(range(6)))
+    assert math.isclose(wasserstein(x0, x1, power=1), best1 / 6, rel_tol=1e-12)  # its own plan, not W2's
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (12, 7)])
+def test_sinkhorn_plan_is_the_entropic_plan(shape):
+    x0, x1 = torch.randn(shape[0], 2), torch.randn(shape[1], 2) + 0.5
+    M = _cost(x0, x1)
+    plan = torch.from_numpy(OTPlanSampler("sinkhorn", reg=0.5).get_map(x0, x1))
+    torch.testing.assert_close(plan, _plain_sinkhorn(M, 0.5), rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(plan.sum(0), torch.full((shape[1],), 1 / shape[1], dtype=plan.dtype), rtol=0, atol=1e-9)
+    # partial transport of all the mass has the same plan
+    torch.testing.assert_close(torch.from_numpy(OTPlanSampler("partial", reg=0.5).get_map(x0, x1)), plan)
+
+
+def test_sinkhorn_holds_where_its_scalings_underflow():
+    """torchcfm's default reg = 0.05 on costs of ~100: exp(-M / reg) is 0 in float64, where POT's
+    scalings give up (torchcfm then pairs uniformly); the log domain still finds the plan, which
+    tends to the exact one as reg shrinks."""
+    x0, x1 = torch.randn(10, 2), torch.randn(10, 2) + 7
+    M = _cost(x0, x1)
+    assert float(torch.exp(-M / 0.05).max()) == 0.0
+    exact = wasserstein(x0, x1) ** 2
+    with np.errstate(all="raise"):
+        plan = torch.from_numpy(OTPlanSampler("sinkhorn").get_map(x0, x1))
+    assert torch.isfinite(plan).all()
+    torch.testing.assert_close(plan.sum(1), torch.full((10,), 0.1, dtype=plan.dtype), rtol=0, atol=1e-12)
+    # (POT's 1000 iterations, slow at a small reg, leave the columns ~2e-4 off here)
+    torch.testing.assert_close(plan.sum(0), torch.full((10,), 0.1, dtype=plan.dtype), rtol=0, atol=1e-3)
+    assert abs(float((plan * M).sum()) - exact) <= 1e-3 * exact
+
+
+def test_unbalanced_plan_matches_pot_s_documented_value():
+    # POT's sinkhorn_knopp_unbalanced docstring: a = b = [.5, .5], M = [[0, 1], [1, 0]], reg = reg_m = 1
+    pts = torch.tensor([[0.0], [1.0]])
+    plan = OTPlanSampler("unbalanced", reg=1.0, reg_m=1.0).get_map(pts, pts)
+    np.testing.assert_allclose(plan, [[0.3220536, 0.1184769], [0.1184769, 0.3220536]], atol=5e-8)
+
+
+def test_a_plan_without_mass_falls_back_to_uniform_with_a_warning():
+    x0, x1 = torch.zeros(4, 2), torch.full((4, 2), 1e3)
+    with pytest.warns(UserWarning, match="uniform plan"):
+        plan = OTPlanSampler("unbalanced", reg=0.01, reg_m=0.01).get_map(x0, x1)
+    assert np.allclose(plan, 1 / 16)
+
+
+def test_draws_follow_the_plan_and_numpy_s_seed():
+    x0, x1 = torch.randn(5, 2), torch.randn(5, 2)
+    sampler = OTPlanSampler("sinkhorn", reg=1.0)
+    pi = sampler.get_map(x0, x1)
+    np.random.seed(0)
+    i, j = sampler.sample_map(pi, 20000)
+    counts = np.bincount(i * 5 + j, minlength=25)
+    expect = pi.flatten() / pi.sum() * 20000
+    chi2 = float(((counts - expect) ** 2 / expect).sum())
+    assert chi2 < 60  # 24 degrees of freedom: p ~ 1e-4
+    np.random.seed(1)
+    a0, a1 = sampler.sample_plan(x0, x1)
+    np.random.seed(1)
+    b0, b1, y0, y1 = sampler.sample_plan_with_labels(x0, x1, torch.arange(5), torch.arange(5) + 10)
+    assert torch.equal(a0, b0) and torch.equal(a1, b1)
+    assert torch.equal(x0[y0], b0) and torch.equal(x1[y1 - 10], b1)  # labels travel with their points
+    X = torch.randn(6, 3, 2)
+    assert sampler.sample_trajectory(X).shape == (6, 3, 2)
+
+
+def test_schrodinger_bridge_with_an_entropic_plan():
+    m = tc.SchrodingerBridgeConditionalFlowMatcher(sigma=0.5, ot_method="sinkhorn")
+    assert m.ot_sampler.method == "sinkhorn" and m.ot_sampler.reg == 0.5  # reg = 2 sigma^2, as torchcfm's
+    x0, x1 = torch.randn(16, 2), torch.randn(16, 2) + 2
+    np.random.seed(3)
+    p0, p1 = m.ot_sampler.sample_plan(x0, x1)
+    np.random.seed(3)
+    t = torch.rand(16) * 0.8 + 0.1
+    s = m.sample(x0, x1, t)
+    assert torch.equal(s.x0, p0) and torch.equal(s.x1, p1)
+    mu = t[:, None] * p1 + (1 - t[:, None]) * p0
+    torch.testing.assert_close(s.xt, mu + 0.5 * torch.sqrt(t * (1 - t))[:, None] * s.eps, rtol=1e-5, atol=1e-5)
+    np.random.seed(3)
+    *_, g0, g1 = m.guided_sample_location_and_conditional_flow(x0, x1, torch.arange(16), torch.arange(16) + 50)
+    assert torch.equal(x0[g0], p0) and torch.equal(x1[g1 - 50], p1)
+    assert tc.ExactOptimalTransportConditionalFlowMatcher().ot_sampler.method == "exact"
+
+
+def test_bad_arguments_name_themselves():
+    with pytest.raises(ValueError, match="method"):
+        OTPlanSampler("emd")
+    with pytest.raises(ValueError, match="reg"):
+        OTPlanSampler("sinkhorn", reg=0.0)
+    with pytest.raises(ValueError, match="ot_method"):
+        tc.SchrodingerBridgeConditionalFlowMatcher(1.0, ot_method="greedy")
+    with pytest.raises(ValueError, match="x0, x1: exact OT"):
+        OTPlanSampler("exact").get_map(torch.randn(4, 2), torch.randn(3, 2))
+    with pytest.raises(ValueError, match="x0, x1"):
+        OTPlanSampler("sinkhorn").get_map(torch.full((4, 2), math.nan), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="power"):
+        wasserstein(torch.randn(4, 2), torch.randn(4, 2), power=3)
+    assert entropic_plan(torch.zeros(2, 3, dtype=torch.float64), 1.0).shape == (2, 3)
+
+
+def test_module_names_follow_torchcfm():
+    from fastflow.torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+    from fastflow.torchcfm.optimal_transport import OTPlanSampler as Sampler
+    assert ExactOptimalTransportConditionalFlowMatcher is tc.ExactOptimalTransportConditionalFlowMatcher
+    assert Sampler is tc.OTPlanSampler
