@@ -67,11 +67,39 @@ def test_sinkhorn_holds_where_its_scalings_underflow():
     assert abs(float((plan * M).sum()) - exact) <= 1e-3 * exact
 
 
+def test_exact_plan_between_batches_of_two_sizes():
+    """The transport program's optimum: with 4 and 6 points it is the assignment between the
+    points repeated 3 and 2 times (12 each), whose plan entries are multiples of 1/12 too."""
+    x0, x1 = torch.randn(4, 2), torch.randn(6, 2)
+    M = _cost(x0, x1)
+    rep = _cost(x0.repeat_interleave(3, 0), x1.repeat_interleave(2, 0))
+    best = float(torch.from_numpy(OTPlanSampler("exact").get_map(x0.repeat_interleave(3, 0),
+                                                                 x1.repeat_interleave(2, 0))).mul(rep).sum())
+    plan = torch.from_numpy(OTPlanSampler("exact").get_map(x0, x1))
+    torch.testing.assert_close(plan.sum(1), torch.full((4,), 0.25, dtype=plan.dtype))
+    torch.testing.assert_close(plan.sum(0), torch.full((6,), 1 / 6, dtype=plan.dtype))
+    assert math.isclose(float((plan * M).sum()), best, rel_tol=1e-9)
+    assert math.isclose(wasserstein(x0, x1) ** 2, best, rel_tol=1e-9)
+
+
+def test_matchers_pair_batches_of_two_sizes():
+    x0, x1 = torch.randn(4, 2), torch.randn(6, 2)
+    for m in (tc.ExactOptimalTransportConditionalFlowMatcher(), tc.SchrodingerBridgeConditionalFlowMatcher(ot_method="sinkhorn")):
+        t, xt, ut = m.sample_location_and_conditional_flow(x0, x1)
+        assert xt.shape == ut.shape == (4, 2)  # x0's batch, as torchcfm
+    with pytest.raises(ValueError, match="x0"):
+        tc.ConditionalFlowMatcher().sample_location_and_conditional_flow(x0, x1)  # independent pairs: one size
+
+
 def test_unbalanced_plan_matches_pot_s_documented_value():
     # POT's sinkhorn_knopp_unbalanced docstring: a = b = [.5, .5], M = [[0, 1], [1, 0]], reg = reg_m = 1
     pts = torch.tensor([[0.0], [1.0]])
     plan = OTPlanSampler("unbalanced", reg=1.0, reg_m=1.0).get_map(pts, pts)
     np.testing.assert_allclose(plan, [[0.3220536, 0.1184769], [0.1184769, 0.3220536]], atol=5e-8)
+    # reg_m = inf on the rows holds them exactly (POT's semi-relaxed pair)
+    x0, x1 = torch.randn(5, 2), torch.randn(7, 2)
+    semi = OTPlanSampler("unbalanced", reg=0.5, reg_m=(math.inf, 1.0)).get_map(x0, x1)
+    np.testing.assert_allclose(semi.sum(1), 0.2, atol=1e-6)
 
 
 def test_a_plan_without_mass_falls_back_to_uniform_with_a_warning():
@@ -126,8 +154,12 @@ def test_bad_arguments_name_themselves():
         OTPlanSampler("sinkhorn", reg=0.0)
     with pytest.raises(ValueError, match="ot_method"):
         tc.SchrodingerBridgeConditionalFlowMatcher(1.0, ot_method="greedy")
-    with pytest.raises(ValueError, match="x0, x1: exact OT"):
-        OTPlanSampler("exact").get_map(torch.randn(4, 2), torch.randn(3, 2))
+    with pytest.raises(ValueError, match="reg"):
+        wasserstein(torch.randn(4, 2), torch.randn(4, 2), method="sinkhorn", reg=0.0)
+    with pytest.raises(ValueError, match="reg: .* too small"):
+        OTPlanSampler("sinkhorn", reg=1e-310).get_map(torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="reg_m"):
+        OTPlanSampler("unbalanced", reg_m=(1.0, -1.0))
     with pytest.raises(ValueError, match="x0, x1"):
         OTPlanSampler("sinkhorn").get_map(torch.full((4, 2), math.nan), torch.randn(4, 2))
     with pytest.raises(ValueError, match="power"):
@@ -135,8 +167,29 @@ def test_bad_arguments_name_themselves():
     assert entropic_plan(torch.zeros(2, 3, dtype=torch.float64), 1.0).shape == (2, 3)
 
 
+def test_entropic_pairing_under_grad():
+    """The plan is a constant of the loss: torch.func.grad through SB-CFM's sinkhorn pairing."""
+    m = tc.SchrodingerBridgeConditionalFlowMatcher(sigma=0.5, ot_method="sinkhorn")
+    x0, x1, t = torch.randn(8, 2), torch.randn(8, 2), torch.rand(8) * 0.8 + 0.1
+
+    def loss(x1):
+        np.random.seed(0)  # the pairs
+        torch.manual_seed(0)  # the noise
+        return m.sample_location_and_conditional_flow(x0, x1, t)[1].square().sum()
+
+    g = torch.func.grad(loss)(x1)
+    x1r = x1.clone().requires_grad_()
+    loss(x1r).backward()
+    torch.testing.assert_close(g, x1r.grad)
+    with pytest.raises(ValueError, match="vmap"):
+        torch.func.vmap(lambda a: m.ot_sampler.get_map(a, x1).sum(), randomness="same")(x0[None].expand(2, 8, 2))
+
+
 def test_module_names_follow_torchcfm():
     from fastflow.torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
     from fastflow.torchcfm.optimal_transport import OTPlanSampler as Sampler
+    namespace = {}
+    exec("from fastflow.torchcfm.conditional_flow_matching import *", namespace)  # torchcfm's star import
+    assert namespace["OTPlanSampler"] is Sampler and "pad_t_like_x" in namespace
     assert ExactOptimalTransportConditionalFlowMatcher is tc.ExactOptimalTransportConditionalFlowMatcher
     assert Sampler is tc.OTPlanSampler

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _checks, _transforms
+from .. import _checks
 from .._rng import new_rng
 from ..ops.affine_path import _affine_path_loss, _affine_path_sample
 from .optimal_transport import METHODS, OTPlanSampler, _cost, assignment
@@ -78,8 +78,10 @@ class ConditionalFlowMatcher:
         one = torch.ones_like(t)
         return dict(a=t, b=1 - t, s=self.sigma * one, c=one, d=-one, e=0 * one)
 
-    def _pair(self, x0, x1):
-        return x0, x1
+    _one_batch_size = True  # (the OT matchers pair batches of two sizes)
+
+    def _pair(self, x0, x1, y0=None, y1=None):
+        return x0, x1, y0, y1
 
     # -- torchcfm's building blocks, from the same coefficients (plain PyTorch)
     def compute_mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -119,8 +121,8 @@ class ConditionalFlowMatcher:
 
     def sample(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None) -> CFMSample:
-        _check_points(x0, x1)
-        x0, x1 = self._pair(x0, x1)
+        _check_points(x0, x1, self._one_batch_size)
+        x0, x1, _, _ = self._pair(x0, x1)
         return self._sample_pairs(x0, x1, t, generator)
 
     def _sample_pairs(self, x0: Tensor, x1: Tensor, t: Optional[Tensor], generator) -> CFMSample:
@@ -156,40 +158,40 @@ class ConditionalFlowMatcher:
                                  weight=weight, reduction=reduction, backend=self.backend)
 
 
-def _check_points(x0: Tensor, x1: Tensor) -> None:
+def _check_points(x0: Tensor, x1: Tensor, one_batch_size: bool = True) -> None:
     _checks.tensor("x1", x1, _checks.REAL_DTYPES, ndim_min=1)
     _checks.tensor("x0", x0, _checks.REAL_DTYPES)
-    _checks.same_shape("x0", x0, x1, "x1")
+    if one_batch_size:
+        _checks.same_shape("x0", x0, x1, "x1")
+    elif x0.dim() == 0 or x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x0: expected points of x1's shape {tuple(x1.shape[1:])}, got {tuple(x0.shape)}")
 
 
 def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
     """The permutation of x1 that pairs it with x0 at least total squared distance."""
-    if _transforms.vmapped() and (_transforms.wrapped(x0) or _transforms.wrapped(x1)):
-        raise ValueError("x0, x1: exact OT pairing cannot run under vmap (each element would need its own "
-                         "assignment on the host); pair outside vmap, or loop")
     return torch.as_tensor(assignment(_cost(x0, x1)), device=x1.device)
 
 
 class _OTPairs:
     """The minibatch pairing of OT-CFM and SB-CFM (``self.ot_sampler``), and torchcfm's labelled
-    variant of it. An exact plan pairs the batch one-to-one (its plan is a permutation; torchcfm
-    draws pairs from it with replacement, so some points twice and others not); an entropic plan's
-    pairs are drawn from it as torchcfm draws them."""
+    variant of it: ``x0.shape[0]`` pairs, the batches may differ in size. An exact plan between
+    batches of one size pairs them one-to-one (the plan is a permutation; torchcfm draws pairs from
+    it with replacement, so some points twice and others not); any other plan's pairs are drawn
+    from it as torchcfm draws them."""
 
-    def _pair(self, x0, x1):
-        if self.ot_sampler.method == "exact":
-            return x0, x1[_exact_ot_perm(x0, x1)]
-        return self.ot_sampler.sample_plan(x0, x1)
+    _one_batch_size = False
+
+    def _pair(self, x0, x1, y0=None, y1=None):
+        if self.ot_sampler.method == "exact" and x0.shape[0] == x1.shape[0]:
+            perm = _exact_ot_perm(x0, x1)
+            return x0, x1[perm], y0, None if y1 is None else y1[perm]
+        return self.ot_sampler.sample_plan_with_labels(x0, x1, y0, y1)
 
     def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
                                                     t: Optional[Tensor] = None, return_noise: bool = False):
         """torchcfm's ``(t, xt, ut, y0, y1[, eps])``: the labels follow their points' pairing."""
-        _check_points(x0, x1)
-        if self.ot_sampler.method == "exact":
-            perm = _exact_ot_perm(x0, x1)
-            x1, y1 = x1[perm], None if y1 is None else y1[perm]
-        else:
-            x0, x1, y0, y1 = self.ot_sampler.sample_plan_with_labels(x0, x1, y0, y1)
+        _check_points(x0, x1, one_batch_size=False)
+        x0, x1, y0, y1 = self._pair(x0, x1, y0, y1)
         s = self._sample_pairs(x0, x1, t, None)
         return (s.t, s.xt, s.ut, y0, y1, s.eps) if return_noise else (s.t, s.xt, s.ut, y0, y1)
 
@@ -239,6 +241,6 @@ class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
                     c=h * torch.cos(h * t), d=-h * torch.sin(h * t), e=torch.zeros_like(t))
 
 
-__all__ = ["ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher",
+__all__ = ["OTPlanSampler", "ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher",
            "TargetConditionalFlowMatcher", "SchrodingerBridgeConditionalFlowMatcher",
            "VariancePreservingConditionalFlowMatcher", "CFMSample", "pad_t_like_x"]
