@@ -17,6 +17,7 @@ from . import _transforms
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels take (fp32 arithmetic)
 REAL_DTYPES = FLOAT_DTYPES + (torch.float64,)  # what the public ops take: float64 runs the reference math
 FP32_MAX = 3.4028234663852886e38
+F64_MAX = 1.7976931348623157e308
 INDEX_DTYPES = (torch.int64, torch.int32)
 
 
@@ -40,6 +41,15 @@ def coef_dtype(like: torch.Tensor) -> torch.dtype:
     """The dtype of the per-sample coefficients of data ``like``: float64 for float64 data (which
     the reference backend computes in float64), else fp32 (the kernels' arithmetic)."""
     return torch.float64 if like.dtype is torch.float64 else torch.float32
+
+
+def widest(*tensors) -> torch.Tensor:
+    """The first float64 tensor among ``tensors`` (else the first): the ``like`` of coefficients
+    for a call that any float64 input sends to the float64 math."""
+    for t in tensors:
+        if t is not None and t.dtype is torch.float64:
+            return t
+    return tensors[0]
 
 
 def wide(**named) -> str | None:
@@ -154,9 +164,9 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
     if not isinstance(value, torch.Tensor):  # a number: checked as one, then filled in
         if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
             raise TypeError(f"{name}: expected a float or a tensor, got {type(value).__name__}")
-        return torch.full((batch,), scalar(name, value, lo, hi, finite), dtype=dtype, device=like.device)
-    if finite:  # fp32's largest finite values as the bounds
-        lo, hi = -FP32_MAX if lo is None else lo, FP32_MAX if hi is None else hi
+        return torch.full((batch,), scalar(name, value, lo, hi, finite, _top(dtype)), dtype=dtype, device=like.device)
+    if finite:  # the coefficients' largest finite values as the bounds
+        lo, hi = -_top(dtype) if lo is None else lo, _top(dtype) if hi is None else hi
     # a scalar, [B], or one per sample broadcast against the data ([B, 1, 1, 1], as flow_matching's
     # conversions take t)
     if value.dim() > 0 and (value.shape[0] not in (1, batch) or any(n != 1 for n in value.shape[1:])):
@@ -183,8 +193,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
 def _allowed(lo, hi) -> str:
     if lo is None and hi is None:
         return "must not be NaN"
-    if hi == FP32_MAX:
-        return "must be finite" + ("" if lo == -FP32_MAX else f" and >= {lo}")
+    if hi in (FP32_MAX, F64_MAX):
+        return "must be finite" + ("" if lo == -hi else f" and >= {lo}")
     return f"must lie in [{lo}, {hi}] and not be NaN"
 
 
@@ -242,14 +252,18 @@ def fp32_float(c) -> bool:
     return type(c) is float and -FP32_MAX <= c <= FP32_MAX
 
 
-def scalar(name: str, value, lo=None, hi=None, finite: bool = False) -> float:
-    """A real number (not a bool), not NaN, within [lo, hi] (and finite in fp32 when
-    ``finite``), as a float."""
+def _top(dtype: torch.dtype) -> float:
+    return F64_MAX if dtype is torch.float64 else FP32_MAX
+
+
+def scalar(name: str, value, lo=None, hi=None, finite: bool = False, top: float = FP32_MAX) -> float:
+    """A real number (not a bool), not NaN, within [lo, hi] (and within +-``top``, fp32's largest
+    finite value unless float64 data raises it, when ``finite``), as a float."""
     if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
         raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
     if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {value}")
-    if finite and not -FP32_MAX <= value <= FP32_MAX:
+    if finite and not -top <= value <= top:
         raise ValueError(f"{name}: expected a finite value, got {value}")
     return float(value)
 
@@ -259,7 +273,7 @@ def scalar_or_coefficient(name: str, value, batch: int, like: torch.Tensor, lo=N
     """A float stays a float (checked as ``scalar``), a tensor becomes ``coefficient``'s [B]:
     arithmetic on coefficients then costs no tensor op when they are plain numbers."""
     if type(value) is float or (isinstance(value, Real) and not isinstance(value, bool)):
-        return scalar(name, value, lo, hi, finite)
+        return scalar(name, value, lo, hi, finite, _top(coef_dtype(like)))
     return coefficient(name, value, batch, like, lo, hi, finite)
 
 

@@ -99,7 +99,8 @@ def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
     B = -beta[k] / (alpha[k].sqrt() * (1 - alpha_bar[k]).sqrt())
     N = torch.where(torch.as_tensor(k, device=beta.device) > 1, beta[k].sqrt(), 0.0)
     rng = new_rng(x.device, generator) if noise is None else None
-    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), N=_coef(N, x), rng=rng, noise=noise, out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), N=_coef(N, x), rng=rng, noise=noise, out=out,
+                        backend=backend, _names=("x", "eps_hat", "q"))
 
 
 def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
@@ -121,4 +122,4 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     ab_k, ab_j = alpha_bar[k], alpha_bar[j]
     A = (ab_j / ab_k).sqrt()
     B = (1 - ab_j).sqrt() - (ab_j * (1 - ab_k) / ab_k).sqrt()
-    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), out=out, backend=backend)
+    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), out=out, backend=backend, _names=("x", "eps_hat", "q"))

@@ -228,3 +228,63 @@ def test_import_swap_agrees_in_float64():
     # 20 midpoint steps through a network, the stage times rounded to the fp32 grid as torchdiffeq does
     torch.testing.assert_close(ff_samples, fm_samples, **TOL)
     assert ff_tokens.shape == fm_tokens.shape
+
+
+@pytest.mark.parametrize("method", ["euler", "midpoint", "heun2", "rk4"])
+def test_ode_times_are_torchdiffeq_s(method):
+    """The model sees torchdiffeq's stage times (computed in the grid's dtype) and outputs inside a
+    step are interpolated with its slope: a float64 state on an fp32 grid gives flow_matching's."""
+    for grid, step in (([0.9, 0.2, 0.05], 0.3), ([0.0, 0.33, 1.0], 1 / 7)):
+        x = torch.randn(2, 3, dtype=F64)
+        seen = {"fm": [], "ff": []}
+
+        def model(key):
+            return lambda x, t: (seen[key].append(float(t)), torch.cos(x) + t)[1]
+
+        g = torch.tensor(grid)
+        a = flow_matching.solver.ODESolver(model("fm")).sample(x_init=x, step_size=step, method=method, time_grid=g,
+                                                               return_intermediates=True)
+        b = ff.ODESolver(model("ff")).sample(x_init=x, step_size=step, method=method, time_grid=g,
+                                             return_intermediates=True)
+        assert seen["ff"] == seen["fm"]
+        torch.testing.assert_close(b, a, rtol=1e-14, atol=1e-14)
+
+
+def test_mixed_float64_inputs_keep_float64_precision():
+    v, x_0 = torch.randn(2, 3, dtype=F64), torch.randn(2, 3, dtype=F64)
+    x_1 = torch.randn(2, 3)  # fp32 data, float64 everything else: the float64 math, float64 coefficients
+    third = torch.full((2,), 1 / 3, dtype=F64)
+    exact = (v - (third[:, None] * x_1.double() + 0.5 * x_0)).square()
+    torch.testing.assert_close(ff.affine_path_loss(v, x_1, x_0, third, 0.5, reduction="none"), exact, **TOL)
+    torch.testing.assert_close(ff.affine_path_loss(v, x_1, x_0, third, 0.5, reduction="sum"), exact.sum(), **TOL)
+    x = torch.randn(2, 3, dtype=F64)  # coefficients past fp32's range are finite in float64
+    torch.testing.assert_close(ff.step_combine(x, x, 1e39, 0.5), 1e39 * x + 0.5 * x, **TOL)
+
+
+def test_errors_name_the_caller_s_argument():
+    x32, x64 = torch.randn(2, 3), torch.randn(2, 3, dtype=F64)
+    with pytest.raises(TypeError, match="x_init: backend='cpu'"):
+        ff.ODESolver(velocity_model=_Decay(), backend="cpu").sample(x_init=x64, step_size=0.5)
+    with pytest.raises(TypeError, match="x0: backend='cpu'"):
+        ff.torchcfm.ConditionalFlowMatcher(backend="cpu").sample(x64, x64)
+    with pytest.raises(TypeError, match="v: backend='cpu'"):
+        ff.euler_step(x32, x64, 0.1, backend="cpu")
+    with pytest.raises(TypeError, match="v_uncond: expected dtype"):
+        ff.euler_step(x32, x32, 0.1, v_uncond=x32.long(), guidance_scale=1.0)
+    with pytest.raises(TypeError, match="eps_hat: backend='cpu'"):
+        ff.ddim_step(x32, x64, 5, 2, ff.DDPMScheduler(10), backend="cpu")
+    with ff.use_backend("cpu"), pytest.raises(TypeError, match="epsilon: backend='cpu'"):
+        ff.CondOTProbPath().epsilon_to_velocity(x64, x32, torch.full((2,), 0.5))
+
+
+def test_float64_uniforms_are_taken():
+    V = 7
+    x_1 = torch.randint(0, V, (3, 4))
+    u = torch.rand(3, 4, dtype=F64)
+    assert torch.equal(ff.mixture_path_sample(x_1, None, 0.5, None, mask_id=0, noise=u),
+                       ff.mixture_path_sample(x_1, None, 0.5, None, mask_id=0, noise=u.float()))
+    noise = ff.JumpNoise(torch.rand(3, 4, 3, dtype=F64), torch.rand(3, 4, V, dtype=F64))
+    logits = torch.randn(3, 4, V)
+    kw = dict(t=0.5, h=0.2, scheduler=ff.PolynomialConvexScheduler(1.0))
+    assert torch.equal(ff.jump_step(logits, x_1, **kw, noise=noise),
+                       ff.jump_step(logits, x_1, **kw, noise=ff.JumpNoise(*(u.float() for u in noise[:2]))))

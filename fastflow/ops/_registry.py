@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
-from .. import backends
+from .. import _checks, backends
 from .._transforms import transformed  # noqa: F401  (the ops import it from here, with pick)
 
 
@@ -37,17 +37,31 @@ def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = Fals
     or ``wide`` (the name of a float64 argument, see ``_checks.wide``): the reference, unless
     another was asked for (then an error that says why)."""
     if composed or wide:
-        name = backend if backend is not None else backends.get_backend()
-        if name not in ("auto", "reference"):
-            if wide:
-                raise TypeError(f"{wide}: backend={name!r} takes float32, bfloat16 or float16 tensors (its kernels "
-                                "compute in fp32), got torch.float64; 'auto' and 'reference' run float64 as the "
-                                "reference backend's PyTorch math, in float64")
-            raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
-                             "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
-                             "which runs the plain PyTorch math there)")
+        _refuse_fused(op, backend, wide)
         backend = "reference"  # (resolved as any other: torch.compile evaluates resolve_name, imports included)
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
+
+
+def _refuse_fused(op: str, backend: str | None, wide: str | None) -> None:
+    name = backend if backend is not None else backends.get_backend()
+    if name in ("auto", "reference"):
+        return
+    if wide:
+        raise TypeError(f"{wide}: backend={name!r} takes float32, bfloat16 or float16 tensors (its kernels "
+                        "compute in fp32), got torch.float64; 'auto' and 'reference' run float64 as the "
+                        "reference backend's PyTorch math, in float64")
+    raise ValueError(f"backend={name!r} cannot run {op} under a torch.func transform or forward-mode AD: "
+                     "its kernels carry no tangents or batch dimensions (use 'auto' or 'reference', "
+                     "which runs the plain PyTorch math there)")
+
+
+def check_wide(backend: str | None, **named) -> None:
+    """At a public entry point whose tensors reach the ops under other names: a float64 one among
+    ``named`` with a fused backend asked for raises ``pick``'s TypeError, naming it as the caller
+    knows it."""
+    wide = _checks.wide(**named)
+    if wide:
+        _refuse_fused("", backend, wide)
 
 
 def direct(*tensors, autograd: bool = False) -> bool:

@@ -133,8 +133,9 @@ def _check_pair(x_1, x_0, name_1="x_1", name_0="x_0"):
 
 def coefficients(like: Tensor, rng: Optional[Tensor], **named) -> tuple:
     """The public ops' per-sample coefficients (floats or scalar / ``[B]`` tensors) as ``[B]``
-    (fp32; float64 for float64 data) on ``like``'s device, NaN and infinities refused, and their ``rng`` checked. The
-    path classes compute theirs from checked times and call the ``_``-prefixed entries."""
+    (fp32; float64 for float64 data) on ``like``'s device, NaN and infinities refused, and their
+    ``rng`` checked. The path classes compute theirs from checked times and call the
+    ``_``-prefixed entries."""
     batch = like.shape[0]
     out = tuple(None if v is None else _checks.coefficient(k, v, batch, like, finite=True) for k, v in named.items())
     return out + (None if rng is None else _checks.rng("rng", rng, like),)
@@ -145,7 +146,7 @@ def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a, b, s=None, rng: Op
     """``x_t = a x_1 + b x_0 + s eps``; ``a, b, s`` floats or ``[B]`` tensors (per sample), ``rng``
     the (seed, offset) the noise is drawn from (see the reference op)."""
     _check_pair(x_1, x_0)
-    a, b, s, rng = coefficients(x_1, rng, a=a, b=b, s=s)
+    a, b, s, rng = coefficients(_checks.widest(x_1, x_0), rng, a=a, b=b, s=s)
     return _affine_path_sample(x_1, x_0, a, b, s, rng, backend)
 
 
@@ -176,7 +177,8 @@ def affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c, d, e=None
     a float or ``[B]``.
     """
     _check_pair(x_1, x_0)
-    c, d, e, rng = coefficients(x_1, rng, c=c, d=d, e=e)
+    _checks.tensor("v", v, _checks.REAL_DTYPES)
+    c, d, e, rng = coefficients(_checks.widest(x_1, x_0, v), rng, c=c, d=d, e=e)
     return _affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, weight, reduction, backend)
 
 
@@ -200,13 +202,14 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
             mask = mask.expand_as(v)
         except RuntimeError:
             raise ValueError(f"mask: shape {tuple(mask.shape)} does not broadcast to v's {tuple(v.shape)}") from None
-    w = None if weight is None else _checks.coefficient("weight", weight, batch, v, finite=True)
+    w = None if weight is None else _checks.coefficient("weight", weight, batch, _checks.widest(v, x_1, x_0),
+                                                        finite=True)
     composed, wide = transformed(v, x_1, x_0, c, d, e, w), _checks.wide(v=v, x_1=x_1, x_0=x_0)
     backend = pick("affine_path_loss", v, backend, composed, wide)
     composed = composed or wide is not None  # plain reference math, no fused gradient
     dtype = torch.float64 if wide else torch.float32  # the arithmetic's, and the loss's
     if reduction == "none":
-        target = _affine_path_sample(x_1, x_0, c, d, e, rng, backend)
+        target = _affine_path_sample(x_1.to(dtype) if wide else x_1, x_0, c, d, e, rng, backend)
         loss = (v.to(dtype) - target.to(dtype)).square()
         if mask is not None:
             loss = loss * mask

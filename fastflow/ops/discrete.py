@@ -59,9 +59,10 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
         _checks.tensor("x_0", x_0, _checks.INDEX_DTYPES)
         _checks.same_shape("x_0", x_0, x_1, "x_1")
     if noise is not None:
-        _checks.tensor("noise", noise, _checks.FLOAT_DTYPES)
+        _checks.tensor("noise", noise, _checks.REAL_DTYPES)
         _checks.same_shape("noise", noise, x_1, "x_1")
         _checks.uniforms("noise", noise)
+        noise = noise.float() if noise.dtype is torch.float64 else noise  # (as the kernels compare them)
     if noise is None and rng is None:
         raise ValueError("rng: required when noise is not given")
     if mask_id is not None:
@@ -419,12 +420,12 @@ def _check_temperature(temperature) -> None:
 
 
 def _noise_rows(name, u, x_t, width):
-    _checks.tensor(name, u, (torch.float32,))
+    _checks.tensor(name, u, (torch.float32, torch.float64))
     if u.shape != (*x_t.shape, width):
         raise ValueError(f"{name}: expected shape {(*x_t.shape, width)}, got {tuple(u.shape)}")
     _checks.same_device(name, u, x_t)
     _checks.uniforms(name, u)
-    return u.reshape(-1, width)
+    return u.reshape(-1, width).float()  # (float64 ones, torch.rand's under a float64 default: as fp32)
 
 
 def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_free, source, mask_id,

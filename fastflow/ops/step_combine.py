@@ -74,10 +74,11 @@ def _(x, p, q, A, B, C, N, rng, noise, out, backend):
 
 def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None, N=None,
                  rng: Optional[Tensor] = None, noise: Optional[Tensor] = None,
-                 out: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
+                 out: Optional[Tensor] = None, backend: Optional[str] = None, _names=("x", "p", "q")) -> Tensor:
     """``A x + B p + C q + N z``; coefficients are floats or ``[B]`` tensors (per sample).
 
     ``z`` is ``noise`` when given, else drawn from ``rng``. ``out`` may be ``x`` (in place).
+    (``_names``: what a public op that calls this one names ``x, p, q``, for its errors.)
     """
     if (C is not None) != (q is not None) or (noise is not None and N is None):
         raise ValueError("C, noise: C goes with q and noise with N (one without the other would be ignored)")
@@ -85,23 +86,25 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         fast = backends.float_kernel("step_combine", pick("step_combine", x, backend))
         if fast is not None:
             return _floats_call(fast, x, p, A, B, q, C, out)
-    _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
+    n_x, n_p, n_q = _names
+    _checks.tensor(n_x, x, _checks.REAL_DTYPES, ndim_min=1)
     batch = x.shape[0]
-    _checks.tensor("p", p, _checks.REAL_DTYPES)
-    _checks.same_shape("p", p, x, "x")
+    _checks.tensor(n_p, p, _checks.REAL_DTYPES)
+    _checks.same_shape(n_p, p, x, n_x)
     if q is not None:
-        _checks.tensor("q", q, _checks.REAL_DTYPES)
-        _checks.same_shape("q", q, x, "x")
+        _checks.tensor(n_q, q, _checks.REAL_DTYPES)
+        _checks.same_shape(n_q, q, x, n_x)
     if noise is not None:
         _checks.tensor("noise", noise, _checks.REAL_DTYPES)
-        _checks.same_shape("noise", noise, x, "x")
-    wide = _checks.wide(x=x, p=p, q=q, noise=noise)
+        _checks.same_shape("noise", noise, x, n_x)
+    wide = _checks.wide(**{n_x: x, n_p: p, n_q: q, "noise": noise})
     name = pick("step_combine", x, backend, wide=wide)
     if out is not None:
         _checks.tensor("out", out, (x.dtype,))
-        _checks.same_shape("out", out, x, "x")
-        _checks.output("out", out, x=x, p=p, q=q, noise=noise)
-    coef = [_checks.coefficient(n, v, batch, x, finite=True) if v is not None else None
+        _checks.same_shape("out", out, x, n_x)
+        _checks.output("out", out, **{n_x: x, n_p: p, n_q: q, "noise": noise})
+    like = _checks.widest(x, p, q, noise)  # (float64 coefficients for the float64 math)
+    coef = [_checks.coefficient(n, v, batch, like, finite=True) if v is not None else None
             for n, v in (("A", A), ("B", B), ("C", C), ("N", N))]  # (C given exactly with q: checked above)
     if out is not None and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, p, q, noise, *coef)):

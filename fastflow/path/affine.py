@@ -82,38 +82,40 @@ class AffineProbPath(ProbPath):
                                 reduction=reduction, backend=backend or sample.backend)
 
     # -- conversions between prediction types: u = A x_t + B pred, one fused kernel each
-    def _convert(self, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
+    def _convert(self, name: str, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
         _checks.tensor("x_t", x_t, _checks.REAL_DTYPES, ndim_min=1)
         batch = x_t.shape[0]
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
         a, b = (_checks.per_sample("scheduler", c, batch, x_t) for c in (a_fn(s), b_fn(s)))
         finite = torch.isfinite(a).all() & torch.isfinite(b).all()
         _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
-        return step_combine(x_t, pred, a, b)
+        return step_combine(x_t, pred, a, b, _names=("x_t", name, "q"))
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        return self._convert(x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,
+        return self._convert("x_1", x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,
                              lambda s: (s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t) / s.sigma_t, "sigma_t = 0")
 
     def epsilon_to_velocity(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        return self._convert(epsilon, x_t, t, lambda s: s.d_alpha_t / s.alpha_t,
+        return self._convert("epsilon", epsilon, x_t, t, lambda s: s.d_alpha_t / s.alpha_t,
                              lambda s: (s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t) / s.alpha_t, "alpha_t = 0")
 
     def velocity_to_target(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         den = lambda s: s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t  # noqa: E731
-        return self._convert(velocity, x_t, t, lambda s: -s.d_sigma_t / den(s), lambda s: s.sigma_t / den(s),
-                             "d_alpha sigma - d_sigma alpha = 0")
+        return self._convert("velocity", velocity, x_t, t, lambda s: -s.d_sigma_t / den(s),
+                             lambda s: s.sigma_t / den(s), "d_alpha sigma - d_sigma alpha = 0")
 
     def epsilon_to_target(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        return self._convert(epsilon, x_t, t, lambda s: 1 / s.alpha_t, lambda s: -s.sigma_t / s.alpha_t, "alpha_t = 0")
+        return self._convert("epsilon", epsilon, x_t, t, lambda s: 1 / s.alpha_t, lambda s: -s.sigma_t / s.alpha_t,
+                             "alpha_t = 0")
 
     def velocity_to_epsilon(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         den = lambda s: s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t  # noqa: E731
-        return self._convert(velocity, x_t, t, lambda s: -s.d_alpha_t / den(s), lambda s: s.alpha_t / den(s),
-                             "d_sigma alpha - d_alpha sigma = 0")
+        return self._convert("velocity", velocity, x_t, t, lambda s: -s.d_alpha_t / den(s),
+                             lambda s: s.alpha_t / den(s), "d_sigma alpha - d_alpha sigma = 0")
 
     def target_to_epsilon(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        return self._convert(x_1, x_t, t, lambda s: 1 / s.sigma_t, lambda s: -s.alpha_t / s.sigma_t, "sigma_t = 0")
+        return self._convert("x_1", x_1, x_t, t, lambda s: 1 / s.sigma_t, lambda s: -s.alpha_t / s.sigma_t,
+                             "sigma_t = 0")
 
 
 class CondOTProbPath(AffineProbPath):

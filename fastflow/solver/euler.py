@@ -16,14 +16,15 @@ def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guida
     With ``v_uncond`` the velocity is classifier-free guided, ``(1 + w) v - w v_uncond``;
     ``out=x`` updates in place.
     """
+    names = ("x", "v", "v_uncond")
     if v_uncond is None and _checks.fp32_float(h) and type(guidance_scale) in (int, float) and guidance_scale == 0:
-        return step_combine(x, v, 1.0, h, out=out, backend=backend)  # checks x and v itself
+        return step_combine(x, v, 1.0, h, out=out, backend=backend, _names=names)  # checks x and v itself
     _checks.tensor("x", x, _checks.REAL_DTYPES, ndim_min=1)
     batch = x.shape[0]
     h = _checks.scalar_or_coefficient("h", h, batch, x, finite=True)
     if v_uncond is None:
         if not (isinstance(guidance_scale, (int, float)) and guidance_scale == 0):
             raise ValueError("v_uncond: required when guidance_scale is not 0")
-        return step_combine(x, v, 1.0, h, out=out, backend=backend)
+        return step_combine(x, v, 1.0, h, out=out, backend=backend, _names=names)
     w = _checks.scalar_or_coefficient("guidance_scale", guidance_scale, batch, x, finite=True)
-    return step_combine(x, v, 1.0, h * (1 + w), q=v_uncond, C=-h * w, out=out, backend=backend)
+    return step_combine(x, v, 1.0, h * (1 + w), q=v_uncond, C=-h * w, out=out, backend=backend, _names=names)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks, _memory, _transforms
+from ..ops._registry import check_wide
 from ..ops.step_combine import step_combine, stepper
 from .base import Solver, check_step_size, check_steps, check_time_grid
 
@@ -130,7 +131,7 @@ class ODESolver(Solver):
             return self._advance(y0, y_mid, self._stage(t0, 0.5, dt), dt, extras, out)
         if method in ("heun", "heun2"):
             k1 = self._u(y0, t0, extras)
-            k2 = self._u(self._combine(y0, k1, 1.0, dt), t1, extras)  # (torchdiffeq's last stage is at t1)
+            k2 = self._u(self._combine(y0, k1, 1.0, dt), self._stage(t0, 1.0, dt), extras)
             return self._combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out)
         # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
         third = 1.0 / 3.0
@@ -143,13 +144,10 @@ class ODESolver(Solver):
         return self._combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out)
 
     def _stage(self, t0: float, c: float, dt: float) -> float:
-        """A stage's time ``t0 + c dt`` rounded as torchdiffeq computes it, in the grid's dtype
+        """A stage's time ``t0 + dt c`` rounded as torchdiffeq computes it, in the grid's dtype
         (the model then sees torchdiffeq's time whatever the state's dtype, float64 included)."""
-        if self._t_dtype is torch.float64:
-            return t0 + c * dt
-        if self._t_dtype is torch.float32:  # (NumPy's fp32 scalars: a fraction of a torch op's cost)
-            return float(np.float32(t0) + np.float32(dt) * np.float32(c))
-        return float(torch.tensor(t0, dtype=self._t_dtype) + torch.tensor(dt, dtype=self._t_dtype) * c)
+        T = _grid_scalar(self._t_dtype)
+        return float(T(t0) + T(dt) * T(c))
 
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
@@ -158,6 +156,7 @@ class ODESolver(Solver):
         """Integrate from ``time_grid[0]`` to ``time_grid[-1]``; returns the final state, or the
         states at every ``time_grid`` point when ``return_intermediates``."""
         _checks.tensor("x_init", x_init, _checks.REAL_DTYPES, ndim_min=1)
+        check_wide(self.backend, x_init=x_init)
         _checks.tensor("time_grid", time_grid)
         check_time_grid(time_grid)
         check_step_size(step_size)
@@ -188,7 +187,7 @@ class ODESolver(Solver):
                 out = None if enable_grad or last else _memory.recycled_like(y0)
                 y1 = self._step(method, y0, t0, t1, dt, model_extras, out=out)
                 while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
-                    sol.append(_interp(t0, t1, y0, y1, outputs[j], self.backend))
+                    sol.append(_interp(t0, t1, y0, y1, outputs[j], self._t_dtype, self.backend))
                     j += 1
                 y0 = y1
                 if verbose:
@@ -209,6 +208,7 @@ class ODESolver(Solver):
         Integrated by torchdiffeq (any of its methods, as flow_matching does): the state carries
         autograd through the model, which the fused step kernels have no use for."""
         _checks.tensor("x_1", x_1, _checks.REAL_DTYPES, ndim_min=1)
+        check_wide(self.backend, x_1=x_1)
         if not callable(log_p0):
             raise TypeError(f"log_p0: expected a callable x -> log p_0(x), got {type(log_p0).__name__}")
         _checks.tensor("time_grid", time_grid)
@@ -291,12 +291,25 @@ def _divergence(u: Tensor, x: Tensor, z: Optional[Tensor], create_graph: bool) -
     return div
 
 
-def _interp(t0, t1, y0, y1, t, backend):
+def _grid_scalar(dtype: torch.dtype):
+    """A number in the time grid's dtype, for torchdiffeq's arithmetic on the times (NumPy's fp32
+    scalars cost a fraction of a torch op)."""
+    if dtype is torch.float64:
+        return float
+    if dtype is torch.float32:
+        return np.float32
+    return lambda v: torch.tensor(v, dtype=dtype)
+
+
+def _interp(t0, t1, y0, y1, t, t_dtype, backend):
+    """torchdiffeq's linear interpolation at an output time inside a step, its slope computed in
+    the grid's dtype."""
     if t == t0:
         return y0
     if t == t1:
         return y1
-    slope = (t - t0) / (t1 - t0)
+    T = _grid_scalar(t_dtype)
+    slope = float((T(t) - T(t0)) / (T(t1) - T(t0)))
     return step_combine(y0, y1, 1.0 - slope, slope, backend=backend)
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .. import _checks
 from .._rng import new_rng
+from ..ops._registry import check_wide
 from ..ops.affine_path import _affine_path_loss, _affine_path_sample
 from .optimal_transport import METHODS, OTPlanSampler, _cost, assignment
 
@@ -121,7 +122,7 @@ class ConditionalFlowMatcher:
 
     def sample(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None) -> CFMSample:
-        _check_points(x0, x1, self._one_batch_size)
+        _check_points(x0, x1, self._one_batch_size, self.backend)
         x0, x1, _, _ = self._pair(x0, x1)
         return self._sample_pairs(x0, x1, t, generator)
 
@@ -158,9 +159,10 @@ class ConditionalFlowMatcher:
                                  weight=weight, reduction=reduction, backend=self.backend)
 
 
-def _check_points(x0: Tensor, x1: Tensor, one_batch_size: bool = True) -> None:
+def _check_points(x0: Tensor, x1: Tensor, one_batch_size: bool, backend: Optional[str]) -> None:
     _checks.tensor("x1", x1, _checks.REAL_DTYPES, ndim_min=1)
     _checks.tensor("x0", x0, _checks.REAL_DTYPES)
+    check_wide(backend, x0=x0, x1=x1)
     if one_batch_size:
         _checks.same_shape("x0", x0, x1, "x1")
     elif x0.dim() == 0 or x0.shape[1:] != x1.shape[1:]:
@@ -190,7 +192,7 @@ class _OTPairs:
     def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
                                                     t: Optional[Tensor] = None, return_noise: bool = False):
         """torchcfm's ``(t, xt, ut, y0, y1[, eps])``: the labels follow their points' pairing."""
-        _check_points(x0, x1, one_batch_size=False)
+        _check_points(x0, x1, False, self.backend)
         x0, x1, y0, y1 = self._pair(x0, x1, y0, y1)
         s = self._sample_pairs(x0, x1, t, None)
         return (s.t, s.xt, s.ut, y0, y1, s.eps) if return_noise else (s.t, s.xt, s.ut, y0, y1)
