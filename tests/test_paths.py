@@ -222,3 +222,24 @@ def test_path_samples_are_built_and_read_as_flow_matching_s():
     batch[:, 3] = 0
     with pytest.warns(RuntimeWarning, match="view"):
         s.dx_t
+
+
+def test_samples_are_dataclasses_as_flow_matching_s():
+    """``dataclasses.fields / asdict / replace`` work on fastflow's samples as on flow_matching's,
+    the lazy ``x_0`` / ``dx_t`` computed when read."""
+    import dataclasses
+
+    from flow_matching.path.path_sample import DiscretePathSample as FMDiscrete
+    from flow_matching.path.path_sample import PathSample as FMSample
+
+    s = ff.CondOTProbPath().sample(x_1=torch.randn(3, 2), t=torch.rand(3))
+    assert dataclasses.is_dataclass(s)
+    assert [f.name for f in dataclasses.fields(s)] == [f.name for f in dataclasses.fields(FMSample)]
+    d = dataclasses.asdict(s)
+    assert torch.equal(d["dx_t"], s.dx_t) and torch.equal(d["x_0"], s.x_0)
+    r = dataclasses.replace(s, x_t=torch.zeros(3, 2))
+    assert torch.equal(r.dx_t, s.dx_t) and torch.equal(r.x_t, torch.zeros(3, 2))
+    ds = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(1.0)).sample(
+        x_1=torch.randint(0, 5, (3, 4)), t=torch.rand(3), vocab_size=5)
+    assert [f.name for f in dataclasses.fields(ds)] == [f.name for f in dataclasses.fields(FMDiscrete)]
+    assert torch.equal(dataclasses.replace(ds, t=ds.t * 0).x_0, ds.x_0)

@@ -2,6 +2,7 @@
 regenerated on demand from the stored ``rng`` (never stored), so reading them costs a pass."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Optional
 
@@ -12,6 +13,18 @@ from ..ops.affine_path import _affine_path_sample
 from ..ops.discrete import _mixture_path_sample
 
 
+def _dataclass_face(*names):
+    """flow_matching's samples are dataclasses: give the class their fields (``dataclasses.fields``,
+    ``asdict``, ``astuple``, ``replace``, ``is_dataclass``) while the lazy ones stay properties
+    (``asdict`` / ``replace`` read them, computing them as any read does)."""
+    def face(cls):
+        shadow = dataclasses.make_dataclass(cls.__name__, names)
+        cls.__dataclass_fields__, cls.__dataclass_params__ = shadow.__dataclass_fields__, shadow.__dataclass_params__
+        return cls
+    return face
+
+
+@_dataclass_face("x_1", "x_0", "t", "x_t", "dx_t")
 class PathSample:
     """``x_1, x_0, t, x_t, dx_t`` as flow_matching's PathSample, constructible as it is
     (``PathSample(x_1=..., x_0=..., t=..., x_t=..., dx_t=...)``, a custom path's return value).
@@ -75,9 +88,10 @@ class PathSample:
         self._dx_t = value
 
     def __repr__(self) -> str:
-        return _repr(self, ("x_1", "x_0", "t", "x_t", "dx_t"))
+        return _repr(self, [f.name for f in dataclasses.fields(self)])
 
 
+@_dataclass_face("x_1", "x_0", "t", "x_t")
 class DiscretePathSample:
     """``x_1, x_0, t, x_t`` as flow_matching's DiscretePathSample, constructible as it is; a drawn
     ``x_0`` is computed on first read."""
@@ -100,7 +114,7 @@ class DiscretePathSample:
         self._x_0 = value
 
     def __repr__(self) -> str:
-        return _repr(self, ("x_1", "x_0", "t", "x_t"))
+        return _repr(self, [f.name for f in dataclasses.fields(self)])
 
 
 def _versions(*tensors) -> Optional[tuple]:
