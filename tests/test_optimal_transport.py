@@ -193,3 +193,21 @@ def test_module_names_follow_torchcfm():
     assert namespace["OTPlanSampler"] is Sampler and "pad_t_like_x" in namespace
     assert ExactOptimalTransportConditionalFlowMatcher is tc.ExactOptimalTransportConditionalFlowMatcher
     assert Sampler is tc.OTPlanSampler
+
+
+@pytest.mark.parametrize("reg_m", [None, 0.7])
+def test_scaling_and_log_domains_reach_one_plan(reg_m):
+    """The scalings (POT's arithmetic, taken where nothing underflows) and their logarithms (taken
+    elsewhere, or when the scalings overflow) iterate to the same plan."""
+    from fastflow.torchcfm.optimal_transport import _iterate, _Logs, _Scalings
+    M = _cost(torch.randn(9, 2), torch.randn(11, 2))
+    reg = 0.3
+    log_a, log_b = torch.full((9,), -math.log(9), dtype=M.dtype), torch.full((11,), -math.log(11), dtype=M.dtype)
+    log_k = -M / reg
+    fi = (1.0, 1.0)
+    if reg_m is not None:
+        log_k, fi = log_k + log_a[:, None] + log_b[None, :], (reg_m / (reg_m + reg),) * 2
+    scaled = _iterate(_Scalings(log_k.exp(), log_a.exp(), log_b.exp(), fi), reg_m is None, 1000)
+    logs = _iterate(_Logs(log_k, log_a, log_b, fi), reg_m is None, 1000)
+    torch.testing.assert_close(scaled, logs, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(entropic_plan(M, reg, reg_m), scaled)
