@@ -120,3 +120,16 @@ def test_guided_sample_pairs_labels_with_their_points():
     t, xt, ut, g0, g1 = m.guided_sample_location_and_conditional_flow(x0, x1, y0, y1)
     assert torch.equal(g0, y0)
     torch.testing.assert_close(ut, x1[g1 - 100] - x0)  # each x1 travels with its own label
+
+
+def test_building_blocks_take_t_as_a_number():
+    """torchcfm's blocks take ``t`` as a number too (its pad_t_like_x passes one through)."""
+    x0, x1, eps = torch.randn(4, 2), torch.randn(4, 2), torch.randn(4, 2)
+    for m in MATCHERS:
+        by_number = m.sample_xt(x0, x1, 0.3, eps)
+        torch.testing.assert_close(by_number, m.sample_xt(x0, x1, torch.full((4,), 0.3), eps))
+        torch.testing.assert_close(m.compute_conditional_flow(x0, x1, 0.3, by_number),
+                                   m.compute_conditional_flow(x0, x1, torch.full((4,), 0.3), by_number))
+        assert isinstance(m.compute_sigma_t(0.3), float) and isinstance(m.compute_lambda(1), float)
+    with pytest.warns(UserWarning, match="Small sigma"):
+        tc.SchrodingerBridgeConditionalFlowMatcher(5e-4)

@@ -19,6 +19,7 @@ SB-CFM's ``(1 - 2t) / (2 t (1 - t))`` uses torchcfm's ``+ 1e-8`` in the denomina
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -85,19 +86,27 @@ class ConditionalFlowMatcher:
         return x0, x1, y0, y1
 
     # -- torchcfm's building blocks, from the same coefficients (plain PyTorch)
+    def _at(self, t, like: Optional[Tensor] = None) -> dict:
+        """``coefficients`` at ``t``, a tensor or (as torchcfm's blocks take it too) a number."""
+        if not isinstance(t, Tensor):
+            t = torch.tensor(float(t), dtype=torch.float32 if like is None else _checks.coef_dtype(like),
+                             device=None if like is None else like.device)
+        return self.coefficients(t)
+
     def compute_mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        c = self.coefficients(t)
+        c = self._at(t, x1)
         return pad_t_like_x(c["a"], x1) * x1 + pad_t_like_x(c["b"], x0) * x0
 
     def compute_sigma_t(self, t: Tensor) -> Tensor:
-        return self.coefficients(t)["s"]
+        s = self._at(t)["s"]
+        return s if isinstance(t, Tensor) else float(s)  # (a number for a number, as torchcfm's)
 
     def sample_xt(self, x0: Tensor, x1: Tensor, t: Tensor, epsilon: Tensor) -> Tensor:
         return self.compute_mu_t(x0, x1, t) + pad_t_like_x(self.compute_sigma_t(t), x0) * epsilon
 
     def compute_conditional_flow(self, x0: Tensor, x1: Tensor, t: Tensor, xt: Tensor) -> Tensor:
         """``c x1 + d x0 + e eps`` with ``eps = (xt - mu_t) / sigma_t`` (no noise term where e = 0)."""
-        c = self.coefficients(t)
+        c = self._at(t, x1)
         e, s = c["e"], c["s"]
         noise = torch.where(e == 0, 0.0, e / torch.where(s == 0, 1.0, s))
         return (pad_t_like_x(c["c"], x1) * x1 + pad_t_like_x(c["d"], x0) * x0
@@ -224,6 +233,8 @@ class SchrodingerBridgeConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
         super().__init__(sigma, backend)
         if sigma <= 0:
             raise ValueError(f"sigma: SB-CFM needs sigma > 0, got {sigma}")
+        if sigma < 1e-3:  # (torchcfm's warning)
+            warnings.warn("Small sigma values may lead to numerical instability.")
         self.ot_method = _checks.choice("ot_method", ot_method, METHODS)
         self.ot_sampler = OTPlanSampler(method=ot_method, reg=2 * self.sigma**2)
 
