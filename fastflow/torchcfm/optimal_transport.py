@@ -158,14 +158,15 @@ class _Scalings:
     def plan(self, u, v):
         return u[:, None] * self.K * v[None, :]
 
-    def scaling(self, u):
-        return u
+    def change(self, u, u_prev):
+        """POT's: the largest change of a scaling relative to its size (or 1)."""
+        return float((u - u_prev).abs().max() / torch.stack([u.abs().max(), u_prev.abs().max(), u.new_ones(())]).max())
 
 
 class _Logs:
     """The same updates on ``log u, log v``."""
 
-    may_overflow = False  # (only scaling(), for the stopping rule: a NaN change there is no change)
+    may_overflow = False
 
     def __init__(self, log_k, log_a, log_b, fi):
         self.log_k, self.log_a, self.log_b, self.fi, self.shape = log_k, log_a, log_b, fi, log_k.shape
@@ -185,8 +186,11 @@ class _Logs:
     def plan(self, f, g):
         return (self.log_k + f[:, None] + g[None, :]).exp()
 
-    def scaling(self, f):
-        return f.exp()
+    def change(self, f, f_prev):
+        """``_Scalings.change`` of ``exp(f)``, without forming it: divided through by its
+        denominator ``e^top``, where a scaling past e^709 would overflow."""
+        top = torch.maximum(f.max(), f_prev.max()).clamp_min(0.0)
+        return float(((f - top).exp() - (f_prev - top).exp()).abs().max())
 
 
 def _iterate(domain, balanced: bool, max_iter: int) -> Optional[Tensor]:
@@ -208,8 +212,7 @@ def _iterate(domain, balanced: bool, max_iter: int) -> Optional[Tensor]:
         else:  # POT: u first; the change of u, v relative to their size (or 1)
             u = domain.rows(v)
             v = domain.cols(u)
-            change = max(_relative_change(domain.scaling(u), domain.scaling(u_prev)),
-                         _relative_change(domain.scaling(v), domain.scaling(v_prev)))
+            change = max(domain.change(u, u_prev), domain.change(v, v_prev))
             if change != change and domain.may_overflow:
                 return None
             if change < 1e-6:
@@ -224,10 +227,6 @@ def _logsumexp(x: Tensor, dim: int) -> Tensor:
     (a 256 x 256 plan at reg 0.05 took a minute)."""
     top = x.amax(dim=dim, keepdim=True)
     return top.squeeze(dim) + (x - top).clamp_min(-700.0).exp().sum(dim).log()
-
-
-def _relative_change(new: Tensor, old: Tensor) -> float:
-    return float((new - old).abs().max() / torch.stack([new.abs().max(), old.abs().max(), new.new_ones(())]).max())
 
 
 def _marginal_weights(reg_m):
