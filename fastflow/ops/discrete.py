@@ -171,13 +171,13 @@ def _check_logits(logits, x_1, name_1="x_1"):
         raise ValueError(f"logits: expected at least one token and V >= 1, got {tuple(logits.shape)}")
 
 
-def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str, dtype: torch.dtype):
+def _grad_scale(x_1: Tensor, ignore_index: int, reduction: str, logits: Tensor):
     """(per-row scale of the fused op, divisor applied after it or None); see _fused_grad."""
-    valid = (x_1 != ignore_index).reshape(-1).to(torch.float64 if dtype is torch.float64 else torch.float32)
+    valid = (x_1 != ignore_index).reshape(-1).to(_checks.coef_dtype(logits))
     if reduction != "mean":
         return valid, None
     count = valid.sum().clamp_min(1.0)
-    return (valid / count, None) if _fused_grad.fold_divisor(dtype) else (valid, count)
+    return (valid / count, None) if _fused_grad.fold_divisor(logits.dtype) else (valid, count)
 
 
 def _reduce(weighted: Tensor, x_1: Tensor, reduction: str, divisor) -> Tensor:
@@ -218,7 +218,7 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
-    scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits.dtype)
+    scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits)
     composed, wide = transformed(logits, x_1), _checks.wide(logits=logits)
     if composed or wide:  # plain reference math, no fused gradient
         weighted, _, _ = _ce_impl(logits, x_1.reshape(-1), ignore_index, scale, False,
@@ -258,7 +258,7 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     per_row = jump.repeat_interleave(x_1.numel() // x_1.shape[0])
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
-    scale, divisor = _grad_scale(x_1, ii, reduction, logits.dtype)
+    scale, divisor = _grad_scale(x_1, ii, reduction, logits)
     composed, wide = transformed(logits, x_1, x_t, per_row), _checks.wide(logits=logits)
     if composed or wide:  # plain reference math, no fused gradient
         weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,

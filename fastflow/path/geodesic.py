@@ -16,7 +16,6 @@ from .base import ProbPath
 from .path_sample import PathSample
 
 
-
 class GeodesicProbPath(ProbPath):
     """``GeodesicProbPath(scheduler, manifold).sample(x_0, x_1, t)``: points ``[B, ..., D]`` on
     ``manifold`` (any object with ``expmap`` / ``logmap``, flow_matching's included)."""
