@@ -102,6 +102,29 @@ def test_gradient_to_x1_and_x0():
     torch.testing.assert_close(a1, x1.grad)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("dtypes", [(torch.float64, torch.float32), (torch.float32, torch.bfloat16),
+                                    (torch.float16, torch.bfloat16), (torch.bfloat16, torch.float32)])
+def test_mixed_source_and_data_dtypes_promote_as_flow_matching(dtypes, backend):
+    """``x_t`` and ``dx_t`` take the dtype ``x_0`` and ``x_1`` promote to, as flow_matching's
+    arithmetic gives it (an fp32 x_1 with a float64 x_0 used to come out fp32, silently rounded);
+    each input's gradient keeps its own dtype."""
+    if dtypes[0] == torch.float64:
+        backend = "auto"  # float64 runs the reference math; a fused backend asked for refuses it
+    x0 = torch.randn(5, 3, 7, dtype=dtypes[0], requires_grad=True)
+    x1 = torch.randn(5, 3, 7, dtype=dtypes[1], requires_grad=True)
+    t = torch.rand(5)
+    want = torch.promote_types(*dtypes)
+    s = ff.AffineProbPath(ff.CosineScheduler()).sample(x_0=x0, x_1=x1, t=t, backend=backend)
+    theirs = FMAffine(fm.CosineScheduler()).sample(x_0=x0.detach().to(want), x_1=x1.detach().to(want), t=t.to(want))
+    assert s.x_t.dtype == s.dx_t.dtype == theirs.x_t.dtype == want
+    tol = dict(rtol=1e-6, atol=1e-6) if want != torch.float64 else dict(rtol=1e-6, atol=1e-7)  # fp32 t's rounding
+    torch.testing.assert_close(s.x_t.double(), theirs.x_t.double(), **tol)
+    torch.testing.assert_close(s.dx_t.double(), theirs.dx_t.double(), **tol)
+    s.x_t.sum().backward()
+    assert x0.grad.dtype == dtypes[0] and x1.grad.dtype == dtypes[1]
+
+
 def test_conversions_match_flow_matching():
     theirs, ours = FMAffine(fm.CosineScheduler()), ff.AffineProbPath(ff.CosineScheduler())
     x, p, t = torch.randn(5, 8), torch.randn(5, 8), torch.rand(5) * 0.8 + 0.1

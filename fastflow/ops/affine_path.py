@@ -152,12 +152,17 @@ def affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a, b, s=None, rng: Op
 
 def _affine_path_sample(x_1: Tensor, x_0: Optional[Tensor], a: Tensor, b: Tensor, s: Optional[Tensor] = None,
                         rng: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
-    """``affine_path_sample`` with ``[B]`` coefficients computed by the caller."""
+    """``affine_path_sample`` with ``[B]`` coefficients computed by the caller. ``x_t`` takes the
+    dtype ``x_1`` and ``x_0`` promote to, as torch's arithmetic (flow_matching's) gives it: the
+    kernels write ``x_1``'s, so a narrower ``x_1`` is widened first (one more pass, for mixed
+    dtypes only)."""
     _check_pair(x_1, x_0)
     _checks.one_per_sample(x_1.shape[0], a=a, b=b, s=s)
     if (x_0 is None or s is not None) and rng is None:
         raise ValueError("rng: required when x_0 is None or s is given (noise is drawn)")
     composed, wide = transformed(x_1, x_0, a, b, s), _checks.wide(x_1=x_1, x_0=x_0)
+    if x_0 is not None and torch.promote_types(x_1.dtype, x_0.dtype) != x_1.dtype:
+        x_1 = x_1.to(torch.promote_types(x_1.dtype, x_0.dtype))
     if composed or wide:  # plain reference math
         return run("affine_path_sample", pick("affine_path_sample", x_1, backend, composed, wide), x_1, x_0, a, b, s, rng)
     name = pick("affine_path_sample", x_1, backend)

@@ -51,7 +51,9 @@ class AffineProbPath(ProbPath):
         if t.shape != (x_1.shape[0],):
             raise ValueError(f"t: expected shape ({x_1.shape[0]},) (one time per sample), got {tuple(t.shape)}")
         _checks.same_device("t", t, x_1)
-        coef = self._coefficients(t, x_1.shape[0], x_1)
+        if x_0 is not None:
+            _checks.tensor("x_0", x_0, _checks.REAL_DTYPES)
+        coef = self._coefficients(t, x_1.shape[0], _checks.widest(x_1, x_0))
         rng = new_rng(x_1.device, generator) if x_0 is None else None
         x_t = _affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
         return PathSample(x_1, x_0, t, x_t, coefficients=coef, rng=rng, backend=backend)
@@ -71,7 +73,7 @@ class AffineProbPath(ProbPath):
         if not coef:  # a PathSample built by hand (as flow_matching's): this path's coefficients at its t
             if sample._x_0 is None:
                 raise ValueError("sample: a PathSample built without x_0 has no target to compare with")
-            coef = self._coefficients(sample.t, sample.x_1.shape[0], sample.x_1)
+            coef = self._coefficients(sample.t, sample.x_1.shape[0], _checks.widest(sample.x_1, sample._x_0))
         if target == "velocity":
             c, d = coef["d_alpha_t"], coef["d_sigma_t"]
         elif target == "x1":
