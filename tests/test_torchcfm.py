@@ -40,6 +40,23 @@ def test_tuple_order_and_formulas(matcher):
     assert len(matcher.sample_location_and_conditional_flow(x0, x1)) == 3
 
 
+@pytest.mark.parametrize("matcher", [tc.ConditionalFlowMatcher(0.1), tc.TargetConditionalFlowMatcher(0.05),
+                                     tc.VariancePreservingConditionalFlowMatcher(0.2)],
+                         ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("dtypes", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_mixed_dtypes_promote_as_torchcfm(matcher, dtypes):
+    """x0 and x1 of two dtypes: xt and ut in the dtype they promote to, eps in x0's (torchcfm's
+    randn_like(x0)), and a float64 result computed in float64 (coefficients included)."""
+    x0, x1 = torch.randn(6, 5, dtype=dtypes[0]), torch.randn(6, 5, dtype=dtypes[1])
+    t = torch.rand(6, dtype=torch.float64)
+    _, xt, ut, eps = matcher.sample_location_and_conditional_flow(x0, x1, t, return_noise=True)
+    assert xt.dtype == ut.dtype == torch.float64 and eps.dtype == dtypes[0]
+    ref_xt, ref_ut = _closed_form(matcher, x0.double(), x1.double(), t, eps.double())
+    tol = dict(rtol=1e-12, atol=1e-12) if dtypes[0] == torch.float64 else dict(rtol=1e-6, atol=1e-6)  # eps rounded
+    torch.testing.assert_close(xt, ref_xt, **tol)
+    torch.testing.assert_close(ut, ref_ut, **tol)
+
+
 def test_exact_ot_pairs_one_to_one_and_reduces_cost():
     x0, x1 = torch.randn(16, 3), torch.randn(16, 3) + 1
     a0, a1 = x0, x1[tc._exact_ot_perm(x0, x1)]

@@ -54,7 +54,7 @@ class CFMSample:
         if self._eps is None:
             zero = torch.zeros_like(self.coef["a"])
             self._eps = _affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng,
-                                            backend=self.backend)
+                                            backend=self.backend).to(self.x0.dtype)  # torchcfm's randn_like(x0)
         return self._eps
 
 
@@ -142,11 +142,13 @@ class ConditionalFlowMatcher:
             t = t.to(x1.device).type_as(x1)
         if self._own_blocks():
             return self._sample_by_blocks(x0, x1, t)
-        tf = _checks.time("t", t, batch, x1)
+        tf = _checks.time("t", t, batch, _checks.widest(x1, x0))
         coef = self.coefficients(tf)
         rng = new_rng(x1.device, generator)
         x_src = None if coef.get("ignore_x0") else x0
-        xt = _affine_path_sample(x1, x_src, coef["a"], coef["b"], coef["s"], rng=rng, backend=self.backend)
+        # xt in the dtype x0 and x1 promote to, as torchcfm's arithmetic (its noise is x0's)
+        data = x1 if x_src is not None else x1.to(torch.promote_types(x1.dtype, x0.dtype))
+        xt = _affine_path_sample(data, x_src, coef["a"], coef["b"], coef["s"], rng=rng, backend=self.backend)
         return CFMSample(x0, x1, t, xt, coef, rng, self.backend)
 
     def sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
