@@ -7,6 +7,7 @@ the plan they come from.
 """
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -58,11 +59,11 @@ def test_sinkhorn_holds_where_its_scalings_underflow():
     M = _cost(x0, x1)
     assert float(torch.exp(-M / 0.05).max()) == 0.0
     exact = wasserstein(x0, x1) ** 2
-    with np.errstate(all="raise"):
+    with np.errstate(all="raise"), pytest.warns(UserWarning, match="Sinkhorn did not converge"):
         plan = torch.from_numpy(OTPlanSampler("sinkhorn").get_map(x0, x1))
     assert torch.isfinite(plan).all()
     torch.testing.assert_close(plan.sum(1), torch.full((10,), 0.1, dtype=plan.dtype), rtol=0, atol=1e-12)
-    # (POT's 1000 iterations, slow at a small reg, leave the columns ~2e-4 off here)
+    # (POT's 1000 iterations, slow at a small reg, leave the columns ~2e-4 off here, and warn)
     torch.testing.assert_close(plan.sum(0), torch.full((10,), 0.1, dtype=plan.dtype), rtol=0, atol=1e-3)
     assert abs(float((plan * M).sum()) - exact) <= 1e-3 * exact
 
@@ -222,8 +223,11 @@ def test_wasserstein_sinkhorn_finishes_where_sinkhorn_crawls():
     minutes: Newton's method finishes, at the plan a plain Sinkhorn reaches in 20000 iterations."""
     g = torch.Generator().manual_seed(5)
     M = _cost(torch.randn(24, 3, generator=g), torch.randn(17, 3, generator=g))
-    assert _column_error(entropic_plan(M, 0.1)) > 1e-7  # POT's 1000 are not enough here
-    plan = entropic_plan(M, 0.1, max_iter=10**7)
+    with pytest.warns(UserWarning, match="Sinkhorn did not converge"):  # POT's 1000 are not enough here,
+        assert _column_error(entropic_plan(M, 0.1)) > 1e-7               # and POT says so
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        plan = entropic_plan(M, 0.1, max_iter=10**7)
     assert _column_error(plan) < 1e-9
     torch.testing.assert_close(plan.sum(1), torch.full((24,), 1 / 24, dtype=plan.dtype), rtol=0, atol=1e-12)
     torch.testing.assert_close(plan, _plain_sinkhorn(M, 0.1, iters=20000), rtol=1e-7, atol=1e-14)

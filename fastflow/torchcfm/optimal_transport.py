@@ -284,12 +284,13 @@ class _Logs:
 
 
 def _iterate(domain, balanced: bool, max_iter: int, finish=None) -> Optional[Tensor]:
-    """POT's loop and stopping rules on ``domain``'s updates; None if the scalings overflow.
+    """POT's loop, stopping rules and warning on ``domain``'s updates; None if the scalings overflow.
     ``finish(log_k, log u)``, if given, is tried once POT's ``_MAX_ITER`` have not converged; its
     plan, if any, is returned."""
     n0, n1 = domain.shape
     u, v = domain.start(n0), domain.start(n1)
     b = torch.full_like(v, 1 / n1)
+    converged = True
     for it in range(max_iter):  # (any start reaches the fixed point)
         if finish is not None and it == _MAX_ITER:
             plan = finish(*domain.logs(u))
@@ -313,8 +314,15 @@ def _iterate(domain, balanced: bool, max_iter: int, finish=None) -> Optional[Ten
                 return None
             if change < 1e-6:
                 break
+    else:
+        converged = False
     plan = domain.plan(u, v)
-    return plan if not domain.may_overflow or bool(torch.isfinite(plan).all()) else None
+    if domain.may_overflow and not bool(torch.isfinite(plan).all()):
+        return None
+    if balanced and not converged:  # POT's sinkhorn warns so (its unbalanced loop does not)
+        warnings.warn("Sinkhorn did not converge. You might want to increase the number of iterations "
+                      "`numItermax` or the regularization parameter `reg`.")
+    return plan
 
 
 def _exp(x: Tensor) -> Tensor:
