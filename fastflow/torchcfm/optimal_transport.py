@@ -172,17 +172,19 @@ def _newton(log_k: Tensor, f: Tensor, max_steps: int = _NEWTON_MAX_STEPS) -> Opt
     n0, n1 = log_k.shape
     log_a = torch.full_like(f, -math.log(n0))
     log_b = torch.full((n1,), -math.log(n1), dtype=f.dtype, device=f.device)
+    sweep = _Logs(log_k, log_a, log_b, (1.0, 1.0))
     ab = torch.cat([log_a, log_b]).exp()
     eye = torch.eye(n0 + n1, dtype=log_k.dtype, device=log_k.device)
     lam = 1e-2
     for _ in range(max_steps):
-        g = log_b - _logsumexp(log_k + f[:, None], dim=0)
-        f = log_a - _logsumexp(log_k + g[None, :], dim=1)
+        g = sweep.cols(f)
+        f = sweep.rows(g)
         P = _exp(log_k + f[:, None] + g[None, :])
-        grad = ab - torch.cat([P.sum(1), P.sum(0)])
+        sums = torch.cat([P.sum(1), P.sum(0)])
+        grad = ab - sums
         if float(torch.linalg.vector_norm(grad[n0:])) < 1e-9:
             return P, f, g
-        H = torch.diag(torch.cat([P.sum(1), P.sum(0)]))
+        H = torch.diag(sums)
         H[:n0, n0:], H[n0:, :n0] = P, P.T
         d = torch.linalg.solve(H + lam * float(torch.linalg.vector_norm(grad)) * eye, grad)
         slope, step = float(grad @ d), 1.0
@@ -243,7 +245,7 @@ class _Scalings:
 
     def logs(self, u):
         """``log K`` (of the shifted costs) and the rows' log-scalings, for ``_newton``."""
-        return torch.where(self.K > 0, self.K.log(), -math.inf), u.log()
+        return self.K.log(), u.log()  # (log 0 = -inf: the entries set to 0)
 
     def change(self, u, u_prev):
         """POT's: the largest change of a scaling relative to its size (or 1)."""
