@@ -9,18 +9,22 @@ through it keep fastflow's custom ops.
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch._C import _functorch
 
 
-def _active() -> set:
+def _active() -> tuple:
     """The names of the torch.func transforms on the stack (``Vmap``, ``Grad``, ``Jvp``), if any.
-    (torch.compile calls it while it traces, and bakes the answer in: the stack is not traceable.)"""
+    (torch.compile calls it while it traces, and bakes the answer in: the stack is not traceable;
+    a tuple, as Dynamo's constants cannot be sets.)"""
     if not torch._C._are_functorch_transforms_active():
-        return set()
+        return ()
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-    return {i.key().name for i in retrieve_all_functorch_interpreters()} - {"Functionalize"}
+    return tuple(n for n in (i.key().name for i in retrieve_all_functorch_interpreters()) if n != "Functionalize")
 
 
 _active._dynamo_marked_constant = True  # see backends._constant_under_compile
@@ -60,3 +64,40 @@ def unwrapped(x: torch.Tensor) -> torch.Tensor:
     while wrapped(x):
         x = _functorch.get_unwrapped(x)
     return x
+
+
+def eager_under_compile(fn):
+    """``fn`` runs eagerly under torch.compile, between two graphs, as a C extension's call would:
+    host code (NumPy, SciPy, iterative solvers whose loops Dynamo would unroll for minutes).
+
+    ``torch.compiler.disable`` without importing torch._dynamo (1.2 s) with fastflow: torch.compile
+    imports it before it traces a call, which is when the wrapper is made. Dynamo graph-breaks at
+    a function marked ``_torchdynamo_disable`` (``fullgraph=True`` refuses the break) and calls it
+    as Python; from then on it skips this wrapper's frames, and ``fn``'s run with its frame hook off.
+    """
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is None:  # nothing compiles
+            return fn(*args, **kwargs)
+        return _outside_dynamo(dynamo, fn)(*args, **kwargs)
+
+    call._torchdynamo_disable = True
+    call._torchdynamo_disable_msg = _WHY_EAGER
+    return call
+
+
+def _outside_dynamo(dynamo, fn):
+    found = _OUTSIDE_DYNAMO.get(fn)
+    if found is None:
+        for code in (_WRAPPER_CODE, _outside_dynamo.__code__):  # (Dynamo traces them once, then skips)
+            dynamo.eval_frame.skip_code(code)
+        found = _OUTSIDE_DYNAMO[fn] = dynamo.disable(fn, reason=_WHY_EAGER)
+    return found
+
+
+_WHY_EAGER = "fastflow: host code (NumPy, SciPy or a solver's loop) runs between graphs"
+
+
+_OUTSIDE_DYNAMO: dict = {}
+_WRAPPER_CODE = eager_under_compile(len).__code__

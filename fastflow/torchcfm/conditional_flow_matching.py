@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _transforms
 from .._rng import new_rng
 from ..ops._registry import check_wide
 from ..ops.affine_path import _affine_path_loss, _affine_path_sample
@@ -180,6 +180,7 @@ def _check_points(x0: Tensor, x1: Tensor, one_batch_size: bool, backend: Optiona
         raise ValueError(f"x0: expected points of x1's shape {tuple(x1.shape[1:])}, got {tuple(x0.shape)}")
 
 
+@_transforms.eager_under_compile
 def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
     """The permutation of x1 that pairs it with x0 at least total squared distance."""
     return torch.as_tensor(assignment(_cost(x0, x1)), device=x1.device)

@@ -367,6 +367,7 @@ class OTPlanSampler:
             return exact_plan(M)
         return entropic_plan(M, self.reg, self.reg_m if self.method == "unbalanced" else None)
 
+    @_transforms.eager_under_compile
     def get_map(self, x0: Tensor, x1: Tensor) -> np.ndarray:
         """The plan between the minibatches (torchcfm's NumPy array); a plan with no mass (an
         unbalanced plan of far-apart batches) becomes uniform, with a warning, as torchcfm's."""
@@ -377,6 +378,7 @@ class OTPlanSampler:
             p = np.ones_like(p) / p.size
         return p
 
+    @_transforms.eager_under_compile
     def sample_map(self, pi: np.ndarray, batch_size: int, replace: bool = True):
         """Index pairs ``(i, j)`` drawn from ``pi`` (NumPy's global generator, as torchcfm)."""
         p = pi.flatten()
@@ -391,6 +393,7 @@ class OTPlanSampler:
         i, j = self.sample_map(self.get_map(x0, x1), x0.shape[0], replace=replace)
         return x0[i], x1[j], None if y0 is None else y0[i], None if y1 is None else y1[j]
 
+    @_transforms.eager_under_compile
     def sample_trajectory(self, X: Tensor) -> np.ndarray:
         """Trajectories through the populations ``X [bs, times, ...]``: each point steps to a
         point of the next time drawn from its row of the plan (a NumPy array, as torchcfm's)."""
@@ -401,6 +404,7 @@ class OTPlanSampler:
         return np.stack([X[:, t][indices[t]] for t in range(X.shape[1])], axis=1)
 
 
+@_transforms.eager_under_compile
 def wasserstein(x0: Tensor, x1: Tensor, method: Optional[str] = None, reg: float = 0.05, power: int = 2,
                 **kwargs) -> float:
     """torchcfm's W1 / W2 between the minibatches (uniform weights): exact (``None``/``"exact"``)
