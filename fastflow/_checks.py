@@ -138,6 +138,8 @@ def values(name: str, ok: torch.Tensor, what: str):
 
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
     tensor(name, x, INDEX_DTYPES)
+    if ignore_index is not None and not _representable(ignore_index, x.dtype):
+        ignore_index = None  # (no token can be it; torch would compare with it wrapped)
     what = f"token ids must lie in [0, {vocab_size})"
     if _on_host(x):
         a = x.numpy()
@@ -153,6 +155,20 @@ def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None
     if ignore_index is not None:
         ok = ok | (x == ignore_index)
     values(name, ok, what)
+
+
+def skipped_token(x: torch.Tensor, ignore_index: int | None) -> int:
+    """The id the losses skip in token tensor ``x``, as ``x``'s dtype holds it: torch compares an
+    int32 tensor with a wider number wrapped (2**32 + 5 as 5). Where no token can be
+    ``ignore_index`` (None, or outside the dtype), a negative id that ``tokens`` refused."""
+    if ignore_index is not None and _representable(ignore_index, x.dtype):
+        return ignore_index
+    return max(torch.iinfo(x.dtype).min, -(2**62))
+
+
+def _representable(value: int, dtype: torch.dtype) -> bool:
+    info = torch.iinfo(dtype)
+    return info.min <= value <= info.max
 
 
 def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=None,

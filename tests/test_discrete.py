@@ -57,6 +57,25 @@ def test_generalized_kl_matches_flow_matching():
         torch.testing.assert_close(logits.grad, l2.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_int32_tokens_lose_as_int64_ones(backend):
+    """Token 0 counts in int32 tensors: torch compares an int32 tensor with a wider id wrapped, so
+    the 'no ignore_index' id (and an ignore_index outside int32) must be one int32 can hold."""
+    B, L, V = 2, 6, 5
+    logits = torch.randn(B, L, V)
+    x1, xt = torch.randint(0, V, (B, L)), torch.randint(0, V, (B, L))
+    x1[:, 0] = xt[:, 1] = 0
+    kl = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(2)),
+                                     reduction="none", backend=backend)
+    t = torch.tensor([0.3, 0.6])
+    want = FMKL(FMPath(fm.PolynomialConvexScheduler(2)), reduction="none")(logits, x1, xt, t)
+    torch.testing.assert_close(kl(logits, x1.int(), xt.int(), t), want)
+    ce = ff.mixture_cross_entropy(logits, x1.int(), ignore_index=2**32, reduction="none", backend=backend)
+    torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(logits.transpose(1, 2), x1, reduction="none"))
+    with pytest.raises(ValueError, match="x_1"):  # 2**32 - 1 is not -1 for int32 tokens
+        ff.mixture_cross_entropy(logits, torch.full((B, L), -1, dtype=torch.int32), ignore_index=2**32 - 1)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
                             "ignore:divide by zero encountered:RuntimeWarning")  # the Triton interpreter's NumPy
 @pytest.mark.parametrize("logits_grad", [True, False])

@@ -216,6 +216,7 @@ def mixture_cross_entropy(logits: Tensor, x_1: Tensor, ignore_index: int = -100,
     _check_logits(logits, x_1)
     ignore_index = _checks.integer("ignore_index", ignore_index, -(2**63), 2**63 - 1)
     _checks.tokens("x_1", x_1, logits.shape[-1], ignore_index)
+    ignore_index = _checks.skipped_token(x_1, ignore_index)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     overwrite = _overwrite(logits, overwrite_logits, need_grad)
     scale, divisor = _grad_scale(x_1, ignore_index, reduction, logits)
@@ -251,8 +252,10 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
     _checks.tensor("x_t", x_t, _checks.INDEX_DTYPES)
     _checks.same_shape("x_t", x_t, x_1, "x_1")
     V = logits.shape[-1]
-    ii = -(2**62) if ignore_index is None else _checks.integer("ignore_index", ignore_index, -(2**63), 2**63 - 1)
+    if ignore_index is not None:
+        ignore_index = _checks.integer("ignore_index", ignore_index, -(2**63), 2**63 - 1)
     _checks.tokens("x_1", x_1, V, ignore_index)
+    ii = _checks.skipped_token(x_1, ignore_index)
     _checks.tokens("x_t", x_t, V)
     jump = _checks.coefficient("jump", jump, x_1.shape[0], logits, finite=True)
     per_row = jump.repeat_interleave(x_1.numel() // x_1.shape[0])
