@@ -87,6 +87,8 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
     """``out`` may be one of ``inputs`` itself (an element is read before it is written), but
     neither share memory with them otherwise nor with itself: the kernels would read values they
     already overwrote."""
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"{name}: an inference tensor cannot be written outside inference_mode (as in torch)")
     if out.numel() == 0 or torch.compiler.is_compiling() or _transforms.transformed():
         return  # (a traced graph has no addresses to compare; torch.func's wrappers hide them)
     if torch._debug_has_internal_overlap(out) == 1:

@@ -258,8 +258,9 @@ def test_mixture_path_sample_needs_a_vocabulary_and_rng_for_a_uniform_source():
 
 
 def test_step_combine_rng_and_out_errors():
-    """From a fuzzing review: an unchecked rng was read past its end; an out= that overlaps an
-    input without being it gave wrong numbers; out= silently dropped a gradient."""
+    """From fuzzing reviews: an unchecked rng was read past its end; an out= that overlaps an
+    input without being it gave wrong numbers; out= silently dropped a gradient, wrote over a
+    parameter, or wrote an inference tensor outside inference_mode."""
     x, p = torch.randn(3, 5), torch.randn(3, 5)
     raises(ValueError, "rng", ff.step_combine, x, p, 1.0, 0.1, N=1.0, rng=torch.tensor([5]))
     raises(TypeError, "rng", ff.step_combine, x, p, 1.0, 0.1, N=1.0, rng=torch.tensor([1.5, 2.5]))
@@ -274,6 +275,17 @@ def test_step_combine_rng_and_out_errors():
     pair = torch.randn(5, 2)  # interleaved columns share a span but no element: allowed, as torch does
     ff.step_combine(pair[:, 0], pair[:, 0], 1.0, 1.0, out=pair[:, 1])
     raises(ValueError, "out", ff.step_combine, x.clone().requires_grad_(), p, 1.0, 0.1, out=torch.empty(3, 5))
+    # an out that requires grad: a parameter overwritten, or a graph's value replaced behind it
+    w = torch.zeros(3, 5, requires_grad=True)
+    raises(ValueError, "out", ff.euler_step, x, p, 0.1, out=w)
+    raises(ValueError, "out", ff.step_combine, x, p, 0.5, 0.5, out=w * 2)
+    with torch.inference_mode():
+        frozen = torch.zeros(3, 5)
+    for op in (lambda: ff.euler_step(x, p, 0.1, out=frozen), lambda: ff.step_combine(x, p, 0.5, 0.5, out=frozen)):
+        raises(ValueError, "inference", op)
+        assert (frozen == 0).all()
+    with torch.inference_mode():
+        torch.testing.assert_close(ff.euler_step(x, p, 0.1, out=frozen), x + 0.1 * p)
 
 
 def test_solver_grids_are_checked():

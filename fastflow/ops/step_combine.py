@@ -107,8 +107,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     coef = [_checks.coefficient(n, v, batch, like, finite=True) if v is not None else None
             for n, v in (("A", A), ("B", B), ("C", C), ("N", N))]  # (C given exactly with q: checked above)
     if out is not None and torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, p, q, noise, *coef)):
-        raise ValueError("out: the result cannot be written into out= while an input requires grad "
+            t is not None and t.requires_grad for t in (x, p, q, noise, out, *coef)):
+        raise ValueError("out: the result cannot be written into out= while out or an input requires grad "
                          "(autograd does not differentiate through out=, as in torch)")
     if coef[3] is not None and noise is None and rng is None:
         raise ValueError("rng: required when N is given without noise")
@@ -145,7 +145,7 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
             and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is dtype and q.shape == shape
                                and q.is_contiguous()))
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
-                                 and out.is_contiguous()))
+                                 and out.is_contiguous() and not out.is_inference()))
             and direct(x, p, q, out) and (out is None or _apart_or_same(out, x, p, q)))  # (direct: eager)
 
 
