@@ -138,6 +138,15 @@ def values(name: str, ok: torch.Tensor, what: str):
         torch._assert_async(ok, f"{name}: {what}")
 
 
+def scheduled(coefficients: dict, *names: str) -> None:
+    """A scheduler's coefficients ``names`` are finite at the times asked (a derivative that
+    diverges at t = 0 or 1, as t^n's for n < 1 or a VP schedule's, would make NaN of the data)."""
+    ok = torch.isfinite(coefficients[names[0]])
+    for n in names[1:]:
+        ok = ok & torch.isfinite(coefficients[n])
+    values("t", ok, f"the scheduler's {' / '.join(names)} are not finite at these times")
+
+
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
     tensor(name, x, INDEX_DTYPES)
     if ignore_index is not None and not _representable(ignore_index, x.dtype):

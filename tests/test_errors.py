@@ -24,6 +24,21 @@ def test_path_sample_errors():
     raises(TypeError, "generator", p.sample, x_1=x, t=torch.rand(4), generator=3)
 
 
+def test_diverging_scheduler_coefficients_name_t():
+    """From a fuzzing review: t^0.5's derivative at t = 0 (a VP schedule's at t = 1) made the loss
+    and dx_t NaN. What does not use the derivative (x_t, an epsilon target) still runs."""
+    x0, x1, v = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
+    for scheduler, edge in ((ff.PolynomialConvexScheduler(0.5), 0.0), (ff.VPScheduler(), 1.0)):
+        p = ff.AffineProbPath(scheduler)
+        s = p.sample(x_0=x0, x_1=x1, t=torch.tensor([edge, 0.5]))
+        raises(ValueError, "t: the scheduler's d_alpha_t", p.loss, v, s)
+        raises(ValueError, "t: the scheduler's d_alpha_t", lambda: s.dx_t)
+        assert torch.isfinite(p.loss(v, s, target="epsilon")) and torch.isfinite(s.x_t).all()
+    sphere = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
+    g = ff.GeodesicProbPath(ff.PolynomialConvexScheduler(0.5), ff.Sphere())
+    raises(ValueError, "t: the scheduler's", g.sample, sphere(x0), sphere(x1), torch.tensor([0.0, 0.5]))
+
+
 def test_loss_errors():
     p = ff.CondOTProbPath()
     s = p.sample(x_1=torch.randn(4, 3), t=torch.rand(4))

@@ -247,6 +247,28 @@ def test_path_samples_are_built_and_read_as_flow_matching_s():
         s.dx_t
 
 
+def test_copied_samples_read_dx_t_and_x_0():
+    """A sample pickled (a DataLoader worker's batch, torch.save) or deep-copied holds new tensors
+    with fresh version counters: dx_t is still read, and still refused if the originals changed
+    before the copy. The regenerated x_0 does not depend on the data (finite where x_1 is not)."""
+    import copy
+    import pickle
+    p = ff.CondOTProbPath()
+    x1, x0, t = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4)
+    s = p.sample(x_0=x0, x_1=x1, t=t)
+    for c in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s)):
+        torch.testing.assert_close(c.dx_t, x1 - x0)
+    drawn = p.sample(x_1=x1, t=t)
+    c = pickle.loads(pickle.dumps(drawn))
+    torch.testing.assert_close(c.x_0, drawn.x_0)
+    torch.testing.assert_close(c.dx_t, drawn.dx_t)
+    x1.add_(1)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        pickle.loads(pickle.dumps(s)).dx_t
+    x1[0, 0] = float("inf")
+    assert torch.isfinite(p.sample(x_1=x1, t=t).x_0).all()
+
+
 def test_samples_are_dataclasses_as_flow_matching_s():
     """``dataclasses.fields / asdict / replace`` work on fastflow's samples as on flow_matching's,
     the lazy ``x_0`` / ``dx_t`` computed when read."""

@@ -54,6 +54,7 @@ class AffineProbPath(ProbPath):
         if x_0 is not None:
             _checks.tensor("x_0", x_0, _checks.REAL_DTYPES)
         coef = self._coefficients(t, x_1.shape[0], _checks.widest(x_1, x_0))
+        _checks.scheduled(coef, "alpha_t", "sigma_t")
         rng = new_rng(x_1.device, generator) if x_0 is None else None
         x_t = _affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
         return PathSample(x_1, x_0, t, x_t, coefficients=coef, rng=rng, backend=backend)
@@ -75,6 +76,7 @@ class AffineProbPath(ProbPath):
                 raise ValueError("sample: a PathSample built without x_0 has no target to compare with")
             coef = self._coefficients(sample.t, sample.x_1.shape[0], _checks.widest(sample.x_1, sample._x_0))
         if target == "velocity":
+            _checks.scheduled(coef, "d_alpha_t", "d_sigma_t")
             c, d = coef["d_alpha_t"], coef["d_sigma_t"]
         elif target == "x1":
             c, d = torch.ones_like(coef["alpha_t"]), torch.zeros_like(coef["alpha_t"])

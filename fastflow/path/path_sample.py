@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..ops.affine_path import _affine_path_sample
 from ..ops.discrete import _mixture_path_sample
 
@@ -67,18 +68,34 @@ class PathSample:
         return self._x_0
 
     def _noise(self) -> Tensor:
-        """The in-kernel noise regenerated: 0 * x_1 + 1 * x_0."""
+        """The in-kernel noise regenerated: 0 * x + 1 * x_0, with zeros for x (0 * x_1 would be NaN
+        where x_1 is infinite; the noise does not depend on the data)."""
         zero = torch.zeros_like(self.coefficients["alpha_t"])
-        return _affine_path_sample(self.x_1, None, zero, zero + 1, rng=self.rng, backend=self.backend)
+        return _affine_path_sample(torch.zeros_like(self.x_1), None, zero, zero + 1, rng=self.rng,
+                                   backend=self.backend)
 
     @x_0.setter
     def x_0(self, value: Tensor) -> None:
         self._x_0 = value
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy, torch.save, a DataLoader worker's batch) holds new tensors,
+        whose version counters start afresh: it keeps whether the originals had changed."""
+        state = self.__dict__.copy()
+        state["_versions"] = _versions(*self._inputs) == self._versions
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        unchanged = self._versions
+        self._versions = _versions(*self._inputs) if unchanged else ()  # (): never equal, dx_t raises
+
     @property
     def dx_t(self) -> Tensor:
         if self._dx_t is None:
             c = self.coefficients
+            if c:
+                _checks.scheduled(c, "d_alpha_t", "d_sigma_t")
             self._dx_t = self._derive("dx_t", lambda: _affine_path_sample(
                 self.x_1, self._x_0, c["d_alpha_t"], c["d_sigma_t"], rng=self.rng, backend=self.backend))
         return self._dx_t
