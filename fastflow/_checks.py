@@ -230,6 +230,9 @@ def per_sample(name: str, c: torch.Tensor, batch: int, like: torch.Tensor) -> to
     [B] or [B, 1, ...]) as a contiguous ``[batch]`` of data ``like``'s ``coef_dtype`` (already
     one: returned as is)."""
     dtype = coef_dtype(like)
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"{name}: expected its outputs as tensors (flow_matching's SchedulerOutput), "
+                        f"got {type(c).__name__}")
     if c.dtype is dtype and c.shape == (batch,) and c.is_contiguous():
         return c
     one_per_sample(batch, **{name: c})

@@ -1,4 +1,6 @@
 """Bad input raises ValueError / TypeError naming the argument; nothing is clamped or NaN."""
+import math
+
 import pytest
 import torch
 
@@ -37,6 +39,27 @@ def test_diverging_scheduler_coefficients_name_t():
     sphere = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
     g = ff.GeodesicProbPath(ff.PolynomialConvexScheduler(0.5), ff.Sphere())
     raises(ValueError, "t: the scheduler's", g.sample, sphere(x0), sphere(x1), torch.tensor([0.0, 0.5]))
+
+
+def test_schedulers_of_nan_or_floats_name_the_scheduler():
+    """From a fuzzing review: a NaN kappa ran the jump step; Python floats from a custom
+    scheduler crashed with an AttributeError."""
+    V, logits, x_t = 5, torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3))
+
+    class NaNs(ff.PolynomialConvexScheduler):
+        def __call__(self, t):
+            out = super().__call__(t)
+            return type(out)(alpha_t=out.alpha_t * math.nan, sigma_t=out.sigma_t, d_alpha_t=out.d_alpha_t,
+                             d_sigma_t=out.d_sigma_t)
+
+    class Floats:
+        def __call__(self, t):
+            return ff.SchedulerOutput(alpha_t=0.5, sigma_t=0.5, d_alpha_t=1.0, d_sigma_t=-1.0)
+
+    raises(ValueError, "scheduler", ff.jump_step, logits, x_t, 0.5, 0.1, NaNs(2.0))
+    kl = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(NaNs(2.0)))
+    raises(ValueError, "scheduler: its alpha_t", kl, logits, x_t, x_t, torch.rand(2))
+    raises(TypeError, "scheduler", ff.AffineProbPath(Floats()).sample, x_1=torch.randn(2, 3), t=torch.rand(2))
 
 
 def test_loss_errors():
@@ -377,6 +400,10 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
     raises(ValueError, "mask_id", ff.mixture_path_sample, x_1, None, 0.5, rng, mask_id=2**32 + 7)
     raises(ValueError, "vocab_size", ff.mixture_path_sample, x_1, None, 0.5, rng, vocab_size=2**33)
     raises(ValueError, "vocab_size", ff.mixture_path_sample, x_1.long(), None, 0.5, rng, vocab_size=2**40)
+    # ((w V) >> 32 overflowed the reference's int64 and Triton's umulhi past 2^31)
+    raises(ValueError, "vocab_size", ff.mixture_path_sample, x_1.long(), None, 0.5, rng, vocab_size=2**31)
+    wide = ff.mixture_path_sample(x_1, torch.full((2, 3), 2**32 + 5), 0.0, rng)  # int32 x_1, int64 x_0
+    assert wide.dtype == torch.int64 and (wide == 2**32 + 5).all()  # (was truncated to 5)
     raises(ValueError, "noise", ff.mixture_path_sample, x_1, None, 0.5, rng, vocab_size=V,
            noise=torch.full((2, 3), 1.5))
     raises(TypeError, "ignore_index", ff.mixture_cross_entropy, logits, x_t, ignore_index=None)

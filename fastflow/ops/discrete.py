@@ -42,8 +42,9 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa, rng: Optional
     kappa = _checks.coefficient("kappa", kappa, x_1.shape[0], x_1, lo=0.0, hi=1.0)
     rng = None if rng is None else _checks.rng("rng", rng, x_1)
     if x_0 is None and mask_id is None:  # a uniform source is drawn (stream 1 of rng, even with noise)
-        # (the draw (w V) >> 32 of a 32-bit word w holds V <= 2^32; the tokens' dtype bounds it too)
-        vocab_size = _checks.integer("vocab_size", vocab_size, 1, min(2**32, _checks.token_max(x_1.dtype) + 1))
+        # (the draw (w V) >> 32 of a 32-bit word w: every backend's arithmetic holds V < 2^31, as
+        # int32 tokens do)
+        vocab_size = _checks.integer("vocab_size", vocab_size, 1, min(2**31 - 1, _checks.token_max(x_1.dtype) + 1))
         if rng is None:
             raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     return _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size, mask_id, noise, backend)
@@ -58,6 +59,8 @@ def _mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa: Tensor, rng:
     if x_0 is not None:
         _checks.tensor("x_0", x_0, _checks.INDEX_DTYPES)
         _checks.same_shape("x_0", x_0, x_1, "x_1")
+        if x_0.dtype != x_1.dtype:  # the wider dtype holds both, as torch.where's promotion gives
+            x_1, x_0 = x_1.long(), x_0.long()
     if noise is not None:
         _checks.tensor("noise", noise, _checks.REAL_DTYPES)
         _checks.same_shape("noise", noise, x_1, "x_1")
@@ -306,7 +309,8 @@ def _(logits, x_t, h, r1, r0, p0, source, mask_id, temperature, final, probs, rn
 def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free) -> tuple[Tensor, Tensor]:
     """Per-sample rates ``r1 = (1 + c) d_kappa / (1 - kappa)`` and ``r0 = c d_kappa / kappa``
     (FORMULAS.md §5), with their limits: ``r1 = inf`` at kappa = 1, ``r0 = inf`` at kappa = 0
-    when c > 0, ``r0 = 0`` when c = 0."""
+    when c > 0, ``r0 = 0`` when c = 0. A NaN kappa or d_kappa (a scheduler's) is refused."""
+    _checks.values("scheduler", ~(kappa.isnan() | d_kappa.isnan()), "its alpha_t / d_alpha_t are NaN at these times")
     lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
     if not isinstance(div_free, Tensor):  # a number, checked by the caller
         if div_free == 0.0:  # the default: (1 + 0) lam is lam and r0 is 0, bit for bit
