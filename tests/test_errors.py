@@ -58,7 +58,9 @@ def test_schedulers_of_nan_or_floats_name_the_scheduler():
 
     raises(ValueError, "scheduler", ff.jump_step, logits, x_t, 0.5, 0.1, NaNs(2.0))
     kl = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(NaNs(2.0)))
-    raises(ValueError, "scheduler: its alpha_t", kl, logits, x_t, x_t, torch.rand(2))
+    raises(ValueError, "t: the scheduler's alpha_t / d_alpha_t", kl, logits, x_t, x_t, torch.rand(2))
+    kl = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(0.5)))
+    raises(ValueError, "t: the scheduler's", kl, logits, x_t, x_t, torch.tensor([0.0, 0.5]))  # (d_kappa: inf)
     raises(TypeError, "scheduler", ff.AffineProbPath(Floats()).sample, x_1=torch.randn(2, 3), t=torch.rand(2))
 
 

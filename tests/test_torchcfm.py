@@ -1,6 +1,7 @@
 """fastflow.torchcfm: torchcfm's matchers (tuple order, formulas) and the fused loss."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,7 @@ def test_mixed_dtypes_promote_as_torchcfm(matcher, dtypes):
     tol = dict(rtol=1e-12, atol=1e-12) if dtypes[0] == torch.float64 else dict(rtol=1e-6, atol=1e-6)  # eps rounded
     torch.testing.assert_close(xt, ref_xt, **tol)
     torch.testing.assert_close(ut, ref_ut, **tol)
+    assert matcher.sample_location_and_conditional_flow(x0, x1)[0].dtype == dtypes[0]  # drawn t: x0's, as torchcfm's
 
 
 def test_exact_ot_pairs_one_to_one_and_reduces_cost():
@@ -78,9 +80,17 @@ def test_fused_loss_matches_materialised():
     torch.testing.assert_close(v.grad, v2.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_bad_sigma():
+def test_sigma_of_any_real_scalar_kind():
+    """torchcfm takes sigma as any real scalar (a NumPy one, a 0-d tensor): kept as a Python float.
+    A negative, non-finite or non-scalar one is refused, naming sigma."""
+    for sigma in (np.float32(0.25), torch.tensor(0.25), np.array(0.25), 1):
+        m = tc.SchrodingerBridgeConditionalFlowMatcher(sigma)
+        assert type(m.sigma) is float and m.sigma == float(sigma) and m.ot_sampler.reg == 2 * float(sigma) ** 2
+    for sigma in (-1.0, np.float64(-0.1), torch.tensor(math.inf), torch.tensor([0.1, 0.2]), True, "0.1", 1j):
+        with pytest.raises(ValueError, match="sigma"):
+            tc.ConditionalFlowMatcher(sigma)
     with pytest.raises(ValueError, match="sigma"):
-        tc.ConditionalFlowMatcher(-1.0)
+        tc.SchrodingerBridgeConditionalFlowMatcher(torch.tensor(0.0))
 
 
 def test_reachable_after_import_fastflow():
@@ -150,3 +160,71 @@ def test_building_blocks_take_t_as_a_number():
         assert isinstance(m.compute_sigma_t(0.3), float) and isinstance(m.compute_lambda(1), float)
     with pytest.warns(UserWarning, match="Small sigma"):
         tc.SchrodingerBridgeConditionalFlowMatcher(5e-4)
+
+
+@pytest.mark.parametrize("matcher", MATCHERS, ids=lambda m: type(m).__name__)
+def test_noise_is_returned_without_a_graph(matcher):
+    """eps does not depend on the inputs: returned as torchcfm's randn, with no graph, while xt and
+    ut keep their gradients in x0, x1 and t (the closed forms' at that eps); TargetCFM leaves x0
+    out of the graph (its grad stays None, as torchcfm's)."""
+    x0, x1, t = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6) * 0.9 + 0.05
+    if isinstance(matcher, (tc.ExactOptimalTransportConditionalFlowMatcher, tc.SchrodingerBridgeConditionalFlowMatcher)):
+        x1 = x1[tc._exact_ot_perm(x0, x1)]  # (already paired: the pairing keeps them so)
+    leaves = [a.clone().requires_grad_() for a in (x0, x1, t)]
+    _, xt, ut, eps = matcher.sample_location_and_conditional_flow(*leaves, return_noise=True)
+    assert not eps.requires_grad and eps.grad_fn is None
+    grads = torch.autograd.grad((xt * ut).sum(), leaves, allow_unused=True)
+    refs = [a.clone().requires_grad_() for a in (x0, x1, t)]
+    ref_xt, ref_ut = _closed_form(matcher, *refs, eps)
+    ref_grads = torch.autograd.grad((ref_xt * ref_ut).sum(), refs, allow_unused=True)
+    for name, g, r in zip(("x0", "x1", "t"), grads, ref_grads):
+        assert (g is None) == (r is None), name
+        if g is not None:
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=name)
+    assert (grads[0] is None) == isinstance(matcher, tc.TargetConditionalFlowMatcher)
+
+
+class _Reversing:
+    """A sampler of one's own, duck-typed as torchcfm calls it: pairs x0[i] with x1[-1 - i]."""
+
+    def sample_plan(self, x0, x1, replace=True):
+        return x0, x1.flip(0)
+
+    def sample_plan_with_labels(self, x0, x1, y0=None, y1=None, replace=True):
+        return x0, x1.flip(0), y0, y1.flip(0)
+
+
+@pytest.mark.parametrize("cls", [tc.ExactOptimalTransportConditionalFlowMatcher,
+                                 tc.SchrodingerBridgeConditionalFlowMatcher], ids=lambda c: c.__name__)
+def test_ot_matchers_call_their_sampler_as_torchcfm(cls):
+    """Any ``ot_sampler`` is called as torchcfm calls it (sample_plan; sample_plan_with_labels in the
+    guided variant): a duck-typed one (no ``method``), and a subclass of OTPlanSampler("exact")
+    whose sample_plan or get_map is its own (not bypassed by the one-to-one exact pairing)."""
+    x0, x1, t = torch.randn(6, 2), torch.randn(6, 2), torch.rand(6) * 0.9 + 0.05
+    m = cls(0.5)
+    m.ot_sampler = _Reversing()
+    _, xt, ut, eps = m.sample_location_and_conditional_flow(x0, x1, t, return_noise=True)
+    ref_xt, ref_ut = _closed_form(m, x0, x1.flip(0), t, eps)
+    torch.testing.assert_close(xt, ref_xt, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ut, ref_ut, rtol=1e-4, atol=1e-4)
+    *_, g0, g1 = m.guided_sample_location_and_conditional_flow(x0, x1, torch.arange(6), torch.arange(6))
+    assert torch.equal(g0, torch.arange(6)) and torch.equal(g1, torch.arange(6).flip(0))
+
+    calls = []
+
+    class Recording(tc.OTPlanSampler):
+        def sample_plan(self, x0, x1, replace=True):
+            calls.append("sample_plan")
+            return x0, x1.flip(0)
+
+    class OwnMap(tc.OTPlanSampler):
+        def get_map(self, x0, x1):
+            calls.append("get_map")
+            return np.eye(x0.shape[0])[::-1] / x0.shape[0]  # the reversal, as a plan
+
+    for sampler in (Recording("exact"), OwnMap("exact")):  # (OwnMap's pairs are drawn: x0 reordered)
+        m.ot_sampler = sampler
+        s = m.sample(x0, x1, t)
+        i = torch.cdist(s.x0, x0).argmin(1)
+        assert torch.equal(s.x0, x0[i]) and torch.equal(s.x1, x1[5 - i])
+    assert calls == ["sample_plan", "get_map"]

@@ -35,7 +35,7 @@ class MixturePathGeneralizedKL(torch.nn.modules.loss._Loss):
         t = _checks.time("t", t, x_1.shape[0], logits)
         s = self.path.scheduler(t)
         kappa, d_kappa = (_checks.per_sample("scheduler", c, x_1.shape[0], logits) for c in (s.alpha_t, s.d_alpha_t))
-        _checks.values("scheduler", ~(kappa.isnan() | d_kappa.isnan()), "its alpha_t / d_alpha_t are NaN at these times")
+        _checks.scheduled({"alpha_t": kappa, "d_alpha_t": d_kappa}, "alpha_t", "d_alpha_t")
         _checks.values("t", kappa < 1, "the jump coefficient d_kappa/(1 - kappa) is infinite where kappa_t = 1 "
                        "(t = 1); sample t in [0, 1)")
         return generalized_kl(logits, x_1, x_t, d_kappa / (1 - kappa), self.ignore_index, self.reduction,

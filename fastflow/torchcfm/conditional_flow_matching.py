@@ -11,15 +11,17 @@ fused path (eps drawn in-kernel, ``ut`` never stored). torchcfm's building block
 ``sample_noise_like``, ``compute_lambda``, ``pad_t_like_x``) are plain PyTorch from the same
 coefficients; a subclass that overrides one of them (torchcfm's way to define a matcher) is
 sampled through them, unfused, so its definition holds. OT-CFM and SB-CFM pair the minibatch
-through ``self.ot_sampler`` (``optimal_transport.OTPlanSampler``): an exact plan (scipy's
-``linear_sum_assignment``, an optional dependency) pairs the batch one-to-one (torchcfm samples
-pairs from the plan with replacement), an entropic one's pairs are drawn from it as torchcfm's.
+through ``self.ot_sampler``: fastflow's own exact ``optimal_transport.OTPlanSampler`` (scipy's
+``linear_sum_assignment``, an optional dependency) pairs a batch one-to-one (torchcfm samples
+pairs from the plan with replacement); any other sampler (an entropic one, torchcfm's, one's own,
+a subclass that redefines the plan or its draws) is called as torchcfm calls it.
 SB-CFM's ``(1 - 2t) / (2 t (1 - t))`` uses torchcfm's ``+ 1e-8`` in the denominator.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from numbers import Real
 from typing import Optional
 
 import torch
@@ -45,17 +47,26 @@ class CFMSample:
     def ut(self) -> Tensor:
         if self._ut is None:
             c = self.coef
-            self._ut = _affine_path_sample(self.x1, self.x0, c["c"], c["d"], c["e"], rng=self.rng,
-                                           backend=self.backend)
+            self._ut = _affine_path_sample(*_operands(c, self.x0, self.x1), c["c"], c["d"], c["e"],
+                                           rng=self.rng, backend=self.backend)
         return self._ut
 
     @property
     def eps(self) -> Tensor:
-        if self._eps is None:
-            zero = torch.zeros_like(self.coef["a"])
-            self._eps = _affine_path_sample(self.x1, self.x0, zero, zero, zero + 1, rng=self.rng,
-                                            backend=self.backend).to(self.x0.dtype)  # torchcfm's randn_like(x0)
+        if self._eps is None:  # the noise alone (torchcfm's randn_like(x0)): from zeros, so without
+            zero = torch.zeros_like(self.coef["a"])  # a graph to x0, x1 or NaN where they are infinite
+            z = torch.zeros_like(self.x0, dtype=torch.promote_types(self.x0.dtype, self.x1.dtype))
+            self._eps = _affine_path_sample(z, z, zero, zero, zero + 1, rng=self.rng,
+                                            backend=self.backend).to(self.x0.dtype)
         return self._eps
+
+
+def _operands(coef: dict, x0: Tensor, x1: Tensor):
+    """The kernels' ``x_1, x_0`` for ``coef``: without x0 where it is unused (no graph to it, as
+    torchcfm's), x1 then in the dtype x0 and x1 promote to, as torchcfm's arithmetic."""
+    if coef.get("ignore_x0"):
+        return x1.to(torch.promote_types(x1.dtype, x0.dtype)), None
+    return x1, x0
 
 
 def pad_t_like_x(t, x: Tensor):
@@ -72,9 +83,7 @@ class ConditionalFlowMatcher:
     """I-CFM: ``x_t = t x1 + (1 - t) x0 + sigma eps``, ``u_t = x1 - x0``."""
 
     def __init__(self, sigma: float = 0.0, backend: Optional[str] = None):
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
-            raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
-        self.sigma, self.backend = float(sigma), backend
+        self.sigma, self.backend = _sigma(sigma), backend
 
     def coefficients(self, t: Tensor) -> dict:
         one = torch.ones_like(t)
@@ -82,8 +91,8 @@ class ConditionalFlowMatcher:
 
     _one_batch_size = True  # (the OT matchers pair batches of two sizes)
 
-    def _pair(self, x0, x1, y0=None, y1=None):
-        return x0, x1, y0, y1
+    def _pair(self, x0, x1):
+        return x0, x1
 
     # -- torchcfm's building blocks, from the same coefficients (plain PyTorch)
     def _at(self, t, like: Optional[Tensor] = None) -> dict:
@@ -132,23 +141,22 @@ class ConditionalFlowMatcher:
     def sample(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
                generator: Optional[torch.Generator] = None) -> CFMSample:
         _check_points(x0, x1, self._one_batch_size, self.backend)
-        x0, x1, _, _ = self._pair(x0, x1)
+        x0, x1 = self._pair(x0, x1)
         return self._sample_pairs(x0, x1, t, generator)
 
     def _sample_pairs(self, x0: Tensor, x1: Tensor, t: Optional[Tensor], generator) -> CFMSample:
         batch = x1.shape[0]
-        if t is None:  # torchcfm's: uniform times in the data's dtype
-            t = torch.rand(batch, generator=generator, device=generator.device if generator else x1.device)
-            t = t.to(x1.device).type_as(x1)
+        if t is None:  # torchcfm's: uniform times in x0's dtype
+            t = torch.rand(batch, generator=generator, device=generator.device if generator else x0.device)
+            t = t.to(x0.device).type_as(x0)
         if self._own_blocks():
             return self._sample_by_blocks(x0, x1, t)
         tf = _checks.time("t", t, batch, _checks.widest(x1, x0))
         coef = self.coefficients(tf)
         rng = new_rng(x1.device, generator)
-        x_src = None if coef.get("ignore_x0") else x0
         # xt in the dtype x0 and x1 promote to, as torchcfm's arithmetic (its noise is x0's)
-        data = x1 if x_src is not None else x1.to(torch.promote_types(x1.dtype, x0.dtype))
-        xt = _affine_path_sample(data, x_src, coef["a"], coef["b"], coef["s"], rng=rng, backend=self.backend)
+        xt = _affine_path_sample(*_operands(coef, x0, x1), coef["a"], coef["b"], coef["s"], rng=rng,
+                                 backend=self.backend)
         return CFMSample(x0, x1, t, xt, coef, rng, self.backend)
 
     def sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, t: Optional[Tensor] = None,
@@ -170,6 +178,15 @@ class ConditionalFlowMatcher:
                                  weight=weight, reduction=reduction, backend=self.backend)
 
 
+def _sigma(sigma) -> float:
+    """``sigma`` as torchcfm takes it, a real number (Python's, NumPy's, a 0-d tensor), as a
+    float; it must be finite and >= 0."""
+    value = sigma.item() if getattr(sigma, "ndim", None) == 0 and hasattr(sigma, "item") else sigma
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
+        raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
+    return float(value)
+
+
 def _check_points(x0: Tensor, x1: Tensor, one_batch_size: bool, backend: Optional[str]) -> None:
     _checks.tensor("x1", x1, _checks.REAL_DTYPES, ndim_min=1)
     _checks.tensor("x0", x0, _checks.REAL_DTYPES)
@@ -186,20 +203,37 @@ def _exact_ot_perm(x0: Tensor, x1: Tensor) -> Tensor:
     return torch.as_tensor(assignment(_cost(x0, x1)), device=x1.device)
 
 
+_SAMPLER_METHODS = ("get_map", "sample_map", "sample_plan", "sample_plan_with_labels")
+
+
+def _one_to_one(sampler) -> bool:
+    """``sampler`` is fastflow's own exact ``OTPlanSampler``, its plan and draws as defined there
+    (no subclass or instance redefines them): its plan between batches of one size is then a
+    permutation, which pairs them one-to-one."""
+    return (isinstance(sampler, OTPlanSampler) and sampler.method == "exact"
+            and all(getattr(type(sampler), n) is getattr(OTPlanSampler, n) and n not in vars(sampler)
+                    for n in _SAMPLER_METHODS))
+
+
 class _OTPairs:
     """The minibatch pairing of OT-CFM and SB-CFM (``self.ot_sampler``), and torchcfm's labelled
-    variant of it: ``x0.shape[0]`` pairs, the batches may differ in size. An exact plan between
-    batches of one size pairs them one-to-one (the plan is a permutation; torchcfm draws pairs from
-    it with replacement, so some points twice and others not); any other plan's pairs are drawn
-    from it as torchcfm draws them."""
+    variant of it: ``x0.shape[0]`` pairs, the batches may differ in size. fastflow's exact sampler
+    pairs batches of one size one-to-one (the plan is a permutation; torchcfm draws pairs from it
+    with replacement, so some points twice and others not); any other sampler is called as
+    torchcfm calls it (``sample_plan``, or ``sample_plan_with_labels`` given ``labels = (y0, y1)``)."""
 
     _one_batch_size = False
 
-    def _pair(self, x0, x1, y0=None, y1=None):
-        if self.ot_sampler.method == "exact" and x0.shape[0] == x1.shape[0]:
+    def _pair(self, x0, x1, *labels):
+        if _one_to_one(self.ot_sampler) and x0.shape[0] == x1.shape[0]:
             perm = _exact_ot_perm(x0, x1)
+            if not labels:
+                return x0, x1[perm]
+            y0, y1 = labels
             return x0, x1[perm], y0, None if y1 is None else y1[perm]
-        return self.ot_sampler.sample_plan_with_labels(x0, x1, y0, y1)
+        if labels:
+            return self.ot_sampler.sample_plan_with_labels(x0, x1, *labels)
+        return self.ot_sampler.sample_plan(x0, x1)
 
     def guided_sample_location_and_conditional_flow(self, x0: Tensor, x1: Tensor, y0=None, y1=None,
                                                     t: Optional[Tensor] = None, return_noise: bool = False):
@@ -234,9 +268,9 @@ class SchrodingerBridgeConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
 
     def __init__(self, sigma: float = 1.0, ot_method: str = "exact", backend: Optional[str] = None):
         super().__init__(sigma, backend)
-        if sigma <= 0:
+        if self.sigma <= 0:
             raise ValueError(f"sigma: SB-CFM needs sigma > 0, got {sigma}")
-        if sigma < 1e-3:  # (torchcfm's warning)
+        if self.sigma < 1e-3:  # (torchcfm's warning)
             warnings.warn("Small sigma values may lead to numerical instability.")
         self.ot_method = _checks.choice("ot_method", ot_method, METHODS)
         self.ot_sampler = OTPlanSampler(method=ot_method, reg=2 * self.sigma**2)
