@@ -87,10 +87,10 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
     """``out`` may be one of ``inputs`` itself (an element is read before it is written), but
     neither share memory with them otherwise nor with itself: the kernels would read values they
     already overwrote."""
-    if out.is_inference() and not torch.is_inference_mode_enabled():
-        raise ValueError(f"{name}: an inference tensor cannot be written outside inference_mode (as in torch)")
     if out.numel() == 0 or torch.compiler.is_compiling() or _transforms.transformed():
         return  # (a traced graph has no addresses to compare; torch.func's wrappers hide them)
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"{name}: an inference tensor cannot be written outside inference_mode (as in torch)")
     if torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(f"{name}: its elements share memory (an expanded tensor?); it cannot be written")
     lo, hi = _span(out)
@@ -291,8 +291,12 @@ def scalar(name: str, value, lo=None, hi=None, finite: bool = False, top: float 
     finite value unless float64 data raises it, when ``finite``), as a float."""
     if type(value) is not float and (isinstance(value, bool) or not isinstance(value, Real)):
         raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
-    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}: expected a value in [{lo}, {hi}], got {value}")
+    if value != value:
+        raise ValueError(f"{name}: must not be NaN")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"in [{lo}, {hi}]" if lo is not None and hi is not None else (
+            f">= {lo}" if lo is not None else f"<= {hi}")
+        raise ValueError(f"{name}: expected a value {bounds}, got {value}")
     if finite and not -top <= value <= top:
         raise ValueError(f"{name}: expected a finite value, got {value}")
     return float(value)

@@ -30,6 +30,9 @@ class DDPMScheduler:
         self.beta = torch.cat((torch.zeros(1, dtype=torch.float64), beta))  # index k = 1..K
         self.alpha = 1 - self.beta
         self.alpha_bar = torch.cumprod(self.alpha, 0)  # alpha_bar[0] = 1
+        if not self.alpha_bar[-1] > 0:  # (sqrt(alpha_bar) divides the DDIM step and the conversions)
+            raise ValueError(f"num_steps, beta_end: alpha_bar underflows to 0 by step {num_steps} "
+                             f"(a schedule of {num_steps} steps up to beta_end = {beta_end} destroys all signal)")
         self._on = {}  # device -> (beta, alpha, alpha_bar): the tables where the data is
 
     def tables(self, device) -> tuple[Tensor, Tensor, Tensor]:

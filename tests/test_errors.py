@@ -64,6 +64,15 @@ def test_schedulers_of_nan_or_floats_name_the_scheduler():
     raises(TypeError, "scheduler", ff.AffineProbPath(Floats()).sample, x_1=torch.randn(2, 3), t=torch.rand(2))
 
 
+def test_messages_say_what_is_wrong():
+    """From a fuzzing review: a NaN read 'expected a value in [None, None]'; a DDPM table whose
+    alpha_bar underflows to 0 failed later as a NaN coefficient 'A'."""
+    raises(ValueError, "h: must not be NaN", ff.euler_step, torch.randn(2, 2), torch.randn(2, 2), math.nan)
+    raises(ValueError, r"h: expected a value >= 0.0", ff.jump_step, torch.randn(2, 3, 5),
+           torch.zeros(2, 3, dtype=torch.long), 0.5, -0.1, S)
+    raises(ValueError, "num_steps, beta_end: alpha_bar underflows", ff.DDPMScheduler, 20000, 1e-4, 0.9)
+
+
 def test_loss_errors():
     p = ff.CondOTProbPath()
     s = p.sample(x_1=torch.randn(4, 3), t=torch.rand(4))

@@ -145,8 +145,9 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
             and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is dtype and q.shape == shape
                                and q.is_contiguous()))
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
-                                 and out.is_contiguous() and not out.is_inference()))
-            and direct(x, p, q, out) and (out is None or _apart_or_same(out, x, p, q)))  # (direct: eager)
+                                 and out.is_contiguous()))
+            and direct(x, p, q, out)  # (eager: no compile, which cannot ask is_inference)
+            and (out is None or (not out.is_inference() and _apart_or_same(out, x, p, q))))
 
 
 def _apart_or_same(out: Tensor, *inputs) -> bool:
