@@ -1,4 +1,5 @@
 """ODE solver, Euler / CFG steps and DDPM / DDIM steps against flow_matching, torchdiffeq and closed forms."""
+import numpy as np
 import pytest
 import torch
 
@@ -394,3 +395,150 @@ def test_guidance_calls_the_unconditional_branch_with_its_extras_alone():
     calls.clear()
     ff.ODESolver(model).sample(x0, step_size=0.5, guidance_scale=1.0, label=2.0, uncond_model_extras={})
     assert set(calls) == {(2.0, 1.0), (None, 1.0)}
+
+def test_solver_keeps_no_per_call_state_and_pickles_after_sampling():
+    """flow_matching's solver is stateless between calls: after a guided rk4 ``sample`` and a
+    ``compute_likelihood`` the solver's attributes are those it was built with, and it pickles
+    (torch.save of a module holding it) and samples the same after a round trip."""
+    import io
+    import pickle
+
+    solver = ff.ODESolver(Field())
+    before = set(vars(solver))
+    x0 = torch.randn(3, 6)
+    kw = dict(step_size=0.25, method="rk4", guidance_scale=1.0, label=1.0, uncond_model_extras={})
+    out = solver.sample(x0, **kw)
+    solver.compute_likelihood(x0, lambda x: -x.square().sum(1), 0.5)
+    assert set(vars(solver)) == before
+    torch.testing.assert_close(pickle.loads(pickle.dumps(solver)).sample(x0, **kw), out, rtol=0, atol=0)
+    holder = torch.nn.Module()
+    holder.solver = solver
+    torch.save(holder, io.BytesIO())
+
+
+def test_intermediates_are_copied_before_the_model_can_modify_them():
+    """A model that modifies its input in place: the states returned are those reached, as
+    torchdiffeq copies each one (flow_matching's out[0] is the original x_init)."""
+    def model(x, t):
+        x.clamp_(-0.5, 0.5)
+        return 2 * x + t
+
+    x0 = torch.tensor([[2.0, -3.0], [0.25, 1.0]])
+    kw = dict(step_size=0.5, return_intermediates=True, time_grid=torch.linspace(0, 1, 3))
+    ours = ff.ODESolver(velocity_model=model).sample(x_init=x0.clone(), **kw)
+    theirs = FMODE(velocity_model=model).sample(x_init=x0.clone(), **kw)
+    assert torch.equal(ours[0], x0)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("step_size", [np.float32(0.25), np.float64(0.25), torch.tensor(0.25),
+                                       torch.tensor(0.25, dtype=torch.float64)])
+def test_step_size_may_be_a_numpy_scalar_or_a_0d_tensor(step_size):
+    """As flow_matching: a NumPy scalar or a 0-d tensor is the float it holds, in each solver;
+    a non-positive, non-finite, bool or 1-d one is refused naming step_size."""
+    f, x0 = Field(), torch.randn(3, 6)
+    torch.testing.assert_close(ff.ODESolver(f).sample(x0, step_size=step_size),
+                               FMODE(f).sample(x0, step_size=step_size), rtol=0, atol=0)
+    torch.testing.assert_close(ff.ODESolver(f).sample(x0, step_size=step_size),
+                               ff.ODESolver(f).sample(x0, step_size=0.25), rtol=0, atol=0)
+    rie = ff.RiemannianODESolver(ff.Euclidean(), f)
+    torch.testing.assert_close(rie.sample(x0, step_size), rie.sample(x0, 0.25), rtol=0, atol=0)
+    V = 4
+    disc = ff.MixtureDiscreteEulerSolver(lambda x, t: torch.zeros(*x.shape, V), ff.MixtureDiscreteProbPath(
+        ff.CondOTScheduler()), V, model_output="logits")
+    x_tok = torch.randint(0, V, (3, 5))
+    runs = [disc.sample(x_tok, s, return_intermediates=True, generator=torch.Generator().manual_seed(1))
+            for s in (step_size, 0.25)]
+    assert torch.equal(*runs) and runs[0].shape == (2, 3, 5)
+    for bad in (np.float32(-0.25), torch.tensor(float("nan")), torch.tensor(True), torch.tensor([0.25]), "0.25"):
+        for sample in (ff.ODESolver(f).sample, rie.sample):
+            with pytest.raises(ValueError, match="^step_size"):
+                sample(x0, step_size=bad)
+        with pytest.raises(ValueError, match="^step_size"):
+            disc.sample(x_tok, step_size=bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compute_likelihood_of_half_precision_x1_integrates_in_fp32(dtype):
+    """torchdiffeq joins x_1 with flow_matching's fp32 log-determinant state: the model sees fp32
+    x, and x_0 and log p come back fp32, equal to flow_matching's."""
+    from flow_matching.solver import ODESolver as FMODESolver
+    net, model, log_p0, x1 = _likelihood_setup()
+    seen = set()
+
+    def spy(x, t, **extras):
+        seen.add((x.dtype, t.dtype))
+        return model(x, t, **extras)
+
+    results = []
+    for solver in (ff.ODESolver, FMODESolver):
+        torch.manual_seed(3)
+        results.append(solver(spy).compute_likelihood(x1.to(dtype), log_p0, 0.25, method="midpoint"))
+    assert seen == {(torch.float32, torch.float32)}
+    (x0, log_p), (x0_fm, log_p_fm) = results
+    assert x0.dtype == log_p.dtype == torch.float32
+    torch.testing.assert_close(x0, x0_fm, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(log_p, log_p_fm, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["reference", "default", "callable div_free", "float64", "probs"])
+def test_discrete_solver_refuses_a_model_output_of_another_vocabulary_size(case):
+    """A model with 10 outputs per token for V = 7 (ids up to 9 came back on every path but the
+    CPU fast one): refused on every path, naming the model and vocabulary_size."""
+    V = 7
+    dtype = torch.float64 if case == "float64" else torch.float32
+    kw = dict(backend="reference") if case == "reference" else {}
+
+    def model(x, t):
+        return torch.softmax(torch.randn(*x.shape, 10, dtype=dtype), -1)
+
+    solver = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), V,
+                                           source_distribution_p=torch.full((V,), 1 / V),
+                                           model_output="probs" if case == "probs" else "logits", **kw)
+    div_free = (lambda t: 0.5) if case == "callable div_free" else 0.0
+    with pytest.raises(ValueError, match="^model.*vocabulary_size"):
+        solver.sample(torch.randint(0, V, (2, 50)), step_size=0.1, div_free=div_free)
+
+
+@pytest.mark.parametrize("grid", [[0.0], [1.0, 0.0], [0.0, 0.7, 0.3, 1.0], [0.0, float("nan"), 1.0]])
+def test_discrete_solver_checks_its_time_grid_before_calling_the_model(grid):
+    """Without a step size the grid is the steps: a single time, a decreasing, non-monotonic or
+    NaN grid is refused naming time_grid, before the first model call."""
+    V, calls = 5, []
+
+    def model(x, t):
+        calls.append(t)
+        return torch.zeros(*x.shape, V)
+
+    solver = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), V,
+                                           model_output="logits")
+    with pytest.raises(ValueError, match="^time_grid"):
+        solver.sample(torch.zeros(2, 3, dtype=torch.long), None, time_grid=torch.tensor(grid))
+    assert not calls
+
+
+def test_discrete_solver_returns_a_state_per_time_grid_point_with_a_repeated_time():
+    """step_size=None and a repeated time (a step of length 0, as flow_matching takes it): one
+    state per time_grid point, as flow_matching; the zero-length step leaves the tokens as
+    they were, and the last step draws x_1 (a one-hot model: token 3)."""
+    from flow_matching.path import MixtureDiscreteProbPath as FMPath
+    from flow_matching.solver import MixtureDiscreteEulerSolver as FMSolver
+    V = 5
+
+    def model(x, t):
+        return torch.eye(V)[3].expand(*x.shape, V)
+
+    x0 = torch.randint(0, V, (4, 6))
+    kw = dict(step_size=None, time_grid=torch.tensor([0.2, 0.5, 0.5, 1.0]), return_intermediates=True)
+    ours = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(ff.CondOTScheduler()), V).sample(x0, **kw)
+    theirs = FMSolver(model, FMPath(fm.CondOTScheduler()), V).sample(x0, **kw)
+    assert ours.shape == theirs.shape == (4, 4, 6)
+    assert torch.equal(ours[0], x0) and torch.equal(ours[1], ours[2]) and (ours[3] == 3).all()
+
+
+def test_riemannian_solver_refuses_a_non_finite_time_grid():
+    """A NaN time (2 states came back for 3 times) or an infinite one: refused naming time_grid."""
+    solver = ff.RiemannianODESolver(ff.Euclidean(), lambda x, t: -x)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="^time_grid"):
+            solver.sample(torch.ones(2, 3), None, time_grid=torch.tensor([0.0, bad, 1.0]), return_intermediates=True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -18,10 +20,18 @@ class Solver(torch.nn.Module):
         raise NotImplementedError
 
 
-def check_step_size(step_size) -> None:
-    if step_size is not None and not (isinstance(step_size, (int, float)) and not isinstance(step_size, bool)
-                                      and 0 < step_size < math.inf):
+def check_step_size(step_size) -> Optional[float]:
+    """``step_size`` as a float (None stays None): a positive finite real number, a NumPy scalar
+    or a 0-d tensor among them (as flow_matching takes them), not a bool."""
+    if step_size is None:
+        return None
+    real = (isinstance(step_size, Real) and not isinstance(step_size, bool)) or (
+        isinstance(step_size, Tensor) and step_size.dim() == 0 and step_size.dtype is not torch.bool
+        and not step_size.is_complex())
+    value = float(step_size) if real else math.nan
+    if not 0 < value < math.inf:
         raise ValueError(f"step_size: expected a positive finite float or None, got {step_size!r}")
+    return value
 
 
 def check_steps(n_steps: float, step_size) -> None:
@@ -30,10 +40,20 @@ def check_steps(n_steps: float, step_size) -> None:
                          "(times that close repeat in fp32)")
 
 
-def check_time_grid(time_grid: Tensor) -> None:
-    """A 1-D grid of at least 2 finite times, strictly increasing or decreasing (as torchdiffeq asks)."""
+def check_time_grid(time_grid: Tensor, order: Optional[str] = "strict") -> list[float]:
+    """The times of a 1-D grid of at least 2 finite times, read to the host once. ``order``:
+    ``"strict"``, strictly increasing or decreasing (as torchdiffeq asks); ``"increasing"``,
+    non-decreasing (a repeated time is a step of length 0); None, any order."""
     if time_grid.dim() != 1 or time_grid.numel() < 2:
         raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
-    d = time_grid[1:] - time_grid[:-1]
-    if not (bool(torch.isfinite(time_grid).all()) and (bool((d > 0).all()) or bool((d < 0).all()))):
-        raise ValueError(f"time_grid: expected finite, strictly increasing or decreasing times, got {time_grid.tolist()}")
+    times = [float(v) for v in time_grid.tolist()]
+    d = [b - a for a, b in zip(times, times[1:])]
+    if order == "strict":
+        ordered, what = all(v > 0 for v in d) or all(v < 0 for v in d), "finite, strictly increasing or decreasing"
+    elif order == "increasing":
+        ordered, what = all(v >= 0 for v in d), "finite, non-decreasing"
+    else:
+        ordered, what = True, "finite"
+    if not (ordered and all(math.isfinite(v) for v in times)):
+        raise ValueError(f"time_grid: expected {what} times, got {times}")
+    return times

@@ -9,22 +9,22 @@ not read, and no host sync happens per step unless ``verbose``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .. import _checks
 from ..ops.discrete import jump_stepper
-from .base import Solver, check_step_size, check_steps
+from .base import Solver, check_step_size, check_steps, check_time_grid
 
 
-def discretization(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
-    """flow_matching's grid: ``t0 + k * step_size`` for ``k < ceil((t1 - t0) / step_size)``, then ``t1``."""
+def discretization(times: Sequence[float], step_size: Optional[float]) -> list[float]:
+    """flow_matching's grid: ``t0 + k * step_size`` for ``k < ceil((t1 - t0) / step_size)``, then
+    ``t1``; ``times`` itself without a step size (both checked by the caller)."""
     if step_size is None:
-        return [float(v) for v in time_grid]
-    check_step_size(step_size)
-    t_init, t_final = float(time_grid[0]), float(time_grid[-1])
+        return list(times)
+    t_init, t_final = times[0], times[-1]
     if not t_final - t_init > step_size:
         raise ValueError(f"step_size: must be smaller than the time interval [{t_init}, {t_final}], got {step_size}")
     return steps_between(t_init, t_final, step_size)
@@ -81,43 +81,44 @@ class MixtureDiscreteEulerSolver(Solver):
         """Sample from ``x_init [B, ...]``; ``dtype_categorical`` is accepted for compatibility
         (the race draws from the exact law in the model output's arithmetic: fp32, or float64)."""
         _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
+        _checks.tensor("time_grid", time_grid)
+        # without a step size the grid's times are the steps': non-decreasing (a repeated time is
+        # a step of length 0, as in flow_matching); with one, only its ends and nearest times count
+        times = check_time_grid(time_grid, "increasing" if step_size is None else None)
+        step_size = check_step_size(step_size)
         if (callable(div_free) or div_free != 0.0) and self.source_distribution_p is None \
                 and self._mask_id is None:
             raise ValueError("source_distribution_p: required to add a divergence-free term (div_free != 0)")
-        if isinstance(self._source, torch.Tensor) and self._source.device != x_init.device:
-            self._source = self._source.to(x_init.device)
-        grid = discretization(time_grid, step_size)
-        targets = [float(v) for v in time_grid]
-        if return_intermediates and step_size is not None:
-            targets = [min(grid, key=lambda g: abs(g - v)) for v in targets]  # nearest grid time
-        n_steps = len(grid) - 1
+        source = self._source.to(x_init.device) if isinstance(self._source, Tensor) else self._source
+        grid = discretization(times, step_size)
+        keep = []  # the grid index of the state returned for each time_grid point
+        if return_intermediates:  # (with a step size, the nearest grid time: the first of two, as flow_matching)
+            keep = (list(range(len(grid))) if step_size is None
+                    else [min(range(len(grid)), key=lambda k: abs(grid[k] - v)) for v in times])
+        kept = set(keep)
+        n_steps, V = len(grid) - 1, self.vocabulary_size
         x_t = x_init.clone()
-        res = [x_init.clone()] if return_intermediates else []
-        saved = {grid[0]} if return_intermediates else set()
+        states = {0: x_init.clone()} if return_intermediates else {}
         bar = None
         if verbose:
             from tqdm import tqdm
             bar = tqdm(total=n_steps, desc="NFE: 0")
         batch = x_t.shape[0]
         t_dev = torch.tensor(grid, dtype=torch.float32, device=x_init.device)
-        step = jump_stepper(x_init, grid, self.path.scheduler, self.vocabulary_size, div_free, self._source,
-                            self._mask_id, temperature, self.model_output == "probs", generator, self.backend)
+        step = jump_stepper(x_init, grid, self.path.scheduler, V, div_free, source, self._mask_id,
+                            temperature, self.model_output == "probs", generator, self.backend)
         with torch.no_grad():
             for i in range(n_steps):
                 out = self.model(x=x_t, t=t_dev[i:i + 1].repeat(batch), **model_extras)
+                if isinstance(out, Tensor) and out.shape != (*x_t.shape, V):
+                    raise ValueError(f"model: expected an output of shape {tuple(x_t.shape)} + (vocabulary_size,) "
+                                     f"= {(*x_t.shape, V)}, got {tuple(out.shape)}")
                 x_t = step(i, out, x_t, i == n_steps - 1)
-                if return_intermediates and grid[i + 1] in targets and grid[i + 1] not in saved:
-                    res.append(x_t.clone())
-                    saved.add(grid[i + 1])
+                if i + 1 in kept:
+                    states[i + 1] = x_t.clone()
                 if bar is not None:
                     bar.update(1)
                     bar.set_description(f"NFE: {i + 1}")
         if bar is not None:
             bar.close()
-        if not return_intermediates:
-            return x_t
-        stacked = torch.stack(res)
-        if step_size is None:
-            return stacked
-        order = sorted(set(targets))
-        return stacked[[order.index(v) for v in targets]]
+        return torch.stack([states[k] for k in keep]) if return_intermediates else x_t

@@ -77,78 +77,6 @@ class ODESolver(Solver):
                              "start the grid after it")
         return da / al, (ds * al - da * si) / al
 
-    def _begin(self, like: Tensor, time_grid: Tensor, guidance_scale: float = 0.0,
-               uncond_extras: Optional[dict] = None) -> None:
-        """The state of one integration: guidance, the step kernel (the backend resolved once
-        for the loop) and the dtype of the grid's arithmetic (the time grid's, as torchdiffeq's)."""
-        self._w, self._uncond_extras = guidance_scale, uncond_extras or {}
-        self._combine = stepper(like, self.backend)
-        self._t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
-
-    def _eval(self, x: Tensor, t: float, extras: dict):
-        # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid)
-        tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
-        cond = _output(self.velocity_model(x=x, t=tt, **extras), x)
-        uncond = None
-        if self._w != 0:
-            uncond = _output(self.velocity_model(x=x, t=tt, **self._uncond_extras), x)
-        if self.prediction != "velocity":  # convert at the t the model saw
-            t = float(torch.tensor(t, dtype=x.dtype))  # (rounded on the host: no device sync)
-        a, b = self._conversion(t)
-        return cond, uncond, a, b
-
-    def _advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
-        """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
-        cond, uncond, a, b = self._eval(x, t, extras)
-        if a != 0 and x is not y:
-            return self._combine(y, self._velocity(x, cond, uncond, a, b), 1.0, scale, out=out)
-        w = self._w
-        C = -scale * b * w if uncond is not None else None
-        return self._combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out)
-
-    def _velocity(self, x, cond, uncond, a, b):
-        w = self._w
-        if a == 0 and uncond is None and b == 1:
-            return cond
-        if uncond is None:
-            return self._combine(x, cond, a, b)
-        if a == 0:
-            return self._combine(cond, uncond, b * (1 + w), -b * w)
-        guided = self._combine(cond, uncond, 1 + w, -w)
-        return self._combine(x, guided, a, b)
-
-    def _u(self, x, t, extras):
-        return self._velocity(x, *self._eval(x, t, extras))
-
-    def _step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict,
-              out=None) -> Tensor:
-        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it);
-        the new state goes into ``out`` when given (a buffer no one else can see)."""
-        if method == "euler":
-            return self._advance(y0, y0, t0, dt, extras, out)
-        if method == "midpoint":
-            y_mid = self._advance(y0, y0, t0, 0.5 * dt, extras)
-            return self._advance(y0, y_mid, self._stage(t0, 0.5, dt), dt, extras, out)
-        if method in ("heun", "heun2"):
-            k1 = self._u(y0, t0, extras)
-            k2 = self._u(self._combine(y0, k1, 1.0, dt), self._stage(t0, 1.0, dt), extras)
-            return self._combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out)
-        # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
-        third = 1.0 / 3.0
-        k1 = self._u(y0, t0, extras)
-        k2 = self._u(self._combine(y0, k1, 1.0, dt * third), self._stage(t0, third, dt), extras)
-        k3 = self._u(self._combine(y0, k2, 1.0, dt, q=k1, C=-dt * third), self._stage(t0, 2.0 / 3.0, dt), extras)
-        y4 = self._combine(y0, k1, 1.0, dt, q=k2, C=-dt)
-        k4 = self._u(self._combine(y4, k3, 1.0, dt), t1, extras)
-        s = self._combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt)
-        return self._combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out)
-
-    def _stage(self, t0: float, c: float, dt: float) -> float:
-        """A stage's time ``t0 + dt c`` rounded as torchdiffeq computes it, in the grid's dtype
-        (the model then sees torchdiffeq's time whatever the state's dtype, float64 included)."""
-        T = _grid_scalar(self._t_dtype)
-        return float(T(t0) + T(dt) * T(c))
-
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
                return_intermediates: bool = False, enable_grad: bool = False, guidance_scale: float = 0.0,
@@ -158,41 +86,43 @@ class ODESolver(Solver):
         _checks.tensor("x_init", x_init, _checks.REAL_DTYPES, ndim_min=1)
         check_wide(self.backend, x_init=x_init)
         _checks.tensor("time_grid", time_grid)
-        check_time_grid(time_grid)
-        check_step_size(step_size)
+        outputs = check_time_grid(time_grid)
+        step_size = check_step_size(step_size)
         if (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
                 or not 0 <= guidance_scale < math.inf):
             raise ValueError(f"guidance_scale: expected a finite float >= 0, got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
         _constant_grid(time_grid, enable_grad)
-        self._begin(x_init, time_grid, float(guidance_scale), uncond_model_extras)
+        run = _Integration(self, x_init, time_grid, float(guidance_scale), uncond_model_extras)
         if method not in FIXED_METHODS:
-            return self._torchdiffeq(x_init, step_size, method, atol, rtol, time_grid,
+            return self._torchdiffeq(run, x_init, step_size, method, atol, rtol, time_grid,
                                      return_intermediates, enable_grad, model_extras)
-        time_grid = time_grid.cpu()
-        outputs = [float(v) for v in time_grid]
-        grid = fixed_grid(time_grid.to(self._t_dtype), step_size)
+        grid = fixed_grid(time_grid.cpu().to(run.t_dtype), step_size)
         forward = outputs[-1] >= outputs[0]
-        sol = [x_init]
+        # the states at the time_grid points, each copied in as it is reached (as torchdiffeq
+        # does): a model that modifies its input in place leaves the states returned as they were
+        sol = x_init.new_empty((len(outputs), *x_init.shape)) if return_intermediates else None
         j = 1
         bar = _progress(verbose, len(grid) - 1)
         y0 = x_init
         with torch.set_grad_enabled(enable_grad), bar:
-            grid_t = torch.tensor(grid, dtype=self._t_dtype)
+            if sol is not None:
+                sol[0] = x_init
+            grid_t = torch.tensor(grid, dtype=run.t_dtype)
             for t0, t1, dt in zip(grid[:-1], grid[1:], (grid_t[1:] - grid_t[:-1]).tolist()):
                 # each state on memory of fastflow's allocator, which takes it back once nothing
                 # holds the state any more (a model may keep the x it was given): no page faults
                 last = t1 == grid[-1]  # the state returned: an ordinary (resizable) tensor
                 out = None if enable_grad or last else _memory.recycled_like(y0)
-                y1 = self._step(method, y0, t0, t1, dt, model_extras, out=out)
-                while j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
-                    sol.append(_interp(t0, t1, y0, y1, outputs[j], self._t_dtype, self.backend))
+                y1 = run.step(method, y0, t0, t1, dt, model_extras, out=out)
+                while sol is not None and j < len(outputs) and (t1 >= outputs[j] if forward else t1 <= outputs[j]):
+                    sol[j] = _interp(t0, t1, y0, y1, outputs[j], run.t_dtype, self.backend)
                     j += 1
                 y0 = y1
                 if verbose:
                     bar.update(1)
-        return torch.stack(sol) if return_intermediates else sol[-1]
+        return sol if return_intermediates else y0
 
     def compute_likelihood(self, x_1: Tensor, log_p0: Callable[[Tensor], Tensor], step_size: Optional[float],
                            method: str = "euler", atol: float = 1e-5, rtol: float = 1e-5,
@@ -217,37 +147,116 @@ class ODESolver(Solver):
                 or float(time_grid[-1]) != 0.0):
             raise ValueError("time_grid: expected a 1-D grid from 1.0 to 0.0 (the likelihood of x_1 at t = 1 "
                              f"is carried back to p_0 at t = 0), got {time_grid.tolist()}")
-        check_step_size(step_size)
+        step_size = check_step_size(step_size)
         odeint = _odeint("compute_likelihood integrates with torchdiffeq")
-        self._begin(x_1, time_grid)
+        # in at least the default dtype (fp32), as flow_matching: torchdiffeq joins x_1 with the
+        # log-determinant's torch.zeros, so the model sees x in the dtype the two promote to
+        x1 = x_1.to(torch.promote_types(x_1.dtype, torch.get_default_dtype()))
+        run = _Integration(self, x1, time_grid)
         z = None if exact_divergence else (torch.randn_like(x_1) < 0) * 2.0 - 1.0
 
         def dynamics(t, state):
             x = state[0]
             with torch.set_grad_enabled(True):
                 x = x if x.requires_grad else x.detach().requires_grad_()
-                u = self._u(x, float(t), model_extras)
+                u = run.u(x, float(t), model_extras)
                 div = _divergence(u, x, z, create_graph=enable_grad)
             return (u, div) if enable_grad else (u.detach(), div.detach())
 
         opts = {"step_size": step_size} if step_size is not None else {}
         with torch.set_grad_enabled(enable_grad):
-            xs, log_det = odeint(dynamics, (x_1, x_1.new_zeros(x_1.shape[0])), time_grid.to(x_1.device),
+            xs, log_det = odeint(dynamics, (x1, x1.new_zeros(x1.shape[0])), time_grid.to(x1.device),
                                  method=method, options=opts, atol=atol, rtol=rtol)
             log_p = log_p0(xs[-1]) + log_det[-1]
         return (xs if return_intermediates else xs[-1]), log_p
 
-    def _torchdiffeq(self, x_init, step_size, method, atol, rtol, time_grid, return_intermediates,
+    def _torchdiffeq(self, run, x_init, step_size, method, atol, rtol, time_grid, return_intermediates,
                      enable_grad, model_extras):
         odeint = _odeint(f"{method!r} is not a fixed-grid method {FIXED_METHODS}: adaptive methods need torchdiffeq")
 
         def func(t, x):
-            return self._u(x, float(t), model_extras)
+            return run.u(x, float(t), model_extras)
 
         opts = {"step_size": step_size} if step_size is not None else {}
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+class _Integration:
+    """One integration's state, made per call (the solver itself keeps none between or during
+    calls: it pickles, and threads may share it): guidance, the step kernel (the backend resolved
+    once for the loop) and the dtype of the grid's arithmetic (the time grid's, as torchdiffeq's)."""
+
+    def __init__(self, solver: ODESolver, like: Tensor, time_grid: Tensor, guidance_scale: float = 0.0,
+                 uncond_extras: Optional[dict] = None):
+        self.solver = solver
+        self.w, self.uncond_extras = guidance_scale, uncond_extras or {}
+        self.combine = stepper(like, solver.backend)
+        self.t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
+
+    def evaluate(self, x: Tensor, t: float, extras: dict):
+        # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid)
+        tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
+        cond = _output(self.solver.velocity_model(x=x, t=tt, **extras), x)
+        uncond = None
+        if self.w != 0:
+            uncond = _output(self.solver.velocity_model(x=x, t=tt, **self.uncond_extras), x)
+        if self.solver.prediction != "velocity":  # convert at the t the model saw
+            t = float(torch.tensor(t, dtype=x.dtype))  # (rounded on the host: no device sync)
+        a, b = self.solver._conversion(t)
+        return cond, uncond, a, b
+
+    def advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
+        """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
+        cond, uncond, a, b = self.evaluate(x, t, extras)
+        if a != 0 and x is not y:
+            return self.combine(y, self.velocity(x, cond, uncond, a, b), 1.0, scale, out=out)
+        w = self.w
+        C = -scale * b * w if uncond is not None else None
+        return self.combine(y, cond, 1.0 + scale * a, scale * b * (1 + w), q=uncond, C=C, out=out)
+
+    def velocity(self, x, cond, uncond, a, b):
+        w = self.w
+        if a == 0 and uncond is None and b == 1:
+            return cond
+        if uncond is None:
+            return self.combine(x, cond, a, b)
+        if a == 0:
+            return self.combine(cond, uncond, b * (1 + w), -b * w)
+        guided = self.combine(cond, uncond, 1 + w, -w)
+        return self.combine(x, guided, a, b)
+
+    def u(self, x, t, extras):
+        return self.velocity(x, *self.evaluate(x, t, extras))
+
+    def step(self, method: str, y0: Tensor, t0: float, t1: float, dt: float, extras: dict, out=None) -> Tensor:
+        """One step from t0 to t1 (``dt`` = t1 - t0 in the grid's dtype, as torchdiffeq has it);
+        the new state goes into ``out`` when given (a buffer no one else can see)."""
+        if method == "euler":
+            return self.advance(y0, y0, t0, dt, extras, out)
+        if method == "midpoint":
+            y_mid = self.advance(y0, y0, t0, 0.5 * dt, extras)
+            return self.advance(y0, y_mid, self.stage(t0, 0.5, dt), dt, extras, out)
+        if method in ("heun", "heun2"):
+            k1 = self.u(y0, t0, extras)
+            k2 = self.u(self.combine(y0, k1, 1.0, dt), self.stage(t0, 1.0, dt), extras)
+            return self.combine(y0, k1, 1.0, dt * 0.5, q=k2, C=dt * 0.5, out=out)
+        # rk4: torchdiffeq's 3/8 rule (rk4_alt_step_func)
+        third = 1.0 / 3.0
+        k1 = self.u(y0, t0, extras)
+        k2 = self.u(self.combine(y0, k1, 1.0, dt * third), self.stage(t0, third, dt), extras)
+        k3 = self.u(self.combine(y0, k2, 1.0, dt, q=k1, C=-dt * third), self.stage(t0, 2.0 / 3.0, dt), extras)
+        y4 = self.combine(y0, k1, 1.0, dt, q=k2, C=-dt)
+        k4 = self.u(self.combine(y4, k3, 1.0, dt), t1, extras)
+        s = self.combine(k1, k2, 0.125 * dt, 0.375 * dt, q=k3, C=0.375 * dt)
+        return self.combine(y0, s, 1.0, 1.0, q=k4, C=0.125 * dt, out=out)
+
+    def stage(self, t0: float, c: float, dt: float) -> float:
+        """A stage's time ``t0 + dt c`` rounded as torchdiffeq computes it, in the grid's dtype
+        (the model then sees torchdiffeq's time whatever the state's dtype, float64 included)."""
+        T = _grid_scalar(self.t_dtype)
+        return float(T(t0) + T(dt) * T(c))
 
 
 def _output(u, x: Tensor) -> Tensor:

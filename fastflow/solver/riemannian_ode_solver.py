@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import _checks
 from ..utils.manifolds import geodesic
-from .base import Solver, check_step_size
+from .base import Solver, check_step_size, check_time_grid
 from .discrete_solver import steps_between
 from .ode_solver import _progress
 
@@ -70,9 +70,8 @@ class RiemannianODESolver(Solver):
         Returns the final state, or ``[len(time_grid), ...]`` states with ``return_intermediates``."""
         _checks.tensor("x_init", x_init, _checks.REAL_DTYPES, ndim_min=1)
         _checks.tensor("time_grid", time_grid)
-        if time_grid.dim() != 1 or time_grid.numel() < 2:
-            raise ValueError(f"time_grid: expected a 1-D tensor of at least 2 times, got shape {tuple(time_grid.shape)}")
-        check_step_size(step_size)
+        outs_h = sorted(check_time_grid(time_grid, order=None))  # any order: it is sorted
+        step_size = check_step_size(step_size)
         step = STEPS[_checks.choice("method", method, tuple(STEPS))]
         time_grid = torch.sort(time_grid.to(device=x_init.device)).values
         grid = _discretize(time_grid, step_size, x_init.device)
@@ -85,7 +84,7 @@ class RiemannianODESolver(Solver):
             return self.manifold.projx(x) if projx else x
 
         # which output times fall in which step: decided on host copies (no sync per step)
-        grid_h, outs_h = grid.tolist(), time_grid.tolist()
+        grid_h = grid.tolist()
         states, j = [], 0
         x, bar = x_init, _progress(verbose, len(grid_h) - 1)
         with torch.set_grad_enabled(enable_grad), bar:
