@@ -572,6 +572,35 @@ def test_jump_step_few_long_rows(case):
     _check_jump("cpu", torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
 
 
+def _check_jump_without_a_draw(device, N, V):
+    """Rows that must draw x_1 but have nothing to draw it from (every logit -inf, a NaN late in
+    the row; probabilities all 0 or one negative) get -1, which the ops layer refuses; the other
+    rows are drawn as always. Equal to the reference with explicit and with generated noise, in
+    the pruned race (where whole blocks of -inf are skipped) and in split rows."""
+    g = torch.Generator().manual_seed(8)
+    xt = torch.randint(0, V, (N,), generator=g).to(device)
+    ones = torch.ones(N, device=device)
+    for probs in (False, True):
+        z = torch.softmax(torch.randn(N, V, generator=g), -1) if probs else torch.randn(N, V, generator=g)
+        z[0] = 0.0 if probs else -math.inf
+        z[1, V - 2] = -0.5 if probs else math.nan
+        z[2, : V - 3] = 0.0 if probs else -math.inf  # three finite keys left: drawn
+        z = z.to(device)
+        noise = (torch.rand(N, 3, generator=g).to(device), torch.rand(N, V, generator=g).to(device), None)
+        for final, rates in ((True, (ones, ones, ones * 0)), (False, (ones, ones * math.inf, ones * 0))):
+            args = (z, xt, *rates, None, 1, -1, 1.0, final, probs)
+            for rng, explicit in ((None, noise), (_rng(device, seed=5), (None, None, None))):
+                got, want = cb.jump_step(*args, rng, *explicit).cpu(), R.jump_step(*args, rng, *explicit).cpu()
+                assert got[:2].tolist() == want[:2].tolist() == [-1, -1], (probs, final)
+                assert (got[2:] >= 0).all() and (want[2:] >= 0).all()
+                assert float((got == want).float().mean()) >= (1.0 if rng is None else 0.9), (probs, final)
+
+
+@pytest.mark.parametrize("N, V", [(5, 40), (6, 5003), (3, 70_001)])  # one draw; lanes; split rows
+def test_jump_step_rows_without_a_draw(N, V):
+    _check_jump_without_a_draw("cpu", N, V)
+
+
 def _pruning_logits(kind, N, V, g):
     z = torch.randn(N, V, generator=g) * 3
     if kind == "peaked":  # an LM-like row: a few strong tokens far above a long tail

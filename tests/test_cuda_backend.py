@@ -158,6 +158,11 @@ def test_jump_step_split_rows_cuda(case):
     base._check_jump(DEV, torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
 
 
+@pytest.mark.parametrize("N, V", [(5, 40), (6, 5003), (3, 70_001)])  # warp rows; block rows; split rows
+def test_jump_step_rows_without_a_draw_cuda(N, V):
+    base._check_jump_without_a_draw(DEV, N, V)
+
+
 def test_jump_step_cpu_and_cuda_agree():
     g = torch.Generator().manual_seed(15)
     args = base._jump_args(DEV, torch.float32, 500, 257, base.JUMP_CASES[1], g, explicit=False)

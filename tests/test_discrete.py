@@ -278,6 +278,24 @@ def test_jump_step_minus_inf_never_drawn_and_tail_token_drawn_at_its_rate():
     assert abs(frac - 1e-3 / (1 + 1e-3)) < 5 * math.sqrt(1e-3 / n)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_a_token_with_nothing_to_draw_raises(backend):
+    """flow_matching's torch.multinomial refuses NaN, all -inf logits and negative probabilities;
+    the race found no winner there and gave token 0. A row that does not jump is not read."""
+    S, V = ff.PolynomialConvexScheduler(2.0), 6
+    xt = torch.randint(0, V, (2, 4))
+    for probs, bad in ((False, -math.inf), (False, math.nan), (True, -0.2), (True, 0.0)):
+        z = torch.softmax(torch.randn(2, 4, V), -1) if probs else torch.randn(2, 4, V)
+        z[1, 2] = bad
+        with pytest.raises(ValueError, match="logits: a token that may jump has no finite logit"):
+            ff.jump_step(z, xt, 0.5, 0.1, S, probs=probs, final=True, backend=backend)
+        assert torch.equal(ff.jump_step(z, xt, 0.5, 0.0, S, probs=probs, backend=backend), xt)  # h = 0
+    model = lambda x, t: torch.full((*x.shape, V), math.nan)  # noqa: E731 (a diverged model)
+    solver = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(S), V, backend=backend)
+    with pytest.raises(ValueError, match="logits"):
+        solver.sample(xt, step_size=0.25)
+
+
 def test_jump_step_explicit_noise_is_deterministic_and_skips_rows():
     B, L, V = 2, 8, 9
     logits = torch.randn(B, L, V)

@@ -465,18 +465,19 @@ def test_jump_step_large_vocab_split_rows(source, split, small_tiles, monkeypatc
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NumPy
 @pytest.mark.parametrize("split", [None, 12])
-def test_jump_step_nan_logits_race_as_torch_argmax(split, small_tiles, monkeypatch):
-    # a NaN key is the largest (torch.argmax's order, the reference's and the CPU's): a row's
-    # first NaN logit is its x_1, in whichever tile or split it lies
+def test_jump_step_nan_logits_draw_nothing(split, small_tiles, monkeypatch):
+    # a row with a NaN key has no distribution to draw from: -1 (refused by the ops layer, as
+    # the reference's and the CPU's), in whichever tile or split the NaN lies
     monkeypatch.setattr(tk_jump, "TARGET_PROGRAMS", split)
-    N, V = 6, 1000
+    N, V = 7, 1000
     z, xt, h, r1, r0, p0, mask_id, noise = _jump_inputs(N, V, 1, torch.float32, seed=4)
     for row, cols in enumerate(([3], [999], [70, 640], [200, 900], [], [0, 1])):
         z[row, cols] = float("nan")
     z[4, 500] = float("inf")
+    z[6] = -float("inf")  # every token impossible: nothing to draw either
     args = (z, xt, h, r1, r0, p0, 1, mask_id, 1.0, True, False)
     expect = ref.jump_step(*args, None, *noise)
-    assert expect.tolist()[:4] == [3, 999, 70, 200] and expect[4] == 500 and expect[5] == 0
+    assert expect.tolist() == [-1, -1, -1, -1, 500, -1, -1]
     assert torch.equal(tk.jump_step(*args, None, *noise), expect)
     rng = rng_tensor(seed=4, offset=3)
     assert torch.equal(tk.jump_step(*args, rng, None, None, None), ref.jump_step(*args, rng, None, None, None))

@@ -179,8 +179,8 @@ def _jump_step_kernel(
     xt, h, r1, rate0, e_tok, u_choice, y_unif, may = _token_state(
         rows, rmask, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt_ptr, N, V, mask_id,
         p0_uniform, SOURCE, FINAL, NOISE, USE_LIBDEVICE)
-    _, x1 = _race(rows, may, xt, 0, n_tiles, z_ptr, stride_z, p0_ptr, nr_ptr, rng_ptr, N, V, N,
-                  temperature, False, PROBS, HAS_TEMP, NOISE_RACE, USE_LIBDEVICE, R, BLOCK_V)
+    x1_score, x1 = _race(rows, may, xt, 0, n_tiles, z_ptr, stride_z, p0_ptr, nr_ptr, rng_ptr, N, V, N,
+                         temperature, False, PROBS, HAS_TEMP, NOISE_RACE, USE_LIBDEVICE, R, BLOCK_V)
     if FINAL:
         new = tl.where(may, x1, xt)
     else:
@@ -196,6 +196,7 @@ def _jump_step_kernel(
         else:
             y0 = x1
         new = tl.where(jump, tl.where(pick, x1, y0), xt)
+    new = tl.where(may & ~(x1_score > -float("inf")), -1, new)  # no finite winner: no draw (NaN too)
     tl.store(out_ptr + rows, new.to(out_ptr.dtype.element_ty), mask=rmask)
 
 
@@ -232,13 +233,13 @@ def _jump_split_stage1(
 
 @triton.jit
 def _reduce_splits(pv_ptr, pj_ptr, rows, active, S, BLOCK_S: tl.constexpr):
-    """First ``j`` of the largest partial over the splits (ties and NaN to the lowest split)."""
+    """The largest partial over the splits and its first ``j`` (ties and NaN to the lowest split)."""
     sc = tl.arange(0, BLOCK_S).to(tl.int64)
     m = active[:, None] & (sc < S)[None, :]
     v = tl.load(pv_ptr + rows[:, None] * S + sc[None, :], mask=m, other=-float("inf"))
-    _, best = _argmax_nan_first(v, BLOCK_S)
+    score, best = _argmax_nan_first(v, BLOCK_S)
     best = best.to(tl.int64)
-    return tl.load(pj_ptr + rows * S + best, mask=active, other=0)
+    return score, tl.load(pj_ptr + rows * S + best, mask=active, other=0)
 
 
 @triton.jit
@@ -253,7 +254,7 @@ def _jump_split_stage2(
     xt, h, r1, rate0, e_tok, u_choice, y_unif, may = _token_state(
         rows, rmask, xt_ptr, h_ptr, r1_ptr, r0_ptr, p0_ptr, rng_ptr, nt_ptr, N, V, mask_id,
         p0_uniform, SOURCE, FINAL, NOISE, USE_LIBDEVICE)
-    x1 = _reduce_splits(pv_ptr, pj_ptr, rows, may, S, BLOCK_S)
+    x1_score, x1 = _reduce_splits(pv_ptr, pj_ptr, rows, may, S, BLOCK_S)
     if FINAL:
         new = tl.where(may, x1, xt)
     else:
@@ -263,10 +264,11 @@ def _jump_split_stage2(
         elif SOURCE == 2:
             y0 = tl.zeros_like(xt) + mask_id
         elif SOURCE == 3:
-            y0 = _reduce_splits(pv0_ptr, pj0_ptr, rows, tl.where(pick, False, jump), S, BLOCK_S)
+            _, y0 = _reduce_splits(pv0_ptr, pj0_ptr, rows, tl.where(pick, False, jump), S, BLOCK_S)
         else:
             y0 = x1
         new = tl.where(jump, tl.where(pick, x1, y0), xt)
+    new = tl.where(may & ~(x1_score > -float("inf")), -1, new)  # no finite winner: no draw (NaN too)
     tl.store(out_ptr + rows, new.to(out_ptr.dtype.element_ty), mask=rmask)
 
 

@@ -396,8 +396,10 @@ inline JumpRow row_state(const JumpStepArgs& a, const uint32_t* tok, int64_t i) 
 
 // The new token of a row that may jump, given its x_1 race result.
 template <typename T>
-int64_t decide(const JumpStepArgs& a, const Ctx& cx, int64_t i, const JumpRow& r, int64_t x1,
+int64_t decide(const JumpStepArgs& a, const Ctx& cx, int64_t i, const JumpRow& r, const Best& x1_race,
                const Best* p0_race) {
+  if (!drawn(x1_race.v)) return kNoDraw;
+  const int64_t x1 = x1_race.j;
   switch (jump_choice(a, i, r, x1)) {
     case kStay: return r.xt;
     case kTakeX1: return x1;
@@ -473,7 +475,7 @@ int run(const JumpStepArgs& a) {
         } else {
           race<T, 0>(a, cx, i, 0, V, r.xt, b);
         }
-        out[i] = static_cast<I>(decide<T>(a, cx, i, r, b.j, nullptr));
+        out[i] = static_cast<I>(decide<T>(a, cx, i, r, b, nullptr));
       }
     }
     return kOk;
@@ -505,7 +507,7 @@ int run(const JumpStepArgs& a) {
       if (p0) combine(b0, part[static_cast<size_t>(nc * nch + k * nch + c)]);
     }
     JumpRow r = row_state<I>(a, tok, i);
-    out[i] = static_cast<I>(decide<T>(a, cx, i, r, b1.j, p0 ? &b0 : nullptr));
+    out[i] = static_cast<I>(decide<T>(a, cx, i, r, b1, p0 ? &b0 : nullptr));
   }
   return kOk;
 }

@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(BLOCK) jump_kernel(JumpStepArgs a, bool contig
       res = jump_source_token(a, r);
     }
   }
+  if (!drawn(b.v)) res = kNoDraw;  // (every thread of the group holds the reduced b)
   if (t == 0) out[row] = static_cast<I>(res);
 }
 
@@ -200,7 +201,7 @@ __global__ void split_finish_kernel(JumpStepArgs a, int64_t S) {
   const int choice = jump_choice(a, row, r, b.j);
   int64_t res = choice == kStay ? xt : b.j;
   if (choice == kTakeSource) res = a.source == kSourceGeneral ? b0.j : jump_source_token(a, r);
-  out[row] = static_cast<I>(res);
+  out[row] = static_cast<I>(drawn(b.v) ? res : kNoDraw);
 }
 
 template <typename T, typename I>

@@ -407,13 +407,22 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     composed, wide = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0), _checks.wide(logits=logits)
     name = pick("jump_step", logits, backend, composed, wide)
     if composed or wide or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
-        new = run("jump_step", name, *args).view(x_t.shape)
+        new = _drawn(run("jump_step", name, *args).view(x_t.shape))
     else:
-        new = _jump(*args, name).view(x_t.shape)
+        new = _drawn(_jump(*args, name).view(x_t.shape))
     if out is not None:
         _checks.tensor("out", out, (x_t.dtype,))
         _checks.same_shape("out", out, x_t, "x_t")
         return out.copy_(new)
+    return new
+
+
+def _drawn(new: Tensor) -> Tensor:
+    """The kernels' tokens, refused where a row that may jump had no distribution to draw its x_1
+    from (the kernels' -1: every logit -inf or probability 0, or a NaN), as torch.multinomial
+    refuses; the logits are not read twice for it."""
+    _checks.values("logits", new >= 0, "a token that may jump has no finite logit to draw from "
+                   "(all -inf, all probabilities 0, or a NaN: the model's output?)")
     return new
 
 
@@ -445,8 +454,9 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
     The arguments that do not change over the loop are checked once, and with a constant
     ``div_free`` the rates of every step come from one scheduler call over the grid; where the
     backend has a float entry (the CPU one) a step then costs its seed and the kernel. The
-    tokens the kernel returns are valid by construction: only ``x_init``'s are checked. Any other
-    case runs ``jump_step`` per step, as is.
+    tokens the kernel returns are in range by construction (or -1 where a token had nothing to
+    draw from, refused by ``_drawn``): only ``x_init``'s are checked. Any other case runs
+    ``jump_step`` per step, as is.
     """
     _checks.tensor("x_init", x_init, _checks.INDEX_DTYPES, ndim_min=1)
     _checks.tokens("x_init", x_init, vocab_size)
@@ -484,6 +494,6 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
             raise ValueError(f"logits: expected V = {vocab_size} (the vocabulary size), got {logits.shape[-1]}")
         new = fast(_rows(logits), x_t.reshape(-1), h[i], r1[i], r0[i], p0, kind, mid, float(temperature),
                    final, probs, new_rng(logits.device, generator))
-        return new.view(x_t.shape)
+        return _drawn(new.view(x_t.shape))
 
     return step

@@ -17,6 +17,10 @@ Limits (no NaN): ``r1 = inf`` (kappa = 1) jumps to ``x_1`` when ``x_1 != x_t``;
 ``r0 = inf`` (kappa = 0, c > 0) jumps to the ``p0`` draw unless ``p0(y) = 0`` for every
 ``y != x_t`` (mask source, x_t = mask), where that term is 0; ``h * inf = inf`` for h > 0.
 
+A row that may jump but whose race has no finite winner (every key -inf: all logits -inf or
+all probabilities 0; or a NaN key) has no distribution to draw ``x_1`` from: its token is
+``NO_DRAW`` (-1), which ``fastflow.ops`` turns into a ValueError, as torch.multinomial refuses.
+
 Sources: ``source`` 0 none (r0 unused), 1 uniform over V, 2 the token ``mask_id``,
 3 a general ``p0 [V]`` (a race over ``log p0`` excluding x_t).
 
@@ -37,6 +41,7 @@ from . import philox
 from ._common import compute_dtype
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
+NO_DRAW = -1  # the token of a row that may jump but whose race has no finite winner
 _CHUNK_ELEMENTS = 1 << 22  # rows are processed in chunks to bound the reference's memory
 
 
@@ -57,7 +62,14 @@ def _jumps(e, h, rate):
 
 def _race(keys, race_u):
     """argmax_j (keys_j - log E_j); keys of -inf are never drawn."""
-    return (keys - torch.log(_exp1(race_u))).argmax(dim=-1)
+    return _race_scored(keys, race_u)[1]
+
+
+def _race_scored(keys, race_u):
+    """The race's winning score and its index (the score is -inf or NaN where nothing can be drawn)."""
+    scores = keys - torch.log(_exp1(race_u))
+    j = scores.argmax(dim=-1)
+    return scores.gather(-1, j[:, None]).squeeze(-1), j
 
 
 def _race_uniforms(rng, stream_base, rows, V):
@@ -105,9 +117,10 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
         # multiplication by its reciprocal (one bit off), the kernels divide
         keys = (torch.log(z) if probs else z) / torch.tensor(temperature, dtype=z.dtype, device=dev)
         ru = noise_race[idx].float() if noise_race is not None else _race_uniforms(rng, N, idx, V)
-        x1 = _race(keys, ru)
+        score, x1 = _race_scored(keys, ru)
+        drawn = score > -math.inf  # (False for NaN): no distribution to draw x_1 from, no token
         if final:
-            return x1
+            return torch.where(drawn, x1, NO_DRAW)
         ri1 = torch.where(x1 != xt[idx], r1[idx], 0.0)
         total = ri1 + rate0[idx]
         jump = _jumps(e_tok[idx], h[idx], total)
@@ -125,7 +138,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
             y0 = _race(keys0, ru0)
         else:
             y0 = x1
-        return torch.where(jump, torch.where(pick_x1, x1, y0), xt[idx])
+        return torch.where(drawn, torch.where(jump, torch.where(pick_x1, x1, y0), xt[idx]), NO_DRAW)
 
     chunk = max(1, _CHUNK_ELEMENTS // max(V, 1))
     if vmapped():  # no rows picked by their values: every row, the same tokens where it may jump

@@ -76,6 +76,12 @@ FF_HD JumpRow jump_row(const JumpStepArgs& a, uint64_t seed, uint64_t off, int64
   return jump_row_of(a, w, i, xt);
 }
 
+// A row that may jump draws x_1 from its logits; a race without a finite winner (every logit
+// -inf or probability 0, or a NaN among them) had no distribution to draw from. Such a row's
+// token is kNoDraw, which fastflow.ops turns into a ValueError (torch.multinomial's refusal).
+constexpr int64_t kNoDraw = -1;
+FF_HD bool drawn(float race_score) { return race_score > -kJumpInf; }  // (false for NaN)
+
 enum JumpChoice : int { kStay = 0, kTakeX1 = 1, kTakeSource = 2 };
 
 // What a row that may jump does once its x_1 is drawn.
