@@ -200,6 +200,8 @@ def coefficient(name: str, value, batch: int, like: torch.Tensor, lo=None, hi=No
         raise ValueError(f"{name}: expected a scalar or shape [{batch}] (or [{batch}, 1, ...]), got {tuple(value.shape)}")
     if value.is_complex() or value.dtype == torch.bool:
         raise TypeError(f"{name}: expected a real floating tensor, got {value.dtype}")
+    if value.device != like.device and value.device.type == "meta":  # (a CPU or GPU one is moved)
+        raise ValueError(f"{name}: expected values on {like.device}, got a meta tensor (it holds none)")
     out = value if value.dtype is dtype and value.device == like.device else \
         value.to(device=like.device, dtype=dtype)  # a no-op .to() is still a dispatcher call
     if not (out.dim() == 1 and out.shape[0] == batch and out.is_contiguous()):

@@ -71,6 +71,8 @@ def test_messages_say_what_is_wrong():
     raises(ValueError, r"h: expected a value >= 0.0", ff.jump_step, torch.randn(2, 3, 5),
            torch.zeros(2, 3, dtype=torch.long), 0.5, -0.1, S)
     raises(ValueError, "num_steps, beta_end: alpha_bar underflows", ff.DDPMScheduler, 20000, 1e-4, 0.9)
+    raises(ValueError, "h: expected values on cpu, got a meta", ff.euler_step, torch.randn(2, 2), torch.randn(2, 2),
+           torch.ones(2, device="meta"))
 
 
 def test_loss_errors():
