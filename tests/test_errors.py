@@ -39,6 +39,8 @@ def test_diverging_scheduler_coefficients_name_t():
     sphere = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
     g = ff.GeodesicProbPath(ff.PolynomialConvexScheduler(0.5), ff.Sphere())
     raises(ValueError, "t: the scheduler's", g.sample, sphere(x0), sphere(x1), torch.tensor([0.0, 0.5]))
+    solver = ff.ODESolver(lambda x, t: x, ff.AffineProbPath(ff.PolynomialConvexScheduler(0.5)), prediction="x1")
+    raises(ValueError, "t: the path's scheduler is not finite at t = 0.0", solver.sample, x0, step_size=0.5)
 
 
 def test_schedulers_of_nan_or_floats_name_the_scheduler():

@@ -67,6 +67,9 @@ class ODESolver(Solver):
             return 0.0, 1.0
         s = self.path.scheduler(torch.tensor([t], dtype=torch.float64))
         al, si, da, ds = (float(getattr(s, k)) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t"))
+        if not all(map(math.isfinite, (al, si, da, ds))):
+            raise ValueError(f"t: the path's scheduler is not finite at t = {t} (alpha_t, sigma_t, d_alpha_t, "
+                             f"d_sigma_t = {al}, {si}, {da}, {ds}); start the grid where it is")
         if self.prediction == "x1":
             if si == 0:
                 raise ValueError(f"t: an x1-prediction is singular where sigma_t = 0 (t = {t}); "
