@@ -141,10 +141,16 @@ def values(name: str, ok: torch.Tensor, what: str):
 def scheduled(coefficients: dict, *names: str) -> None:
     """A scheduler's coefficients ``names`` are finite at the times asked (a derivative that
     diverges at t = 0 or 1, as t^n's for n < 1 or a VP schedule's, would make NaN of the data)."""
-    ok = torch.isfinite(coefficients[names[0]])
-    for n in names[1:]:
-        ok = ok & torch.isfinite(coefficients[n])
-    values("t", ok, f"the scheduler's {' / '.join(names)} are not finite at these times")
+    what = f"the scheduler's {' / '.join(names)} are not finite at these times"
+    on_device = []
+    for n in names:
+        c = coefficients[n]
+        if not _on_host(c):
+            on_device.append(torch.isfinite(c))
+        elif not _host_in_range(c, -F64_MAX, F64_MAX):  # (a few microseconds where the torch ops take 15)
+            raise ValueError(f"t: {what}")
+    if on_device:
+        values("t", torch.stack(on_device), what)
 
 
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):
