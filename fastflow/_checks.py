@@ -138,19 +138,27 @@ def values(name: str, ok: torch.Tensor, what: str):
         torch._assert_async(ok, f"{name}: {what}")
 
 
-def scheduled(coefficients: dict, *names: str) -> None:
+def scheduled(coefficients: dict, *names: str, infinite: bool = False) -> None:
     """A scheduler's coefficients ``names`` are finite at the times asked (a derivative that
-    diverges at t = 0 or 1, as t^n's for n < 1 or a VP schedule's, would make NaN of the data)."""
-    what = f"the scheduler's {' / '.join(names)} are not finite at these times"
-    on_device = []
-    for n in names:
-        c = coefficients[n]
-        if not _on_host(c):
-            on_device.append(torch.isfinite(c))
-        elif not _host_in_range(c, -F64_MAX, F64_MAX):  # (a few microseconds where the torch ops take 15)
-            raise ValueError(f"t: {what}")
-    if on_device:
-        values("t", torch.stack(on_device), what)
+    diverges at t = 0 or 1, as t^n's for n < 1 or a VP schedule's, would make NaN of the data);
+    ``infinite=True``: only not NaN (where the caller takes the limit)."""
+    top = math.inf if infinite else F64_MAX
+    cs = [coefficients[n] for n in names]
+    if _on_host(cs[0]) and all(_host_in_range(c, -top, top) for c in cs):
+        return  # (the common case: a few microseconds, where torch's ops take 15)
+    what = f"the scheduler's {' / '.join(names)} are {'NaN' if infinite else 'not finite'} at these times"
+    within("t", torch.stack(cs), what, -top, top)
+
+
+def within(name: str, x: torch.Tensor, what: str, lo=-math.inf, hi=math.inf) -> None:
+    """Raise ValueError(name: what) unless every element of ``x`` lies in [lo, hi] (NaN never
+    does): on the host for a plain CPU tensor (a few microseconds where the torch ops take 15),
+    else as ``values``."""
+    if _on_host(x):
+        if not _host_in_range(x.reshape(-1), lo, hi):
+            raise ValueError(f"{name}: {what}")
+        return
+    values(name, (x >= lo) & (x <= hi), what)
 
 
 def tokens(name: str, x: torch.Tensor, vocab_size: int, ignore_index: int | None = None):

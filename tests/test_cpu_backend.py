@@ -601,6 +601,26 @@ def test_jump_step_rows_without_a_draw(N, V):
     _check_jump_without_a_draw("cpu", N, V)
 
 
+def _check_one_token_rows(device):
+    """A row of one finite key (a point mass: top-1 logits, one-hot probabilities) whose race
+    uniform is 1 in fp32 (the top 128 words round to it, 2^-25 a key) still draws its token:
+    the race holds u below 1, so E stays finite (it was inf, the score -inf, and nothing drawn)."""
+    ones = torch.ones(1, device=device)
+    for probs in (False, True):
+        z = torch.tensor([[0.0, 1.0, 0.0, 0.0]]) if probs else torch.tensor([[-math.inf, 0.0, -math.inf, -math.inf]])
+        args = (z.to(device), torch.tensor([0], device=device), ones, ones, ones * 0, None, 1, -1, 1.0, True, probs)
+        race = torch.tensor([[0.5, 1.0, 0.5, 0.5]], device=device)
+        explicit = (torch.full((1, 3), 0.5, device=device), race, None)
+        rng = torch.tensor([1234, 1965154], device=device)  # this row's word for token 1 is >= 2^32 - 128
+        for impl in (cb, R):
+            assert impl.jump_step(*args, None, *explicit).tolist() == [1], (impl, probs)
+            assert impl.jump_step(*args, rng, None, None, None).tolist() == [1], (impl, probs)
+
+
+def test_jump_step_one_token_rows_always_draw():
+    _check_one_token_rows("cpu")
+
+
 def _pruning_logits(kind, N, V, g):
     z = torch.randn(N, V, generator=g) * 3
     if kind == "peaked":  # an LM-like row: a few strong tokens far above a long tail

@@ -163,6 +163,10 @@ def test_jump_step_rows_without_a_draw_cuda(N, V):
     base._check_jump_without_a_draw(DEV, N, V)
 
 
+def test_jump_step_one_token_rows_always_draw_cuda():
+    base._check_one_token_rows(DEV)
+
+
 def test_jump_step_cpu_and_cuda_agree():
     g = torch.Generator().manual_seed(15)
     args = base._jump_args(DEV, torch.float32, 500, 257, base.JUMP_CASES[1], g, explicit=False)

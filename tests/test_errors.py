@@ -39,6 +39,15 @@ def test_diverging_scheduler_coefficients_name_t():
     sphere = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
     g = ff.GeodesicProbPath(ff.PolynomialConvexScheduler(0.5), ff.Sphere())
     raises(ValueError, "t: the scheduler's", g.sample, sphere(x0), sphere(x1), torch.tensor([0.0, 0.5]))
+
+    class UnusedDerivative(ff.CondOTScheduler):  # the geodesic path differentiates alpha_t itself
+        def __call__(self, t):
+            out = super().__call__(t)
+            return type(out)(alpha_t=out.alpha_t, sigma_t=out.sigma_t, d_alpha_t=out.d_alpha_t * math.nan,
+                             d_sigma_t=out.d_sigma_t)
+
+    s = ff.GeodesicProbPath(UnusedDerivative(), ff.Sphere()).sample(sphere(x0), sphere(x1), torch.tensor([0.2, 0.5]))
+    assert torch.isfinite(s.dx_t).all()
     solver = ff.ODESolver(lambda x, t: x, ff.AffineProbPath(ff.PolynomialConvexScheduler(0.5)), prediction="x1")
     raises(ValueError, "t: the path's scheduler is not finite at t = 0.0", solver.sample, x0, step_size=0.5)
 

@@ -267,6 +267,9 @@ def test_copied_samples_read_dx_t_and_x_0():
         pickle.loads(pickle.dumps(s)).dx_t
     x1[0, 0] = float("inf")
     assert torch.isfinite(p.sample(x_1=x1, t=t).x_0).all()
+    # made under torch.compile (no version counters read there): a copy reads dx_t as the original
+    compiled = torch.compile(lambda a, b, t: p.sample(x_0=b, x_1=a, t=t), backend="eager")(x1, x0, t)
+    torch.testing.assert_close(copy.deepcopy(compiled).dx_t, compiled.dx_t)
 
 
 def test_samples_are_dataclasses_as_flow_matching_s():

@@ -483,6 +483,18 @@ def test_jump_step_nan_logits_draw_nothing(split, small_tiles, monkeypatch):
     assert torch.equal(tk.jump_step(*args, rng, None, None, None), ref.jump_step(*args, rng, None, None, None))
 
 
+def test_jump_step_one_token_row_with_a_race_uniform_of_one():
+    """u = 1 in fp32 (the top 128 words round to it): the race holds it below 1, so a row's only
+    finite key keeps a finite score and is drawn."""
+    z = torch.tensor([[-math.inf, 0.0, -math.inf, -math.inf]])
+    ones = torch.ones(1)
+    args = (z, torch.tensor([0]), ones, ones, ones * 0, None, 1, -1, 1.0, True, False)
+    noise = (torch.full((1, 3), 0.5), torch.tensor([[0.5, 1.0, 0.5, 0.5]]), None)
+    assert tk.jump_step(*args, None, *noise).tolist() == ref.jump_step(*args, None, *noise).tolist() == [1]
+    rng = torch.tensor([1234, 1965154])
+    assert tk.jump_step(*args, rng, None, None, None).tolist() == [1]
+
+
 def test_jump_step_int32_tokens_and_strided_logits():
     N, V = 10, 13
     z, xt, h, r1, r0, p0, mask_id, noise = _jump_inputs(N, V, 1)

@@ -34,6 +34,7 @@ PHILOX_ROUND_A = tl.constexpr(0xD2511F53)
 PHILOX_ROUND_B = tl.constexpr(0xCD9E8D57)
 UNIFORM_SCALE = tl.constexpr(4.6566127342e-10)
 TWO_POW_M32 = tl.constexpr(2.3283064365386963e-10)
+BELOW_ONE = tl.constexpr(0.99999994039535522)  # the largest fp32 below 1
 
 
 @triton.jit
@@ -134,3 +135,10 @@ def log1p_f32(x, USE_LIBDEVICE: tl.constexpr):
 def exp1_from_open_uniform(u, USE_LIBDEVICE: tl.constexpr):
     """``E = -log1p(-u)``, an Exp(1) draw from ``u`` in (0, 1)."""
     return -log1p_f32(-u, USE_LIBDEVICE)
+
+
+@triton.jit
+def race_exp1(u, USE_LIBDEVICE: tl.constexpr):
+    """The race's Exp(1): ``u`` held below 1 (the top 128 words round to 1 in fp32, whose E is
+    infinite and its key's score -inf: a one-token row would lose its token)."""
+    return exp1_from_open_uniform(tl.minimum(u, BELOW_ONE), USE_LIBDEVICE)

@@ -7,7 +7,7 @@ Per row ``i`` (a token), with ``u(y) = r1 [y == x_1] + r0 p0(y)`` for ``y != x_t
     rate0  = r0 (1 - p0(x_t))   (0 where p0(x_t) >= 1: 0 * inf = 0)
     tmax   = r1 + rate0                                 (the largest total over x_1)
     may    = final or E < h * tmax                      (h * inf = inf for h > 0, 0 for h = 0)
-    x_1    = argmax_j (z_j / temperature - log E_j),   E_j = -log1p(-(w_j + 0.5) 2^-32)
+    x_1    = argmax_j (z_j / temperature - log E_j),   E_j = -log1p(-min(fl((w_j + 0.5) 2^-32), 1 - 2^-24))
              (probs=True: z_j -> log p_j; a key of -inf is never drawn)
     total  = r1 [x_1 != x_t] + rate0;  jump = E < h * total
     pick_x1 = ri1 == inf ? True : rate0 == inf ? False : u_choice * total < ri1
@@ -145,7 +145,7 @@ def _race(rows, active, xt, k_lo, k_hi, z_ptr, stride_z, p0_ptr, noise_ptr, rng_
                     key = tl.log(key)
                 if HAS_TEMP:
                     key = tl.math.div_rn(key, tl.zeros_like(key) + temperature)
-            val = key - tl.log(_philox.exp1_from_open_uniform(u, USE_LIBDEVICE))
+            val = key - tl.log(_philox.race_exp1(u, USE_LIBDEVICE))
             val = tl.where(cm, val, -float("inf"))
             tile_v, tile_j = _argmax_nan_first(val, BLOCK_V)
             tile_j = tile_j.to(tl.int64) + (base - e_row)

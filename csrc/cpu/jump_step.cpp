@@ -157,7 +157,7 @@ inline bool race_loses(float bound, float t, int64_t j, const Best& acc) {
 // The race key of column j (its key and Philox word), merged into acc
 inline void merge_key(float key, uint32_t word, int64_t j, Best& acc) {
   Best b;
-  b.v = key - fm::log(exp1_from_uniform(uint_to_open_uniform(word)));
+  b.v = key - fm::log(race_exp1(uint_to_open_uniform(word)));
   b.j = j;
   b.any = true;
   combine(acc, b);
@@ -314,7 +314,7 @@ void race(const JumpStepArgs& a, const Ctx& cx, int64_t i, int64_t lo, int64_t h
     auto key = [&](int64_t k) { return race_key<T, KEY>(a, z, keys, j0, j0 + k); };
     if (noise) {  // explicit noise: every key
       const float* u = noise + e0;
-      for (int64_t k = 0; k < len; ++k) ex[k] = -fm::log1p(-u[k]);
+      for (int64_t k = 0; k < len; ++k) ex[k] = race_exp1(u[k]);
       race_keys(sc, ex, len);
       block_argmax(sc, len, j0, acc);
       continue;

@@ -93,7 +93,7 @@ __device__ ArgBest race_range(const JumpStepArgs& a, const Stream& s, int64_t ro
     for (int k = 0; k < 4; ++k) {
       const int64_t j = e0 + k - rb;
       if (j < lo || j >= hi) continue;
-      const ArgBest c{key[k] - logf(-log1pf(-u[k])), j};
+      const ArgBest c{key[k] - logf(race_exp1(u[k])), j};
       if (arg_better(c, best)) best = c;
     }
   }

@@ -310,7 +310,7 @@ def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free) -> tuple[Tensor, Tensor
     """Per-sample rates ``r1 = (1 + c) d_kappa / (1 - kappa)`` and ``r0 = c d_kappa / kappa``
     (FORMULAS.md §5), with their limits: ``r1 = inf`` at kappa = 1, ``r0 = inf`` at kappa = 0
     when c > 0, ``r0 = 0`` when c = 0. A NaN kappa or d_kappa (a scheduler's) is refused."""
-    _checks.values("scheduler", ~(kappa.isnan() | d_kappa.isnan()), "its alpha_t / d_alpha_t are NaN at these times")
+    _checks.scheduled({"alpha_t": kappa, "d_alpha_t": d_kappa}, "alpha_t", "d_alpha_t", infinite=True)
     lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
     if not isinstance(div_free, Tensor):  # a number, checked by the caller
         if div_free == 0.0:  # the default: (1 + 0) lam is lam and r0 is 0, bit for bit
@@ -421,8 +421,8 @@ def _drawn(new: Tensor) -> Tensor:
     """The kernels' tokens, refused where a row that may jump had no distribution to draw its x_1
     from (the kernels' -1: every logit -inf or probability 0, or a NaN), as torch.multinomial
     refuses; the logits are not read twice for it."""
-    _checks.values("logits", new >= 0, "a token that may jump has no finite logit to draw from "
-                   "(all -inf, all probabilities 0, or a NaN: the model's output?)")
+    _checks.within("logits", new, "a token that may jump has no finite logit to draw from "
+                   "(all -inf, all probabilities 0, or a NaN: the model's output?)", lo=0)
     return new
 
 
@@ -480,8 +480,8 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
     kind, p0, mid = _source(source, mask_id, vocab_size, x_init)
     steps = len(grid) - 1
     h = torch.tensor([grid[i + 1] - grid[i] for i in range(steps)], dtype=torch.float32).tolist()
-    r1, r0 = _rates_at(scheduler, grid[:-1], div_free, x_init.device)
-    if any(v < 0 for v in h) or any(math.isnan(v) for v in r1 + r0):
+    r1, r0 = _rates_at(scheduler, grid[:-1], div_free, x_init.device)  # (a NaN scheduler raises there)
+    if any(v < 0 for v in h):
         return slow  # let jump_step say what is wrong
     from .._rng import new_rng
 

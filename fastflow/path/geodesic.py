@@ -40,8 +40,10 @@ class GeodesicProbPath(ProbPath):
         self.assert_sample_shape(x_0, x_1, t)
         _checks.same_device("x_0", x_0, x_1)
         _checks.same_device("t", t, x_1)
-        s = self.scheduler(_checks.coefficient("t", t, x_1.shape[0], x_1, lo=0.0, hi=1.0))  # (t keeps its dtype)
-        _checks.scheduled({"alpha_t": s.alpha_t, "d_alpha_t": s.d_alpha_t}, "alpha_t", "d_alpha_t")
+        t_b = _checks.coefficient("t", t, x_1.shape[0], x_1, lo=0.0, hi=1.0)  # (the range check; t keeps its dtype)
+        # alpha_t and its derivative as the jvp below takes it (d_alpha_t itself is not read)
+        kappa = torch.func.jvp(lambda t: self.scheduler(t).alpha_t, (t_b,), (torch.ones_like(t_b),))
+        _checks.scheduled(dict(zip(("alpha_t", "d alpha_t / dt"), kappa)), "alpha_t", "d alpha_t / dt")
         t = expand_tensor_like(t, x_1[..., :1]).clone()  # broadcasts against the last (manifold) dim
 
         v = self.manifold.logmap(x_0, x_1)  # independent of t: outside the forward-mode pass

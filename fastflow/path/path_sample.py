@@ -82,7 +82,8 @@ class PathSample:
         """A copy (pickle, deepcopy, torch.save, a DataLoader worker's batch) holds new tensors,
         whose version counters start afresh: it keeps whether the originals had changed."""
         state = self.__dict__.copy()
-        state["_versions"] = _versions(*self._inputs) == self._versions
+        now = _versions(*self._inputs)  # (None under torch.compile, which cannot tell: as _derive)
+        state["_versions"] = None in (now, self._versions) or now == self._versions
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -4,7 +4,7 @@ Per row ``i`` (a token; its sample's coefficients expanded to rows by ``fastflow
 
     u(y) = r1 * [y == x_1] + r0 * p0(y)   for y != x_t,   u(x_t) = 0
     r1 = (1 + c) * d_kappa / (1 - kappa),  r0 = c * d_kappa / kappa   (c: div-free weight)
-    x_1 = argmax_j (z_j / temperature - log E_j),  E_j = -log1p(-(w_j + 0.5) 2^-32)
+    x_1 = argmax_j (z_j / temperature - log E_j),  E_j = -log1p(-min(fl((w_j + 0.5) 2^-32), 1 - 2^-24))
 
 The token jumps iff ``E < h * total`` or ``h * total = inf`` (E ~ Exp(1) of the row, ``total
 = sum_y u(y)``; E is infinite where its 32-bit uniform rounds to 1, with probability 2^-25), so
@@ -41,6 +41,7 @@ from . import philox
 from ._common import compute_dtype
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
+BELOW_ONE = 0.99999994039535522  # the largest fp32 below 1
 NO_DRAW = -1  # the token of a row that may jump but whose race has no finite winner
 _CHUNK_ELEMENTS = 1 << 22  # rows are processed in chunks to bound the reference's memory
 
@@ -66,8 +67,10 @@ def _race(keys, race_u):
 
 
 def _race_scored(keys, race_u):
-    """The race's winning score and its index (the score is -inf or NaN where nothing can be drawn)."""
-    scores = keys - torch.log(_exp1(race_u))
+    """The race's winning score and its index (the score is -inf or NaN where nothing can be drawn).
+    The uniforms are held below 1 (the top 128 words round to 1 in fp32, whose E is infinite: a
+    finite key keeps a finite score)."""
+    scores = keys - torch.log(_exp1(race_u.clamp_max(BELOW_ONE)))
     j = scores.argmax(dim=-1)
     return scores.gather(-1, j[:, None]).squeeze(-1), j
 

@@ -68,6 +68,12 @@ FF_HD float uint_to_open_uniform(uint32_t w) {
 // Exp(1) race noise from an open uniform: -log1p(-u).
 FF_HD float exp1_from_uniform(float u) { return -fm::log1p(-u); }
 
+// The race's Exp(1) noise: u held below 1. The top 128 words round to u = 1 in fp32, whose E is
+// infinite and its key's score -inf: a row of one finite key would have lost its only token
+// (probability 2^-25 a key), and every finite key must keep a finite score.
+constexpr float kBelowOne = 0x1.fffffep-1f;
+FF_HD float race_exp1(float u) { return exp1_from_uniform(u < kBelowOne ? u : kBelowOne); }
+
 // Box-Muller as Triton's pair_uniform_to_normal (u1 clamped to >= 1e-7).
 FF_HD void uniform_pair_to_normal(float u1, float u2, float* n1, float* n2) {
   u1 = u1 < 1.0e-7f ? 1.0e-7f : u1;
