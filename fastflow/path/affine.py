@@ -91,8 +91,8 @@ class AffineProbPath(ProbPath):
         batch = x_t.shape[0]
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
         a, b = (_checks.per_sample("scheduler", c, batch, x_t) for c in (a_fn(s), b_fn(s)))
-        finite = torch.isfinite(a).all() & torch.isfinite(b).all()
-        _checks.values("t", finite, f"the conversion is singular at this time ({singular})")
+        _checks.within("t", torch.stack((a, b)), f"the conversion is singular at this time ({singular})",
+                       -_checks.F64_MAX, _checks.F64_MAX)
         return step_combine(x_t, pred, a, b, _names=("x_t", name, "q"))
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
