@@ -247,6 +247,21 @@ def test_path_samples_are_built_and_read_as_flow_matching_s():
         s.dx_t
 
 
+def test_a_source_that_broadcasts_against_the_data():
+    """flow_matching's arithmetic broadcasts x_0 [B, 1] against x_1 [B, D]: the same x_t, dx_t,
+    loss and gradient (the sample's x_0 is the expanded view)."""
+    from flow_matching.path import CondOTProbPath as FMCondOT
+    x1, x0, t, v = torch.randn(4, 3), torch.randn(4, 1, requires_grad=True), torch.rand(4), torch.randn(4, 3)
+    ours, theirs = ff.CondOTProbPath().sample(x_0=x0, x_1=x1, t=t), FMCondOT().sample(x_0=x0, x_1=x1, t=t)
+    torch.testing.assert_close(ours.x_t, theirs.x_t)
+    torch.testing.assert_close(ours.dx_t, theirs.dx_t)
+    g_ours = torch.autograd.grad(ff.CondOTProbPath().loss(v, ours), x0)[0]
+    g_theirs = torch.autograd.grad((v - theirs.dx_t).square().mean(), x0)[0]
+    torch.testing.assert_close(g_ours, g_theirs)
+    with pytest.raises(ValueError, match="x_0"):
+        ff.CondOTProbPath().sample(x_0=torch.randn(4, 2), x_1=x1, t=t)
+
+
 def test_copied_samples_read_dx_t_and_x_0():
     """A sample pickled (a DataLoader worker's batch, torch.save) or deep-copied holds new tensors
     with fresh version counters: dx_t is still read, and still refused if the originals changed

@@ -53,6 +53,9 @@ class AffineProbPath(ProbPath):
         _checks.same_device("t", t, x_1)
         if x_0 is not None:
             _checks.tensor("x_0", x_0, _checks.REAL_DTYPES)
+            if x_0.shape != x_1.shape and x_0.dim() == x_1.dim() and all(
+                    n in (1, m) for n, m in zip(x_0.shape, x_1.shape)):  # broadcast, as flow_matching's
+                x_0 = x_0.expand_as(x_1)  # (arithmetic does: a source [B, 1] against data [B, D])
         coef = self._coefficients(t, x_1.shape[0], _checks.widest(x_1, x_0))
         _checks.scheduled(coef, "alpha_t", "sigma_t")
         rng = new_rng(x_1.device, generator) if x_0 is None else None
