@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,8 +22,12 @@ from .path.scheduler import SchedulerOutput
 
 class DDPMScheduler:
     def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
-        if not isinstance(num_steps, int) or num_steps < 1:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+            raise TypeError(f"num_steps: expected an int, got {type(num_steps).__name__}")
+        num_steps = int(num_steps)
+        if num_steps < 1:
             raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
+        beta_start, beta_end = (_checks.scalar(n, v) for n, v in (("beta_start", beta_start), ("beta_end", beta_end)))
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(f"beta_start, beta_end: expected 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
         self.num_steps = num_steps
@@ -63,8 +68,9 @@ class DDPMScheduler:
         return k.clamp(lo, self.num_steps)  # (in range once checked; off the CPU the check is asynchronous)
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
-        """The table as an affine scheduler in flow-matching time (derivatives by finite
-        difference over one table step, d/dt = -K d/dk). ``t`` in [0, 1]."""
+        """The table as an affine scheduler in flow-matching time (derivatives by central
+        differences over the neighbouring table steps, one-sided at k = 0 and K; d/dt = -K d/dk).
+        ``t`` in [0, 1]."""
         _checks.tensor("t", t, _checks.REAL_DTYPES)
         _checks.values("t", (t >= 0) & (t <= 1), "times must lie in [0, 1]")
         K = self.num_steps

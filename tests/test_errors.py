@@ -1,6 +1,7 @@
 """Bad input raises ValueError / TypeError naming the argument; nothing is clamped or NaN."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +83,10 @@ def test_messages_say_what_is_wrong():
     raises(ValueError, r"h: expected a value >= 0.0", ff.jump_step, torch.randn(2, 3, 5),
            torch.zeros(2, 3, dtype=torch.long), 0.5, -0.1, S)
     raises(ValueError, "num_steps, beta_end: alpha_bar underflows", ff.DDPMScheduler, 20000, 1e-4, 0.9)
+    raises(TypeError, "num_steps", ff.DDPMScheduler, True)
+    raises(TypeError, "beta_start", ff.DDPMScheduler, 10, "a")
+    assert ff.DDPMScheduler(np.int64(10)).num_steps == 10
+    raises(TypeError, "u: Sphere", ff.Sphere().expmap, torch.randn(2, 3), torch.randn(2, 3).bfloat16())
     raises(ValueError, "h: expected values on cpu, got a meta", ff.euler_step, torch.randn(2, 2), torch.randn(2, 2),
            torch.ones(2, device="meta"))
 

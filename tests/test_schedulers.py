@@ -93,6 +93,9 @@ def test_convex_kappa_alone_equals_alpha_t():
     class Mine(ff.ConvexScheduler):  # a subclass without its own kappa: read off __call__
         def __call__(self, t):
             return ff.SchedulerOutput(t.sqrt(), 1 - t.sqrt(), 0.5 / t.sqrt(), -0.5 / t.sqrt())
+
+        def kappa_inverse(self, kappa):
+            return kappa**2
     assert torch.equal(Mine()._kappa_t(t), t.sqrt())
 
 
@@ -123,6 +126,9 @@ def test_a_user_scheduler_may_keep_a_kappa_attribute():
         def __call__(self, t):
             return ff.SchedulerOutput(t**self.kappa, 1 - t**self.kappa, 3 * t**2, -3 * t**2)
 
+        def kappa_inverse(self, kappa):
+            return kappa ** (1 / self.kappa)
+
     x1 = torch.zeros(2, 5, dtype=torch.long)
     ff.MixtureDiscreteProbPath(Mine()).sample(x_1=x1, t=torch.full((2,), 0.5), source="mask", mask_id=1)
 
@@ -133,3 +139,26 @@ def test_a_user_scheduler_may_keep_a_kappa_attribute():
 def test_schedulers_refuse_non_finite_parameters(make):
     with pytest.raises(ValueError, match="n|beta"):
         make()
+
+
+def test_base_classes_are_abstract_and_vp_takes_any_rates_as_flow_matching():
+    """From a review: a subclass missing kappa_inverse built and failed later with a bare
+    NotImplementedError; VPScheduler refused constant and decreasing betas flow_matching takes."""
+    import fastflow.path.scheduler as ffs
+
+    class Half(ffs.ConvexScheduler):
+        def __call__(self, t):
+            return ffs.SchedulerOutput(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+    for cls in (ffs.Scheduler, ffs.ConvexScheduler, Half):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()
+    t = torch.linspace(0, 1, 11)
+    for b, B in ((1.0, 1.0), (20.0, 0.1)):
+        ours, theirs = ff.VPScheduler(b, B), fm.VPScheduler(b, B)
+        for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t"):
+            torch.testing.assert_close(getattr(ours(t), k), getattr(theirs(t), k), equal_nan=True)
+        mid = ours(t[2:9])
+        torch.testing.assert_close(ours.snr_inverse(mid.alpha_t / mid.sigma_t), t[2:9])
+    with pytest.raises(ValueError, match="beta_min, beta_max"):
+        ff.VPScheduler(0.0, 0.0)

@@ -24,9 +24,7 @@ def unsqueeze_to_match(source: Tensor, target: Tensor, how: str = "suffix") -> T
     (``prefix``) until it has as many as ``target``."""
     if how not in ("suffix", "prefix"):
         raise ValueError(f"how: expected 'suffix' or 'prefix', got {how!r}")
-    extra = target.dim() - source.dim()
-    if extra < 0:
-        raise ValueError(f"source: has more dimensions ({source.dim()}) than target ({target.dim()})")
+    extra = max(target.dim() - source.dim(), 0)  # (none: source as is, as flow_matching's)
     shape = (*source.shape, *([1] * extra)) if how == "suffix" else (*([1] * extra), *source.shape)
     return source.reshape(shape)
 

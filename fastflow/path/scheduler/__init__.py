@@ -7,6 +7,7 @@ flow_matching scheduler included) is accepted wherever fastflow takes a schedule
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -23,14 +24,17 @@ class SchedulerOutput:
     d_sigma_t: Tensor
 
 
-class Scheduler:
-    """Base class: ``__call__(t) -> SchedulerOutput``."""
+class Scheduler(ABC):
+    """Base class: ``__call__(t) -> SchedulerOutput`` and ``snr_inverse`` (abstract, as
+    flow_matching's: a subclass missing one fails when built, not when first used)."""
 
-    def __call__(self, t: Tensor) -> SchedulerOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, t: Tensor) -> SchedulerOutput:
+        ...
 
-    def snr_inverse(self, snr: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        ...
 
 
 class ConvexScheduler(Scheduler):
@@ -42,8 +46,9 @@ class ConvexScheduler(Scheduler):
         may well keep a ``kappa`` attribute of its own.)"""
         return self(t).alpha_t
 
-    def kappa_inverse(self, kappa: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def kappa_inverse(self, kappa: Tensor) -> Tensor:
+        ...
 
     def snr_inverse(self, snr: Tensor) -> Tensor:
         return self.kappa_inverse(snr / (1.0 + snr))
@@ -90,8 +95,12 @@ class VPScheduler(Scheduler):
     """Variance preserving: alpha_t = exp(-T/2), sigma_t = sqrt(1 - exp(-T))."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not 0 <= beta_min < beta_max < math.inf:
-            raise ValueError(f"beta_min, beta_max: expected 0 <= beta_min < beta_max < inf, got {beta_min}, {beta_max}")
+        for name, v in (("beta_min", beta_min), ("beta_max", beta_max)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"{name}: expected a float, got {type(v).__name__}")
+        # any finite rates >= 0, as flow_matching's (a constant or a decreasing beta is a VP path too)
+        if not (0 <= beta_min < math.inf and 0 <= beta_max < math.inf and beta_min + beta_max > 0):
+            raise ValueError(f"beta_min, beta_max: expected finite rates >= 0, not both 0, got {beta_min}, {beta_max}")
         self.beta_min, self.beta_max = beta_min, beta_max
 
     def __call__(self, t):
@@ -105,6 +114,8 @@ class VPScheduler(Scheduler):
     def snr_inverse(self, snr):
         T = -torch.log(snr**2 / (snr**2 + 1))
         b, B = self.beta_min, self.beta_max
+        if B == b:  # T = (1 - t) b
+            return 1 - T / b
         return 1 - ((-b + torch.sqrt(b**2 + 2 * (B - b) * T)) / (B - b))
 
 

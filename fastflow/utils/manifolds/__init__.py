@@ -65,14 +65,14 @@ class Sphere(Manifold):
 
     EPS = {torch.float32: 1e-4, torch.float64: 1e-7}
 
-    def _eps(self, x: Tensor) -> float:
+    def _eps(self, x: Tensor, name: str = "x") -> float:
         eps = self.EPS.get(x.dtype)
         if eps is None:
-            raise TypeError(f"x: Sphere supports {[str(d) for d in self.EPS]}, got {x.dtype}")
+            raise TypeError(f"{name}: Sphere supports {[str(d) for d in self.EPS]}, got {x.dtype}")
         return eps
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
-        far = u.detach().norm(dim=-1, keepdim=True) > self._eps(u)
+        far = u.detach().norm(dim=-1, keepdim=True) > self._eps(u, "u")
         u_far = torch.where(far, u, torch.ones_like(u))  # a stand-in with |u| > 0 where unused
         norm_u = u_far.norm(dim=-1, keepdim=True)
         closed = x * torch.cos(norm_u) + u_far * torch.sin(norm_u) / norm_u
