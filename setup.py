@@ -13,8 +13,12 @@ backends (``fastflow._C``, torch-free C++ / CUDA in ``csrc/``) with CMake + ninj
   the host and run by the tests' CUDA emulator (scripts/setup.sh sets it; tests only).
 
 A failed optional build leaves a working pure-Python install (backends ``reference`` and
-``triton``) and prints a warning saying why.
+``triton``) and prints a warning saying why (pip shows it with ``-v``); it also leaves
+``fastflow/BUILD_FAILED.txt``, so that ``import fastflow`` warns too. CMake builds in
+``build/setup-*`` of the source tree, incrementally; a changed compiler, or a failed build,
+starts that folder afresh (CMake would keep the compiler it first found).
 """
+import json
 import os
 import shutil
 import subprocess
@@ -101,14 +105,18 @@ class CMakeBuild(build_ext):
                   "backends 'cpu' and 'cuda' are unavailable")
             return
         out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
+        failed_marker = os.path.join(out_dir, "BUILD_FAILED.txt")
+        if os.path.exists(failed_marker):
+            os.remove(failed_marker)
         cuda, why = _want_cuda()
-        attempts = [True, False] if cuda and _env_flag("FASTFLOW_CUDA") is not True else [cuda]
+        # a CUDA build that fails, forced or not, falls back to the CPU part (and says so)
+        attempts = [True, False] if cuda else [False]
         errors = []
         for with_cuda in attempts:
             try:
                 self._cmake_build(cmake, out_dir, with_cuda)
                 if cuda and not with_cuda:
-                    _warn("the CUDA part of fastflow._C failed to build; built the CPU part only "
+                    _warn(f"the CUDA part of fastflow._C failed to build ({why}); built the CPU part only "
                           f"(backend 'cuda' unavailable). Error:\n{errors[-1]}")
                 elif not cuda:
                     print(f"fastflow: built fastflow._C without CUDA ({why})")
@@ -117,10 +125,14 @@ class CMakeBuild(build_ext):
                 errors.append(f"{exc}\n{getattr(exc, 'output', '') or ''}"[-4000:])
         _warn("fastflow._C failed to build; installed the pure-Python package (backends "
               f"'reference' and 'triton'). Last error:\n{errors[-1]}")
+        os.makedirs(out_dir, exist_ok=True)
+        for name in os.listdir(out_dir):  # a module an earlier build left would not match these sources
+            if name.startswith("_C.") and name.endswith(sysconfig.get_config_var("EXT_SUFFIX")):
+                os.remove(os.path.join(out_dir, name))
+        with open(failed_marker, "w") as f:  # read by fastflow.csrc_backend: import fastflow warns
+            f.write(f"fastflow._C failed to build when fastflow was installed. Last error:\n{errors[-1]}\n")
 
     def _cmake_build(self, cmake, out_dir, with_cuda):
-        build_dir = os.path.join(os.path.abspath(self.build_temp), "cmake-cuda" if with_cuda else "cmake-cpu")
-        os.makedirs(build_dir, exist_ok=True)
         args = [
             f"-DFASTFLOW_OUTPUT_DIR={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -143,8 +155,35 @@ class CMakeBuild(build_ext):
             ninja = shutil.which("ninja") or self._pip_ninja()
             args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL") or str(os.cpu_count() or 2)
-        self._call([cmake, "-S", ROOT, "-B", build_dir] + args)
-        self._call([cmake, "--build", build_dir, "-j", jobs])
+        build_dir = self._build_dir(with_cuda, args)
+        try:
+            self._call([cmake, "-S", ROOT, "-B", build_dir] + args)
+            self._call([cmake, "--build", build_dir, "-j", jobs])
+        except (subprocess.CalledProcessError, OSError):
+            shutil.rmtree(build_dir, ignore_errors=True)  # (its cache would keep what failed)
+            raise
+
+    def _build_dir(self, with_cuda, args):
+        """A build folder that persists between installs (ninja rebuilds what changed), one per
+        Python and variant; emptied when the compilers or the arguments differ from its last
+        configure, which CMake would otherwise keep."""
+        tag = f"setup-py{sys.version_info[0]}{sys.version_info[1]}-{'cuda' if with_cuda else 'cpu'}"
+        build_dir = os.path.join(ROOT, "build", tag)
+        stamp = json.dumps({"args": args, "cxx": shutil.which(os.environ.get("CXX") or "c++"),
+                            "cc": shutil.which(os.environ.get("CC") or "cc"),
+                            "cudacxx": os.environ.get("CUDACXX")})
+        stamp_file = os.path.join(build_dir, "fastflow-configure.json")
+        try:
+            with open(stamp_file) as f:
+                fresh = f.read() != stamp
+        except OSError:
+            fresh = True
+        if fresh:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            os.makedirs(build_dir)
+            with open(stamp_file, "w") as f:
+                f.write(stamp)
+        return build_dir
 
     @staticmethod
     def _pip_ninja():
@@ -183,6 +222,7 @@ setup(
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={
         "triton": ["triton>=3.0"],
+        "ot": ["scipy"],  # fastflow.torchcfm's exact OT (linear_sum_assignment, linprog)
         "test": ["pytest", "flow-matching==1.0.10", "scipy", "torchdiffeq"],
         "bench": ["matplotlib", "nvtx"],
     },

@@ -3,13 +3,9 @@
 flow_matching's API under the same module paths (``fastflow.path``, ``.path.scheduler``,
 ``.solver``, ``.loss``, ``.utils``), each name also flat here, plus fused entry points.
 """
-import os as _os
+from ._source_tree import map_triton_kernels as _map_triton_kernels
 
-# In a source tree the Triton kernels live in ../triton_kernels; an installed wheel maps them
-# to fastflow/triton_kernels (setup.py package_dir). Either way: ``fastflow.triton_kernels``.
-_tree = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "triton_kernels")
-if _os.path.isdir(_tree):
-    __path__.append(_os.path.dirname(_tree))  # type: ignore[name-defined]  # noqa: F821
+_map_triton_kernels()  # ``fastflow.triton_kernels`` when run from a source tree (see there)
 
 from ._memory import empty_cache as empty_cpu_cache  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402

@@ -21,7 +21,9 @@ Layout handled here (each a copy only when needed):
 """
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 
 import torch
 
@@ -33,6 +35,11 @@ try:
 except Exception as exc:  # not built, or built for another Python
     _C = None
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    _failed = os.path.join(os.path.dirname(os.path.abspath(__file__)), "BUILD_FAILED.txt")
+    if os.path.exists(_failed):  # (pip hides the build's own warning unless -v)
+        warnings.warn("fastflow: the compiled backends (cpu, cuda) failed to build when fastflow was "
+                      f"installed (see {_failed}); 'reference' and 'triton' remain. Reinstall with "
+                      "`pip install -v .` to see the build log.", RuntimeWarning, stacklevel=2)
 
 _FLOAT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _INDEX_CODES = {torch.int64: 0, torch.int32: 1}

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -56,3 +57,23 @@ def test_cmake_build_with_cuda(tmp_path):
 @pytest.mark.skipif(shutil.which("nvcc") is not None, reason="the CUDA build covers the CPU part")
 def test_cmake_build_cpu_only(tmp_path):
     _build(tmp_path, cuda=False)
+
+
+def test_a_failed_build_falls_back_and_says_so(tmp_path):
+    """setup.py with a broken C++ compiler: a pure-Python install, a warning, BUILD_FAILED.txt
+    (so `import fastflow` warns: pip hides the build's output), no module an earlier build left,
+    and no build folder whose CMake cache would keep the broken compiler for the next install."""
+    _tools()
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.so", "benchmarks", "tests", "examples", "__pycache__", "gpu_out"))
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    (src / "fastflow" / f"_C{suffix}").write_bytes(b"an earlier build's module")
+    env = dict(os.environ, CXX="/bin/false", CC="/bin/false", FASTFLOW_CUDA="0")
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fastflow._C failed to build" in done.stderr
+    assert (src / "fastflow" / "BUILD_FAILED.txt").exists()
+    assert not list((src / "fastflow").glob("_C.*"))
+    assert not list(src.glob("build/setup-*"))

@@ -83,8 +83,10 @@ def host(t: Tensor) -> np.ndarray:
 
 
 def _scipy(name: str):
+    """scipy.optimize's ``name`` (and scipy.sparse imported): exact OT's one optional dependency."""
     try:
         import scipy.optimize
+        import scipy.sparse  # noqa: F401  (the transport program's constraints)
     except ImportError:
         raise ImportError("exact OT needs scipy (pip install scipy)") from None
     return getattr(scipy.optimize, name)
@@ -104,10 +106,11 @@ def exact_plan(M: Tensor) -> Tensor:
         p = torch.zeros_like(M)
         p[torch.arange(n0), torch.as_tensor(assignment(M), device=M.device)] = 1.0 / n0
         return p
-    rows = np.concatenate([np.repeat(np.arange(n0), n1), n0 + np.tile(np.arange(n1), n0)])
+    linprog = _scipy("linprog")
     from scipy.sparse import coo_matrix
+    rows = np.concatenate([np.repeat(np.arange(n0), n1), n0 + np.tile(np.arange(n1), n0)])
     marginals = coo_matrix((np.ones(2 * n0 * n1), (rows, np.tile(np.arange(n0 * n1), 2))), shape=(n0 + n1, n0 * n1))
-    solved = _scipy("linprog")(host(M).ravel(), A_eq=marginals, b_eq=np.r_[np.full(n0, 1 / n0), np.full(n1, 1 / n1)],
+    solved = linprog(host(M).ravel(), A_eq=marginals, b_eq=np.r_[np.full(n0, 1 / n0), np.full(n1, 1 / n1)],
                                bounds=(0, None), method="highs")
     if solved.status != 0:
         raise RuntimeError(f"exact OT: the transport linear program failed ({solved.message})")
