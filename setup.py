@@ -165,13 +165,14 @@ class CMakeBuild(build_ext):
 
     def _build_dir(self, with_cuda, args):
         """A build folder that persists between installs (ninja rebuilds what changed), one per
-        Python and variant; emptied when the compilers or the arguments differ from its last
-        configure, which CMake would otherwise keep."""
+        Python and variant; emptied when the compilers, their flags or the arguments differ from
+        its last configure, which CMake would otherwise keep."""
         tag = f"setup-py{sys.version_info[0]}{sys.version_info[1]}-{'cuda' if with_cuda else 'cpu'}"
         build_dir = os.path.join(ROOT, "build", tag)
         stamp = json.dumps({"args": args, "cxx": shutil.which(os.environ.get("CXX") or "c++"),
                             "cc": shutil.which(os.environ.get("CC") or "cc"),
-                            "cudacxx": os.environ.get("CUDACXX")})
+                            # (CMake reads these once, at the first configure)
+                            **{v: os.environ.get(v) for v in ("CUDACXX", "CXXFLAGS", "CFLAGS", "LDFLAGS", "CUDAFLAGS")}})
         stamp_file = os.path.join(build_dir, "fastflow-configure.json")
         try:
             with open(stamp_file) as f:
