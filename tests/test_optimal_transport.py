@@ -153,6 +153,9 @@ def test_bad_arguments_name_themselves():
         OTPlanSampler("emd")
     with pytest.raises(ValueError, match="reg"):
         OTPlanSampler("sinkhorn", reg=0.0)
+    with pytest.raises(TypeError, match="reg"):
+        OTPlanSampler("sinkhorn", reg=None)
+    assert OTPlanSampler("exact", reg=None).get_map(torch.randn(3, 2), torch.randn(3, 2)).shape == (3, 3)  # as torchcfm
     with pytest.raises(ValueError, match="ot_method"):
         tc.SchrodingerBridgeConditionalFlowMatcher(1.0, ot_method="greedy")
     with pytest.raises(ValueError, match="reg"):

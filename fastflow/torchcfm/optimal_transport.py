@@ -358,8 +358,9 @@ class OTPlanSampler:
     def __init__(self, method: str, reg: float = 0.05, reg_m: float = 1.0, normalize_cost: bool = False,
                  num_threads: Union[int, str] = 1, warn: bool = True) -> None:
         self.method = _checks.choice("method", method, METHODS)
-        self.reg = _checks.scalar("reg", reg, finite=True)
-        if self.reg <= 0 and method != "exact":
+        # (exact OT has no reg: torchcfm takes any value there, None included)
+        self.reg = reg if method == "exact" and reg is None else _checks.scalar("reg", reg, finite=True)
+        if method != "exact" and self.reg <= 0:
             raise ValueError(f"reg: expected a value > 0 for method={method!r}, got {reg}")
         self.reg_m = _marginal_weights(reg_m) if method == "unbalanced" else reg_m  # (unused otherwise)
         self.normalize_cost, self.num_threads, self.warn = bool(normalize_cost), num_threads, bool(warn)
