@@ -20,10 +20,15 @@ def _rank() -> int:
     return _DIST.get_rank() if _DIST is not None and _DIST.is_initialized() else 0
 
 
-def new_rng(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(seed, offset = 0)`` as int64 on ``device``, the seed drawn from ``generator``."""
+def check_generator(generator) -> None:
+    """A torch.Generator or None (checked where explicit noise makes it unused, too)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+
+
+def new_rng(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(seed, offset = 0)`` as int64 on ``device``, the seed drawn from ``generator``."""
+    check_generator(generator)
     gen_device = generator.device if generator is not None else device
     seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, device=gen_device,
                          dtype=torch.int64)  # (Tensor.random_ would save an op, but dynamo refuses it)
