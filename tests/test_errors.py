@@ -89,6 +89,7 @@ def test_messages_say_what_is_wrong():
     raises(TypeError, "u: Sphere", ff.Sphere().expmap, torch.randn(2, 3), torch.randn(2, 3).bfloat16())
     x = torch.randn(2, 3)  # a generator unused because of explicit noise is still checked
     raises(TypeError, "generator", ff.ddpm_step, x, x, 5, ff.DDPMScheduler(10), noise=x, generator="bad")
+    raises(ValueError, "h, guidance_scale", ff.euler_step, x, x, 1e38, x, 10.0)  # h (1 + w) overflows fp32
     raises(ValueError, "h: expected values on cpu, got a meta", ff.euler_step, torch.randn(2, 2), torch.randn(2, 2),
            torch.ones(2, device="meta"))
 

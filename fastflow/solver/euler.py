@@ -27,4 +27,6 @@ def euler_step(x: Tensor, v: Tensor, h, v_uncond: Optional[Tensor] = None, guida
             raise ValueError("v_uncond: required when guidance_scale is not 0")
         return step_combine(x, v, 1.0, h, out=out, backend=backend, _names=names)
     w = _checks.scalar_or_coefficient("guidance_scale", guidance_scale, batch, x, finite=True)
-    return step_combine(x, v, 1.0, h * (1 + w), q=v_uncond, C=-h * w, out=out, backend=backend, _names=names)
+    # (their products may overflow where neither does: named here, not as step_combine's B / C)
+    B, C = (_checks.scalar_or_coefficient("h, guidance_scale", c, batch, x, finite=True) for c in (h * (1 + w), -h * w))
+    return step_combine(x, v, 1.0, B, q=v_uncond, C=C, out=out, backend=backend, _names=names)
