@@ -89,7 +89,7 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
     already overwrote."""
     if out.numel() == 0 or torch.compiler.is_compiling() or _transforms.transformed():
         return  # (a traced graph has no addresses to compare; torch.func's wrappers hide them)
-    if out.is_inference() and not torch.is_inference_mode_enabled():
+    if frozen(out):
         raise ValueError(f"{name}: an inference tensor cannot be written outside inference_mode (as in torch)")
     if torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(f"{name}: its elements share memory (an expanded tensor?); it cannot be written")
@@ -103,6 +103,12 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
         if t_lo <= hi and lo <= t_hi:
             raise ValueError(f"{name}: shares memory with {other_name} without being it (a shifted or "
                              "reshaped view): the result would read overwritten values")
+
+
+def frozen(out: torch.Tensor) -> bool:
+    """An inference tensor outside inference_mode, which torch refuses to write (eager only:
+    torch.compile cannot ask)."""
+    return out.is_inference() and not torch.is_inference_mode_enabled()
 
 
 def _eager(x: torch.Tensor) -> bool:

@@ -147,8 +147,7 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
                                  and out.is_contiguous()))
             and direct(x, p, q, out)  # (eager: no compile, which cannot ask is_inference)
-            and (out is None or (not (out.is_inference() and not torch.is_inference_mode_enabled())
-                                 and _apart_or_same(out, x, p, q))))
+            and (out is None or (not _checks.frozen(out) and _apart_or_same(out, x, p, q))))
 
 
 def _apart_or_same(out: Tensor, *inputs) -> bool:
