@@ -20,15 +20,23 @@ def _rank() -> int:
     return _DIST.get_rank() if _DIST is not None and _DIST.is_initialized() else 0
 
 
-def check_generator(generator) -> None:
-    """A torch.Generator or None (checked where explicit noise makes it unused, too)."""
+def _check_generator(generator) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
 
+def rng_unless(noise, device: torch.device, generator: torch.Generator | None = None):
+    """``new_rng(device, generator)``, or None where explicit ``noise`` replaces the draw (the
+    generator is checked either way)."""
+    if noise is None:
+        return new_rng(device, generator)
+    _check_generator(generator)
+    return None
+
+
 def new_rng(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """``(seed, offset = 0)`` as int64 on ``device``, the seed drawn from ``generator``."""
-    check_generator(generator)
+    _check_generator(generator)
     gen_device = generator.device if generator is not None else device
     seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, device=gen_device,
                          dtype=torch.int64)  # (Tensor.random_ would save an op, but dynamo refuses it)

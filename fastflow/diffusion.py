@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._rng import check_generator, new_rng
+from ._rng import rng_unless
 from .ops.step_combine import step_combine
 from .path.scheduler import SchedulerOutput
 
@@ -107,8 +107,7 @@ def ddpm_step(x: Tensor, eps_hat: Tensor, k, scheduler: DDPMScheduler,
     A = 1 / alpha[k].sqrt()
     B = -beta[k] / (alpha[k].sqrt() * (1 - alpha_bar[k]).sqrt())
     N = torch.where(torch.as_tensor(k, device=beta.device) > 1, beta[k].sqrt(), 0.0)
-    check_generator(generator)
-    rng = new_rng(x.device, generator) if noise is None else None
+    rng = rng_unless(noise, x.device, generator)
     return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), N=_coef(N, x), rng=rng, noise=noise, out=out,
                         backend=backend, _names=("x", "eps_hat", "q"))
 

@@ -398,9 +398,8 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
         nr0 = _noise_rows("noise.race_p0", nr0, x_t, V) if nr0 is not None else None
         if kind == SOURCE_GENERAL and nr0 is None and not final:
             raise ValueError("noise.race_p0: required with a general p0 source")
-    from .._rng import check_generator, new_rng
-    check_generator(generator)
-    rng = None if noise is not None else new_rng(logits.device, generator)
+    from .._rng import rng_unless
+    rng = rng_unless(noise, logits.device, generator)
     args = (_rows(logits), x_t.reshape(-1), expand(h_b), expand(r1), expand(r0), p0, kind, mid,
             float(temperature), final, probs, rng, nt, nr, nr0)
     composed, wide = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0), _checks.wide(logits=logits)
