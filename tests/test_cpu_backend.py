@@ -572,7 +572,7 @@ def test_jump_step_few_long_rows(case):
     _check_jump("cpu", torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
 
 
-def _check_jump_without_a_draw(device, N, V):
+def _check_jump_without_a_draw(device, N, V, dtype=torch.float32):
     """Rows that must draw x_1 but have nothing to draw it from (every logit -inf, a NaN late in
     the row; probabilities all 0 or one negative) get -1, which the ops layer refuses; the other
     rows are drawn as always. Equal to the reference with explicit and with generated noise, in
@@ -585,7 +585,7 @@ def _check_jump_without_a_draw(device, N, V):
         z[0] = 0.0 if probs else -math.inf
         z[1, V - 2] = -0.5 if probs else math.nan
         z[2, : V - 3] = 0.0 if probs else -math.inf  # three finite keys left: drawn
-        z = z.to(device)
+        z = z.to(device, dtype)
         noise = (torch.rand(N, 3, generator=g).to(device), torch.rand(N, V, generator=g).to(device), None)
         for final, rates in ((True, (ones, ones, ones * 0)), (False, (ones, ones * math.inf, ones * 0))):
             args = (z, xt, *rates, None, 1, -1, 1.0, final, probs)
@@ -596,9 +596,10 @@ def _check_jump_without_a_draw(device, N, V):
                 assert float((got == want).float().mean()) >= (1.0 if rng is None else 0.9), (probs, final)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(5, 40), (6, 5003), (3, 70_001)])  # one draw; lanes; split rows
-def test_jump_step_rows_without_a_draw(N, V):
-    _check_jump_without_a_draw("cpu", N, V)
+def test_jump_step_rows_without_a_draw(N, V, dtype):
+    _check_jump_without_a_draw("cpu", N, V, dtype)
 
 
 def _check_one_token_rows(device):

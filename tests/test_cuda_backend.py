@@ -158,9 +158,10 @@ def test_jump_step_split_rows_cuda(case):
     base._check_jump(DEV, torch.float32, 3, 70_001, case, explicit=False, min_agree=2 / 3)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(5, 40), (6, 5003), (3, 70_001)])  # warp rows; block rows; split rows
-def test_jump_step_rows_without_a_draw_cuda(N, V):
-    base._check_jump_without_a_draw(DEV, N, V)
+def test_jump_step_rows_without_a_draw_cuda(N, V, dtype):
+    base._check_jump_without_a_draw(DEV, N, V, dtype)
 
 
 def test_jump_step_one_token_rows_always_draw_cuda():

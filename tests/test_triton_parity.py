@@ -464,13 +464,14 @@ def test_jump_step_large_vocab_split_rows(source, split, small_tiles, monkeypatc
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's NumPy
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("split", [None, 12])
-def test_jump_step_nan_logits_draw_nothing(split, small_tiles, monkeypatch):
+def test_jump_step_nan_logits_draw_nothing(split, dtype, small_tiles, monkeypatch):
     # a row with a NaN key has no distribution to draw from: -1 (refused by the ops layer, as
     # the reference's and the CPU's), in whichever tile or split the NaN lies
     monkeypatch.setattr(tk_jump, "TARGET_PROGRAMS", split)
     N, V = 7, 1000
-    z, xt, h, r1, r0, p0, mask_id, noise = _jump_inputs(N, V, 1, torch.float32, seed=4)
+    z, xt, h, r1, r0, p0, mask_id, noise = _jump_inputs(N, V, 1, dtype, seed=4)
     for row, cols in enumerate(([3], [999], [70, 640], [200, 900], [], [0, 1])):
         z[row, cols] = float("nan")
     z[4, 500] = float("inf")
