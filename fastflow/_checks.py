@@ -129,8 +129,12 @@ def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
     values, a Python list: NumPy's reductions cost a call ~60 us with cold caches, the list ~30."""
     if x.numel() <= 128:
         return all(lo <= v <= hi for v in x.tolist())
+    if x.dtype is torch.bfloat16:  # (which NumPy has no type for)
+        x = x.float()
     a = x.detach().numpy()
-    return bool(a.min() >= lo and a.max() <= hi)
+    # the extremes compared as Python floats: NumPy would round the bounds to the array's dtype
+    # (fp32's rounds +-F64_MAX to +-inf, with a warning, and infinite values then pass)
+    return lo <= float(a.min()) and float(a.max()) <= hi
 
 
 def values(name: str, ok: torch.Tensor, what: str):

@@ -24,6 +24,10 @@ if ROOT not in sys.path:
 
 
 def pytest_configure(config):
+    # a warning of ours, or a NumPy / torch RuntimeWarning (an overflow in a cast, say), fails the
+    # test: users run with -W error too, and the RuntimeWarnings hide wrong comparisons
+    config.addinivalue_line("filterwarnings", "error::RuntimeWarning")
+    config.addinivalue_line("filterwarnings", "error:::fastflow")
     # torch's first forward-AD call (torch.func.jvp) registers decompositions with torch.jit.script,
     # which warns in this torch: not ours to fix
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -30,13 +30,17 @@ def test_path_sample_errors():
 def test_diverging_scheduler_coefficients_name_t():
     """From a fuzzing review: t^0.5's derivative at t = 0 (a VP schedule's at t = 1) made the loss
     and dx_t NaN. What does not use the derivative (x_t, an epsilon target) still runs."""
-    x0, x1, v = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
-    for scheduler, edge in ((ff.PolynomialConvexScheduler(0.5), 0.0), (ff.VPScheduler(), 1.0)):
+    # a batch of 300: the host check of more than 128 values (NumPy's, which once rounded its
+    # bound F64_MAX to fp32's inf and let infinite values through)
+    for batch, scheduler, edge in ((2, ff.PolynomialConvexScheduler(0.5), 0.0), (2, ff.VPScheduler(), 1.0),
+                                   (300, ff.PolynomialConvexScheduler(0.5), 0.0)):
+        x0, x1, v = torch.randn(batch, 3), torch.randn(batch, 3), torch.randn(batch, 3)
         p = ff.AffineProbPath(scheduler)
-        s = p.sample(x_0=x0, x_1=x1, t=torch.tensor([edge, 0.5]))
+        s = p.sample(x_0=x0, x_1=x1, t=torch.linspace(0.5, edge, batch))
         raises(ValueError, "t: the scheduler's d_alpha_t", p.loss, v, s)
         raises(ValueError, "t: the scheduler's d_alpha_t", lambda: s.dx_t)
         assert torch.isfinite(p.loss(v, s, target="epsilon")) and torch.isfinite(s.x_t).all()
+    x0, x1 = torch.randn(2, 3), torch.randn(2, 3)
     sphere = lambda x: torch.nn.functional.normalize(x, dim=-1)  # noqa: E731
     g = ff.GeodesicProbPath(ff.PolynomialConvexScheduler(0.5), ff.Sphere())
     raises(ValueError, "t: the scheduler's", g.sample, sphere(x0), sphere(x1), torch.tensor([0.0, 0.5]))
