@@ -93,6 +93,14 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
       },
       py::arg("name"), "run the CPU kernels of a narrower variant (tests; FASTFLOW_CPU_ISA sets it at start)");
   m.def("status_message", &status_message, py::arg("code"));
+  m.def(
+      "all_within",
+      [](uintptr_t data, int64_t n, int dtype, double lo, double hi) {
+        return cpu::all_within(ptr<const void*>(data), n, dtype, lo, hi);
+      },
+      py::arg("data"), py::arg("n"), py::arg("dtype"), py::arg("lo"),
+        py::arg("hi"),
+        "whether n contiguous host values at data (dtype 0 fp32, 1 bf16, 2 fp16, 3 float64) lie in [lo, hi]");
   m.def("affine_path_loss_workspace", &cuda::affine_path_loss_workspace, py::arg("batch"), py::arg("per_sample"),
         "fp32 workspace elements the CUDA affine_path_loss needs (0: none)");
   m.def("row_split", &cuda::row_split, py::arg("rows"), py::arg("vocab"), py::arg("device"),

@@ -14,6 +14,12 @@ import torch
 
 from . import _transforms
 
+try:  # the compiled module's host check, when it is built (else NumPy's, a few microseconds more)
+    from ._C import all_within as _compiled_within
+except Exception:  # (csrc_backend says why the compiled backends are missing)
+    _compiled_within = None
+_WITHIN_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.float64: 3}
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels take (fp32 arithmetic)
 REAL_DTYPES = FLOAT_DTYPES + (torch.float64,)  # what the public ops take: float64 runs the reference math
 FP32_MAX = 3.4028234663852886e38
@@ -125,8 +131,12 @@ def _on_host(x: torch.Tensor) -> bool:
 
 
 def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
-    """Whether a CPU fp32 vector lies in [lo, hi] (NaN fails every comparison). Up to 128
-    values, a Python list: NumPy's reductions cost a call ~60 us with cold caches, the list ~30."""
+    """Whether a CPU float vector lies in [lo, hi] (NaN fails every comparison): one call of the
+    compiled module (~0.3 us hot; NumPy's reductions cost a call ~4, ~60 with cold caches). Without
+    it, up to 128 values as a Python list (~30 us cold), else NumPy."""
+    code = _WITHIN_CODES.get(x.dtype)
+    if _compiled_within is not None and code is not None and x.is_contiguous() and not x.is_neg():
+        return _compiled_within(x.data_ptr(), x.numel(), code, float(lo), float(hi))
     if x.numel() <= 128:
         return all(lo <= v <= hi for v in x.tolist())
     if x.dtype is torch.bfloat16:  # (which NumPy has no type for)

@@ -57,6 +57,31 @@ def test_diverging_scheduler_coefficients_name_t():
     raises(ValueError, "t: the path's scheduler is not finite at t = 0.0", solver.sample, x0, step_size=0.5)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("n", [1, 128, 129, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_host_value_check_sees_every_value(n, dtype, compiled, monkeypatch):
+    """The host check of coefficients and times (the compiled module's, or without it a Python
+    list up to 128 values and NumPy past them): every bad value is seen wherever it sits, and
+    the bounds are compared exactly (NumPy once rounded F64_MAX to fp32's inf)."""
+    from fastflow import _checks
+    if not compiled:
+        monkeypatch.setattr(_checks, "_compiled_within", None)
+    elif _checks._compiled_within is None:
+        pytest.skip("fastflow._C is not built")
+    top = _checks.F64_MAX
+    x = torch.rand(n, dtype=dtype) * 0.5
+    assert _checks._host_in_range(x, 0.0, 0.5) and _checks._host_in_range(x.flip(0), -top, top)
+    for bad in (0.75, -0.25, math.inf, -math.inf, math.nan):
+        for at in {0, n // 2, n - 1}:
+            y = x.clone()
+            y[at] = bad
+            assert not _checks._host_in_range(y, 0.0, 0.5), (bad, at)
+            assert _checks._host_in_range(y, -top, top) == math.isfinite(bad), (bad, at)
+            assert _checks._host_in_range(y, -math.inf, math.inf) == (not math.isnan(bad)), (bad, at)
+    assert _checks._host_in_range(x[::2], 0.0, 0.5) and not _checks._host_in_range(-x[::2] - 1, 0.0, 0.5)
+
+
 def test_schedulers_of_nan_or_floats_name_the_scheduler():
     """From a fuzzing review: a NaN kappa ran the jump step; Python floats from a custom
     scheduler crashed with an AttributeError."""

@@ -134,5 +134,31 @@ int philox_stream(int64_t seed, int64_t offset, int64_t n, int kind, void* out) 
   return kOk;
 }
 
+namespace {
+template <typename T> double as_double(T v) { return Elem<T>::to_f32(v); }
+double as_double(double v) { return v; }
+
+template <typename T>
+bool values_within(const T* x, int64_t n, double lo, double hi) {
+  bool ok = true;  // (no early exit: the common case passes, and the loop stays branch-free)
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = as_double(x[i]);
+    ok &= (v >= lo) & (v <= hi);
+  }
+  return ok;
+}
+}  // namespace
+
+bool all_within(const void* data, int64_t n, int dtype, double lo, double hi) {
+  if (n <= 0) return true;
+  switch (dtype) {
+    case kF32: return values_within(static_cast<const float*>(data), n, lo, hi);
+    case kBF16: return values_within(static_cast<const bf16*>(data), n, lo, hi);
+    case kF16: return values_within(static_cast<const f16*>(data), n, lo, hi);
+    case 3: return values_within(static_cast<const double*>(data), n, lo, hi);
+    default: return false;
+  }
+}
+
 }  // namespace cpu
 }  // namespace fastflow
