@@ -112,6 +112,10 @@ class Built:
     # random numbers fastflow's kernels draw for the row: {"normal": n, "word": n} (the CPU
     # random-number bound, ``rng_rates``)
     draws: dict = field(default_factory=dict)
+    # > 0: each timed value is the mean of this many back-to-back calls with warm caches (a
+    # small model's loop, where the data stays in cache and a call's Python is its cost;
+    # on a GPU the wall time up to a sync after the last call)
+    loop: int = 0
 
 
 @dataclass
@@ -205,6 +209,18 @@ class Timer:
         del out
         return dt
 
+    def loop(self, fn, n: int) -> float:
+        """Seconds a call of ``fn`` takes in a loop of ``n`` back-to-back calls (no flush: the
+        caches stay warm, as in a small model's training or sampling loop)."""
+        self.sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            out = fn()
+        self.sync()
+        dt = time.perf_counter() - t0
+        del out
+        return dt / n
+
     def peak_memory(self, fn):
         """(peak bytes above what was allocated before the call, method, seconds)."""
         gc.collect()
@@ -280,14 +296,16 @@ def _percentile(values, q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: str = "") -> dict:
-    """Warm-up, one memory call, then timed repetitions of ``fn``; a dict of statistics."""
+def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: str = "", loop: int = 0) -> dict:
+    """Warm-up, one memory call, then timed repetitions of ``fn`` (each of ``loop`` calls in a
+    row when ``loop`` > 0, see ``Built.loop``); a dict of statistics."""
     fn_ranged = fn
+    time_one = (lambda f: timer.loop(f, loop)) if loop > 0 else timer.call
     warm = profile.warmup + (2 if compiled else 0)
     est = None
     for _ in range(warm):
         with nvtx_range(f"warmup {label}"):
-            est = timer.call(fn_ranged)
+            est = time_one(fn_ranged)
         if est > profile.budget_s and not compiled:
             break
     peak, method, dt_mem = timer.peak_memory(fn_ranged)
@@ -296,13 +314,13 @@ def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: s
     if profile.tiny:
         reps = 1
     else:
-        lo = profile.min_reps if est * profile.min_reps <= profile.slow_call_s else 1
-        reps = int(profile.budget_s / est) if est > 0 else profile.max_reps
+        lo = profile.min_reps if est * max(loop, 1) * profile.min_reps <= profile.slow_call_s else 1
+        reps = int(profile.budget_s / (est * max(loop, 1))) if est > 0 else profile.max_reps
         reps = max(lo, min(profile.max_reps, reps))
     times = []
     for _ in range(reps):
         with nvtx_range(label):
-            times.append(timer.call(fn_ranged))
+            times.append(time_one(fn_ranged))
     return {
         "median_ms": _percentile(times, 0.5) * 1e3,
         "p20_ms": _percentile(times, 0.2) * 1e3,
@@ -396,8 +414,12 @@ def run_case(case: Case, timer: Timer, profile: Profile, log=None) -> list:
             log(f"  {case.row} | {impl.name} ...")
         try:
             fn = impl.factory()
-            stats = measure(fn, timer, profile, compiled=impl.compiled, label=f"{case.row} {impl.name}")
+            stats = measure(fn, timer, profile, compiled=impl.compiled, label=f"{case.row} {impl.name}",
+                            loop=built.loop)
             rec.update(stats)
+            if built.loop:
+                rec["loop"] = built.loop
+                rec["note"] = "; ".join(x for x in (rec["note"], f"warm loop: mean of {built.loop} calls") if x)
             if stats["reps"] == 1 and not profile.tiny:
                 rec["note"] = "; ".join(x for x in (rec["note"], "1 timed call") if x)
         except Exception as exc:

@@ -152,6 +152,25 @@ def test_percentiles():
     assert _percentile([7.0], 0.2) == 7.0
 
 
+def test_warm_loop_rows_time_each_call_of_a_loop():
+    """A ``Built.loop`` row times that many back-to-back calls per repetition (no cache flush
+    between them) and reports the mean call; its records say so."""
+    from benchmarks.harness import Built, Case, Impl, Timer, profile_for, run_case
+
+    calls = []
+    impl = Impl("fastflow/cpu", lambda: (lambda: calls.append(1)), note="n")
+    case = Case("toy", "g", "1", lambda: Built(bytes=1.0, impls=[impl], loop=7))
+    dev = torch.device("cpu")
+    timer, profile = Timer(dev, tiny=True), profile_for("quick", dev)
+    flushes = []
+    timer.flush = lambda: flushes.append(1)
+    (rec,) = run_case(case, timer, profile)
+    timed = profile.warmup + max(profile.min_reps, 1)  # (reps: at least min_reps for a fast call)
+    assert rec["loop"] == 7 and rec["note"] == "n; warm loop: mean of 7 calls"
+    assert (len(calls) - 1) % 7 == 0 and (len(calls) - 1) // 7 >= timed  # + the one memory call
+    assert not flushes and rec["median_ms"] >= 0
+
+
 def _rec(row, impl, config, median_ms, bytes_=1e9, kind=None, status="ok"):
     return {"row": row, "group": "g", "config": config, "impl": impl, "status": status,
             "kind": kind or ("fastflow" if impl.startswith("fastflow/") else "peer"),
