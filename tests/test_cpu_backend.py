@@ -981,3 +981,26 @@ def check_infinite_logits(module, device):
 
 def test_row_losses_with_infinite_logits(isa):
     check_infinite_logits(cb, "cpu")
+
+
+def test_kernel_arguments_go_by_position_in_the_kernels_order():
+    """csrc_backend passes keyword-named arguments to _C by position (pybind11's keyword
+    matching costs more than a small kernel): in the signature's order whatever the order of
+    the call site's names, and by keyword when the signature does not name them all."""
+    from fastflow.ops.affine_path import affine_path_sample
+
+    def kernel(*args, **kwargs):
+        return args, kwargs
+    kernel.__name__ = "fake_kernel_for_test"
+    kernel.__doc__ = "fake_kernel_for_test(cuda: bool, stream: typing.SupportsInt, x: int, n: int, dtype: int) -> int\n"
+    assert list(cb._positional(kernel, dict(x=1, n=2, dtype=3))) == [1, 2, 3]
+    assert list(cb._positional(kernel, dict(dtype=3, x=1, n=2))) == [1, 2, 3]
+    assert cb._positional(kernel, dict(x=1, n=2)) is None  # (one missing: pybind11's error, by keyword)
+    assert cb._positional(kernel, dict(x=1, n=2, dtype=3, extra=4)) is None
+    real = {k: v for k, v in cb._ORDERS.items() if not k[0].startswith("fake_")}
+    assert all(v is True for v in real.values()), real  # every call site already names them in order
+    x = torch.randn(5, 3)
+    out = affine_path_sample(x, x, 0.25, 0.5, backend="cpu")  # (a real kernel, by position)
+    torch.testing.assert_close(out, 0.75 * x)
+    assert cb._ORDERS[("affine_path_sample", "x1", "x0", "a", "b", "s", "rng", "out", "batch", "per_sample",
+                       "dtype")] is True
