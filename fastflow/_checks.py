@@ -308,6 +308,12 @@ def uniforms(name: str, u: torch.Tensor) -> None:
     values(name, ((u >= 0) & (u <= 1)).all(), "uniforms must lie in [0, 1]")
 
 
+def vocab_size(value, tokens: torch.Tensor) -> int:
+    """A vocabulary size in [1, 2^31 - 1] whose ids ``tokens``' dtype holds: every backend draws
+    a uniform token as (w V) >> 32 from a 32-bit word w, which its arithmetic holds for V < 2^31."""
+    return integer("vocab_size", value, 1, min(2**31 - 1, token_max(tokens.dtype) + 1))
+
+
 def token_max(dtype: torch.dtype) -> int:
     """The largest token id tokens of ``dtype`` hold."""
     return torch.iinfo(dtype).max

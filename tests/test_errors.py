@@ -264,6 +264,12 @@ def test_mixture_path_sample_checks_token_ids():
     raises(ValueError, "x_0", dp.sample, x_0=torch.tensor([[0, 5], [1, 2]]), x_1=torch.zeros(2, 2, dtype=torch.long),
            t=t, vocab_size=5)
     raises(ValueError, "vocab_size", dp.sample, x_1=torch.zeros(2, 2, dtype=torch.long), t=t, vocab_size=2.5)
+    # (a fuzzing review: past 2^31 the uniform draws wrapped to negative ids in the reference
+    # and to [0, 2^32) in the cpu kernel; the path now refuses it as the public op does)
+    for be in ("reference", "cpu"):
+        raises(ValueError, r"vocab_size: expected an int in \[1, 2147483647\]", dp.sample,
+               x_1=torch.zeros(2, 2, dtype=torch.long), t=t, vocab_size=2**33, backend=be)
+    raises(ValueError, "vocab_size", dp.sample, x_1=torch.zeros(2, 2, dtype=torch.int32), t=t, vocab_size=2**31)
 
 
 def test_jump_step_needs_a_convex_scheduler():

@@ -42,9 +42,7 @@ def mixture_path_sample(x_1: Tensor, x_0: Optional[Tensor], kappa, rng: Optional
     kappa = _checks.coefficient("kappa", kappa, x_1.shape[0], x_1, lo=0.0, hi=1.0)
     rng = None if rng is None else _checks.rng("rng", rng, x_1)
     if x_0 is None and mask_id is None:  # a uniform source is drawn (stream 1 of rng, even with noise)
-        # (the draw (w V) >> 32 of a 32-bit word w: every backend's arithmetic holds V < 2^31, as
-        # int32 tokens do)
-        vocab_size = _checks.integer("vocab_size", vocab_size, 1, min(2**31 - 1, _checks.token_max(x_1.dtype) + 1))
+        vocab_size = _checks.vocab_size(vocab_size, x_1)
         if rng is None:
             raise ValueError("rng: required to draw a uniform source (noise replaces only the keep-or-not draw)")
     return _mixture_path_sample(x_1, x_0, kappa, rng, vocab_size, mask_id, noise, backend)

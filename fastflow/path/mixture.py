@@ -50,6 +50,7 @@ class MixtureDiscreteProbPath(ProbPath):
         if vocab_size is not None or (x_0 is None and mask_id is None):  # (a uniform source needs one)
             if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
                 raise ValueError(f"vocab_size: expected a positive int (with source='uniform' too), got {vocab_size!r}")
+            vocab_size = _checks.vocab_size(vocab_size, x_1)  # (and one the draws hold)
             _checks.tokens("x_1", x_1, vocab_size)
             if x_0 is not None:
                 _checks.tokens("x_0", x_0, vocab_size)
