@@ -35,7 +35,9 @@ def row_tiling(N: int, V: int, max_block_v: int):
 
 @triton.jit
 def _row_stats(z_ptr, stride_z, rows, rmask, V, R: tl.constexpr, BLOCK_V: tl.constexpr):
-    """Per-row logsumexp of ``z`` (``[R]`` fp32) by an online max / sum over V tiles."""
+    """Per-row logsumexp of ``z`` (``[R]`` fp32) by an online max / sum over V tiles; 0 for the
+    rows outside ``rmask`` (rather than -inf, so their discarded terms compute no -inf - -inf: the
+    interpreter warns of it)."""
     zrow = z_ptr + rows * stride_z
     m = tl.full((R,), -float("inf"), tl.float32)
     s = tl.zeros((R,), tl.float32)
@@ -44,7 +46,7 @@ def _row_stats(z_ptr, stride_z, rows, rmask, V, R: tl.constexpr, BLOCK_V: tl.con
         cm = rmask[:, None] & (cols < V)[None, :]
         z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
         m, s = online_lse_update(m, s, z)
-    return m + tl.log(s)
+    return tl.where(rmask, m + tl.log(tl.where(s == 0.0, 1.0, s)), 0.0)  # (s = 0: m = -inf, lse = -inf)
 
 
 @triton.jit
