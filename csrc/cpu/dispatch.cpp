@@ -65,7 +65,8 @@ int level_of(const char* name) {
 }
 
 // The variant in use: the widest, or a narrower one asked for by FASTFLOW_CPU_ISA or set_isa
-// (every variant computes the same results; the narrower ones are how tests reach their code).
+// (every variant computes the same math, to within an ulp where the wider ones fuse a multiply-add
+// into an FMA, and the same tokens; the narrower ones are how tests reach their code).
 std::atomic<int> g_level{-1};
 int level() {
   int l = g_level.load(std::memory_order_relaxed);
