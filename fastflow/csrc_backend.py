@@ -491,7 +491,7 @@ def scale_rows(grad, g):
     N = grad.shape[0]
     gf = _coef(g, N, grad.device)
     if grad.dim() != 2 or (grad.stride(-1) != 1 and grad.shape[-1] > 1) or grad.dtype not in _FLOAT_CODES:
-        grad.mul_(torch.where(gf == 1, 1.0, gf).to(grad.dtype).view(-1, *([1] * (grad.dim() - 1))))
+        grad.copy_(grad.float() * gf.view(-1, *([1] * (grad.dim() - 1))))  # (fp32 product, as the kernels)
         return
     if grad.numel():
         _run(_C.scale_rows, grad, grad=_ptr(grad), row_stride=_row_stride(grad), g=_ptr(gf), rows=N,

@@ -1,6 +1,7 @@
 // scale_rows (CPU): grad[i, :] *= g[i] in place, skipping rows with g[i] == 1 (the backward
-// of the fused losses when the upstream gradient is not 1). g is rounded to grad's dtype
-// first and the product computed in fp32, as torch's mul_.
+// of the fused losses when the upstream gradient is not 1). The product is computed in fp32
+// and rounded once: an fp16 gradient's g is often 1 / numel (fp16 losses do not fold their
+// divisor into the forward-written gradient), which fp16 would round as a subnormal first.
 #include "cpu_common.h"
 
 namespace fastflow {
@@ -16,7 +17,7 @@ int run(const ScaleRowsArgs& a) {
   for (int64_t i = 0; i < N; ++i) {
     const float gi = a.g[i];
     if (gi == 1.0f) continue;
-    const float s = Elem<T>::to_f32(Elem<T>::from_f32(gi));
+    const float s = gi;
     T* row = grad + i * a.row_stride;
     staged(V, row, [&](int64_t, int64_t n, auto* y, auto* x) {
       for (int64_t j = 0; j < n; ++j) st(y, j, ld(x, j) * s);

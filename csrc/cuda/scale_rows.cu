@@ -1,6 +1,7 @@
 // scale_rows (CUDA): grad[i, :] *= g[i] in place; a row with g[i] == 1 is left alone (its
-// blocks read one float and return), so there is no host sync to test "all ones". g is
-// rounded to grad's dtype first and the product computed in fp32, as torch's mul_.
+// blocks read one float and return), so there is no host sync to test "all ones". The product
+// is computed in fp32 and rounded once (as the CPU kernel: an fp16 g of 1 / numel would be
+// subnormal).
 #include "cuda_common.cuh"
 
 namespace fastflow {
@@ -15,7 +16,7 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(ScaleRowsArgs a, int64_
   const int64_t row = blockIdx.x / chunks, c = blockIdx.x % chunks;
   const float gi = __ldg(a.g + row);
   if (gi == 1.0f) return;
-  const float s = Elem<T>::to_f32(Elem<T>::from_f32(gi));
+  const float s = gi;
   T* p = static_cast<T*>(a.grad) + row * a.row_stride;
   const int64_t lo = c * kCols, hi = min(a.cols, lo + kCols);
   for (int64_t g = lo / VEC + threadIdx.x; g * VEC < hi; g += blockDim.x) {

@@ -82,8 +82,14 @@ def _(v, x_1, x_0, c, d, e, rng, mask, grad_scale, need_grad, backend):
 
 
 def _loss_setup(ctx, inputs, output):
+    """Saves what the backward reads for the inputs that need a gradient, and nothing else: data
+    made under inference_mode (a frozen encoder's latents) cannot be saved, and a data buffer
+    refilled before the backward would fail autograd's version check for nothing."""
     v, x_1, x_0, c, d, e, rng = inputs[:7]
-    _fused_grad.setup(ctx, output[1], inputs[-1], v.shape, len(inputs), x_1, x_0, c, d, rng, output[2])
+    need = ctx.needs_input_grad
+    keep = lambda t, *which: t if any(need[i] for i in which) else None  # noqa: E731
+    _fused_grad.setup(ctx, output[1], inputs[-1], v.shape, len(inputs), keep(x_1, 1, 3, 4, 5), keep(x_0, 2, 4),
+                      keep(c, 1), keep(d, 2), keep(rng, 4, 5), keep(output[2], 8))
     ctx.has_e = e is not None
 
 

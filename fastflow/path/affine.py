@@ -73,6 +73,9 @@ class AffineProbPath(ProbPath):
         _checks.choice("target", target, TARGETS)
         if not isinstance(sample, PathSample):
             raise TypeError(f"sample: expected the PathSample of path.sample, got {type(sample).__name__}")
+        sample._unchanged("sample: x_1 or x_0 was modified in place after sampling, and path.loss computes its "
+                          "target from them (flow_matching's dx_t was computed when sampling)",
+                          "call the loss before modifying them")
         coef = sample.coefficients
         if not coef:  # a PathSample built by hand (as flow_matching's): this path's coefficients at its t
             if sample._x_0 is None:

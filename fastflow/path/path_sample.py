@@ -48,18 +48,24 @@ class PathSample:
     def _derive(self, what: str, fn) -> Tensor:
         if not self.coefficients:
             raise AttributeError(f"{what}: this PathSample was built without it")
-        now = _versions(*self._inputs)
-        if what == "dx_t" and None not in (now, self._versions) and now != self._versions:
-            why = ("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed from them "
-                   "when first read")
-            if any(t is not None and t._is_view() for t in self._inputs):
-                # a view shares its base's counter: another part of the base may be what changed
-                warnings.warn(why + " (or, as one is a view, another part of its base was): read it "
-                              "before modifying them", RuntimeWarning, stacklevel=3)
-            else:
-                raise RuntimeError(why + "; read it before modifying them")
+        if what == "dx_t":
+            self._unchanged("dx_t: x_1 or x_0 was modified in place after sampling, and dx_t is computed from "
+                            "them when first read", "read it before modifying them", stacklevel=4)
         with torch.set_grad_enabled(self._grad_mode):
             return fn()
+
+    def _unchanged(self, why: str, fix: str, stacklevel: int = 3) -> None:
+        """Raise RuntimeError(why; fix) if ``x_1`` or ``x_0`` was modified in place since this
+        sample was made (what is computed from them now would differ from an eager result)."""
+        now = _versions(*self._inputs)
+        if None in (now, self._versions) or now == self._versions:
+            return
+        if any(t is not None and t._is_view() for t in self._inputs):
+            # a view shares its base's counter: another part of the base may be what changed
+            warnings.warn(f"{why} (or, as one is a view, another part of its base was): {fix}", RuntimeWarning,
+                          stacklevel=stacklevel)
+        else:
+            raise RuntimeError(f"{why}; {fix}")
 
     @property
     def x_0(self) -> Tensor:

@@ -31,6 +31,8 @@ def unavailable(device_type: str):
 
 def scale_rows(grad, g):
     """``grad[i, :] *= g[i]`` in place (the backward of the fused losses); rows with g == 1
-    are left alone, so the common ``loss.backward()`` costs no pass over the gradient."""
+    are left alone, so the common ``loss.backward()`` costs no pass over the gradient. The
+    product is taken in fp32 and rounded once (an fp16 loss's g is 1 / numel, which fp16
+    itself would hold only as a subnormal)."""
     if not bool((g == 1).all()):
-        grad.mul_(g.to(grad.dtype)[:, None])
+        grad.copy_(grad.float() * g.float()[:, None])

@@ -139,7 +139,7 @@ struct JumpStepArgs {
   int dtype = kF32;
 };
 
-// grad[i, :] *= g[i] where g[i] != 1 (g rounded to grad's dtype first, as torch's mul_).
+// grad[i, :] *= g[i] where g[i] != 1 (the product taken in fp32, rounded once to grad's dtype).
 struct ScaleRowsArgs {
   void* grad = nullptr;
   int64_t row_stride = 0;
