@@ -367,3 +367,31 @@ def test_fp16_mean_loss_gradient_is_unbiased(backend):
     expect = 2 * (v.detach().float() - s.dx_t) / v.numel()
     ratio = (v.grad.float() / expect)[expect.abs() > 1e-6]  # (fp16 holds ~1e-7 only as a subnormal)
     assert abs(ratio.median().item() - 1) < 1e-3, ratio.median()
+
+
+def test_loss_compiles_once_for_a_dynamic_batch():
+    """From a torch.compile review: the default mean loss computed 1 / numel as a Python float,
+    which specialised a dynamic batch (one graph per batch size; mark_dynamic and strict
+    export of a dynamic batch failed). A traced graph now divides by the symbolic count."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    p, net, counter = ff.CondOTProbPath(), torch.nn.Linear(6, 6), CompileCounter()
+
+    def loss(x1, x0, t):
+        s = p.sample(x_0=x0, x_1=x1, t=t)
+        return p.loss(net(s.x_t), s)
+
+    compiled = torch.compile(loss, backend=counter, dynamic=True, fullgraph=True)
+    for batch in (3, 17, 64, 5, 9, 33):
+        x1, x0, t = torch.randn(batch, 6), torch.randn(batch, 6), torch.rand(batch)
+        net.zero_grad()
+        eager = loss(x1, x0, t)
+        eager.backward()
+        g = net.weight.grad.clone()
+        net.zero_grad()
+        got = compiled(x1, x0, t)
+        got.backward()
+        torch.testing.assert_close(got, eager)
+        torch.testing.assert_close(net.weight.grad, g)
+    assert counter.frame_count == 1

@@ -232,10 +232,10 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
     else:
         divisor = 1
     fold = _fused_grad.fold_divisor(v.dtype)
-    if w is None and type(divisor) is int:  # one fill: 1 / divisor rounded once to fp32, as the division
-        # (the cache is for eager loops: dynamo warns when it traces one)
-        inverse = _reciprocal_fp32.__wrapped__ if torch.compiler.is_compiling() else _reciprocal_fp32
-        inverse = 1.0 / divisor if wide else inverse(divisor)
+    if w is None and type(divisor) is int and not torch.compiler.is_compiling():
+        # eager: one fill, 1 / divisor rounded once to fp32 as the division below gives it (a
+        # traced graph divides instead: the element count may be a symbol of a dynamic batch)
+        inverse = 1.0 / divisor if wide else _reciprocal_fp32(divisor)
         scale = torch.full((batch,), inverse if fold else 1.0, dtype=dtype, device=v.device)
     else:
         scale = torch.ones(batch, dtype=dtype, device=v.device) if w is None else w.to(dtype)
