@@ -151,7 +151,7 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
 
   auto loss_args = [](uintptr_t v, uintptr_t x1, uintptr_t x0, uintptr_t c, uintptr_t d, uintptr_t e,
                       uintptr_t rng, uintptr_t mask, int64_t mask_inner, int64_t mask_period, int64_t batch,
-                      int64_t per_sample, int dtype) {
+                      int64_t per_sample, int dtype, int x_dtype) {
     AffineLossArgs g;
     g.v = ptr<const void*>(v);
     g.x1 = ptr<const void*>(x1);
@@ -164,6 +164,7 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
     g.batch = batch;
     g.per_sample = per_sample;
     g.dtype = dtype;
+    g.x_dtype = x_dtype;
     return g;
   };
 
@@ -172,8 +173,9 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
       [loss_args](bool cuda, uintptr_t stream, uintptr_t v, uintptr_t x1, uintptr_t x0, uintptr_t c, uintptr_t d,
                   uintptr_t e, uintptr_t rng, uintptr_t mask, int64_t mask_inner, int64_t mask_period,
                   uintptr_t grad_scale, uintptr_t dv, uintptr_t loss, uintptr_t workspace, int64_t batch,
-                  int64_t per_sample, int dtype) {
-        AffineLossArgs g = loss_args(v, x1, x0, c, d, e, rng, mask, mask_inner, mask_period, batch, per_sample, dtype);
+                  int64_t per_sample, int dtype, int x_dtype) {
+        AffineLossArgs g =
+            loss_args(v, x1, x0, c, d, e, rng, mask, mask_inner, mask_period, batch, per_sample, dtype, x_dtype);
         g.grad_scale = ptr<const float*>(grad_scale);
         g.dv = ptr<void*>(dv);
         g.loss = ptr<float*>(loss);
@@ -183,7 +185,7 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
       py::arg("cuda"), py::arg("stream"), py::arg("v"), py::arg("x1"), py::arg("x0"), py::arg("c"), py::arg("d"),
       py::arg("e"), py::arg("rng"), py::arg("mask"), py::arg("mask_inner"), py::arg("mask_period"),
       py::arg("grad_scale"), py::arg("dv"), py::arg("loss"), py::arg("workspace"), py::arg("batch"),
-      py::arg("per_sample"), py::arg("dtype"), rel);
+      py::arg("per_sample"), py::arg("dtype"), py::arg("x_dtype"), rel);
 
   m.def(
       "step_combine",

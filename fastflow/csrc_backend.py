@@ -11,7 +11,8 @@ Layout handled here (each a copy only when needed):
 - data tensors are made contiguous (``.contiguous()``) unless said otherwise; logits and
   gradient buffers ``[N, V]`` only need a contiguous last dimension (any row stride);
 - floating inputs of one op that do not share one dtype are all computed in fp32 (as the
-  reference does) and the result cast to the output dtype;
+  reference does) and the result cast to the output dtype, except the path loss's bf16 / fp16
+  ``v`` on fp32 data (autocast's model output), which its kernels read as they are;
 - token tensors of the losses are passed as int64; ``jump_step`` and ``mixture_path_sample``
   take int64 or int32 tokens as they are;
 - a boolean ``mask`` expanded from a smaller tensor (e.g. a ``[B, L, 1]`` padding mask) is
@@ -274,14 +275,19 @@ def affine_path_sample(x_1, x_0, a, b, s, rng, out=None):
 
 
 def _loss_inputs(v, x_1, x_0, c, d, e, rng, mask):
-    dtype = _common_dtype(v, x_1, x_0)
-    v_, x1, x0 = _data(v, dtype), _data(x_1, dtype), _data(x_0, dtype)
+    """The loss kernel's operands: v (and the gradient) in v's dtype and the data in theirs when
+    the kernel reads the pair (the same dtype, or fp32 data under a bf16 / fp16 v: autocast's
+    model output), else all in fp32."""
+    dtype = x_dtype = _common_dtype(v, x_1, x_0)
+    if v.dtype in (torch.bfloat16, torch.float16) and _common_dtype(x_1, x_0) == torch.float32:
+        dtype = v.dtype
+    v_, x1, x0 = _data(v, dtype), _data(x_1, x_dtype), _data(x_0, x_dtype)
     batch, per = _sizes(v_)
     dev = v_.device
     c, d, e = (_coef(k, batch, dev) for k in (c, d, e))
     m, inner, period = (None, 1, 1) if mask is None else _mask_layout(mask, v.shape)
     return dict(v=v_, x1=x1, x0=x0, c=c, d=d, e=e, rng=_rng(rng, dev), mask=m, inner=inner,
-                period=period, batch=batch, per=per, dtype=dtype)
+                period=period, batch=batch, per=per, dtype=dtype, x_dtype=x_dtype)
 
 
 def _loss_kwargs(k, **outputs):
@@ -289,7 +295,7 @@ def _loss_kwargs(k, **outputs):
     return dict(v=_ptr(k["v"]), x1=_ptr(k["x1"]), x0=_ptr(k["x0"]), c=_ptr(k["c"]), d=_ptr(k["d"]),
                 e=_ptr(k["e"]), rng=_ptr(k["rng"]), mask=_ptr(k["mask"]), mask_inner=k["inner"],
                 mask_period=k["period"], **outputs, batch=k["batch"], per_sample=k["per"],
-                dtype=_float_code(k["dtype"]))
+                dtype=_float_code(k["dtype"]), x_dtype=_float_code(k["x_dtype"]))
 
 
 def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None):

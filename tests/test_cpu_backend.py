@@ -211,11 +211,18 @@ def _loss_inputs(device, dtype, shape, x0_mode, with_e, mask_mode, g):
     return v, x1, x0, c, d, e, mask
 
 
-def _check_affine_loss(device, dtype, shape, x0_mode, with_e, mask_mode, noncontig):
+def _check_affine_loss(device, dtype, shape, x0_mode, with_e, mask_mode, noncontig, data_dtype=None):
+    """``data_dtype``: x_1 / x_0 in that dtype (fp32 data under a bf16 / fp16 v, autocast's case,
+    which the kernels read as it is: v and its gradient are neither widened nor copied)."""
     g = torch.Generator().manual_seed(2)
-    v, x1, x0, c, d, e, mask = _loss_inputs(device, dtype, shape, x0_mode, with_e, mask_mode, g)
+    v, x1, x0, c, d, e, mask = _loss_inputs(device, data_dtype or dtype, shape, x0_mode, with_e, mask_mode, g)
+    v = v.to(dtype)
     if noncontig:
         v = _noncontig(v)
+    if data_dtype is not None:
+        operands = cb._loss_inputs(v, x1, x0, c, d, e, _rng(device), mask)
+        assert operands["x1"] is x1 and operands["dtype"] == dtype  # the data as it is, v not widened
+        assert operands["v"] is v or noncontig
     rng = _rng(device, seed=77)
     fused = cb.affine_path_loss(v, x1, x0, c, d, e, rng, mask)
     ref = R.affine_path_loss(v, x1, x0, c, d, e, rng, mask)  # fp32 sums of upcast inputs
@@ -239,6 +246,16 @@ def _check_affine_loss(device, dtype, shape, x0_mode, with_e, mask_mode, noncont
     (True, False, "inner"), (False, False, "inner")])
 def test_affine_path_loss(dtype, shape, x0_mode, with_e, mask_mode):
     _check_affine_loss("cpu", dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_e,mask_mode", [(True, False, None), (False, True, "full"),
+                                                      (True, True, "broadcast")])
+def test_affine_path_loss_low_precision_v_on_fp32_data(dtype, shape, x0_mode, with_e, mask_mode):
+    """A bf16 / fp16 v (autocast's model output) against fp32 data, read in one pass as they are."""
+    _check_affine_loss("cpu", dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3),
+                       data_dtype=torch.float32)
 
 
 def test_affine_path_loss_long_samples_deterministic():

@@ -67,6 +67,14 @@ def test_affine_path_loss_cuda(dtype, shape, x0_mode, with_e, mask_mode):
     base._check_affine_loss(DEV, dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("x0_mode,with_e,mask_mode", [(True, False, None), (False, True, "broadcast")])
+def test_affine_path_loss_low_precision_v_on_fp32_data_cuda(dtype, shape, x0_mode, with_e, mask_mode):
+    base._check_affine_loss(DEV, dtype, shape, x0_mode, with_e, mask_mode, noncontig=shape == (4, 33, 3),
+                            data_dtype=torch.float32)
+
+
 def test_affine_path_loss_long_samples_cuda():
     # samples of several chunks: partial sums per chunk, then a fixed-order finishing kernel
     g = torch.Generator().manual_seed(3)

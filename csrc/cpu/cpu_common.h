@@ -199,7 +199,8 @@ template <> inline void store_f32<f16>(const float* v, int64_t n, f16* p) {
 #endif
 
 // Runs an element-wise body f(o, n, out, in...) over [0, len). fp16 operands arrive as fp32
-// copies of at most kStage elements from offset o (null stays null) and `out` as fp32 scratch,
+// copies of at most kStage elements from offset o (null stays null; fp32 operands beside them,
+// the data of a mixed-dtype call, are read in place from o) and `out` as fp32 scratch,
 // stored back after each call, so the body's loop is the fp32 one; every other type passes
 // straight through (o = 0, n = len). All inputs of a piece are read before `out` is written,
 // so out may alias an input.
@@ -214,11 +215,15 @@ inline void staged(int64_t len, T* out, F&& f, const In*... in) {
     for (int64_t o = 0; o < len; o += kStage) {
       const int64_t n = std::min(kStage, len - o);
       int k = 0;
-      auto copy = [&](const f16* p) -> const float* {
+      auto copy = [&](auto* p) -> const float* {  // an fp16 input staged, an fp32 one read in place
         float* b = ib[k++];
         if (!p) return nullptr;
-        load_f32(p + o, n, b);
-        return b;
+        if constexpr (std::is_same<std::remove_const_t<std::remove_pointer_t<decltype(p)>>, float>::value) {
+          return p + o;
+        } else {
+          load_f32(p + o, n, b);
+          return b;
+        }
       };
       std::tuple<decltype(copy(in))...> args{copy(in)...};  // braces: evaluated in order
       std::apply([&](auto... p) { f(o, n, out ? ob : nullptr, p...); }, args);

@@ -2,6 +2,8 @@
 // (x_0 == nullptr: Gaussian stream 0, eps: stream 1), never stored. One pass:
 //   loss[b] = sum_i mask_i (v_i - target_i)^2      (fp32 [B])
 //   dv      = 2 grad_scale[b] mask (v - target)    (v's dtype, only when dv is given)
+// x_1 and x_0 are v's dtype, or fp32 under a bf16 / fp16 v (a group of VEC of them is then
+// two 16-byte loads where v's is one).
 // Deterministic: each sample is cut into kChunk-element chunks; a group of G threads
 // reduces a chunk in a fixed order, and a second small kernel adds the chunk partials of a
 // sample in chunk order (skipped when every sample is one chunk). No atomics.
@@ -13,14 +15,14 @@ namespace {
 
 constexpr int64_t kChunk = kLossChunk;
 
-template <typename T, bool X0, bool E, bool M, int VEC>
+template <typename TV, typename TX, bool X0, bool E, bool M, int VEC>
 __device__ __forceinline__ void residual_group(const AffineLossArgs& a, int64_t i0, int64_t lo, int64_t hi,
                                                bool aligned, uint64_t seed, uint64_t off, uint64_t nctr,
                                                float c, float d, float e, float (&r)[VEC]) {
   float v[VEC], x1[VEC], x0[VEC], ep[VEC];
-  load_group<T, VEC>(static_cast<const T*>(a.v), i0, lo, hi, aligned, v);
-  load_group<T, VEC>(static_cast<const T*>(a.x1), i0, lo, hi, aligned, x1);
-  if (X0) load_group<T, VEC>(static_cast<const T*>(a.x0), i0, lo, hi, aligned, x0);
+  load_group<TV, VEC>(static_cast<const TV*>(a.v), i0, lo, hi, aligned, v);
+  load_group<TX, VEC>(static_cast<const TX*>(a.x1), i0, lo, hi, aligned, x1);
+  if (X0) load_group<TX, VEC>(static_cast<const TX*>(a.x0), i0, lo, hi, aligned, x0);
   else normals_group<VEC>(seed, off, i0, x0);
   if (E) normals_group<VEC>(seed, off + nctr, i0, ep);
 #pragma unroll
@@ -34,9 +36,9 @@ __device__ __forceinline__ void residual_group(const AffineLossArgs& a, int64_t 
   }
 }
 
-template <typename T, bool X0, bool E, bool M, bool GRAD, int G>
+template <typename TV, typename TX, bool X0, bool E, bool M, bool GRAD, int G>
 __global__ void __launch_bounds__(kThreads) loss_kernel(AffineLossArgs a, int64_t nch, bool aligned) {
-  constexpr int VEC = VecOf<T>::n;
+  constexpr int VEC = VecOf<TV>::n;
   __shared__ float smem[32];
   const int64_t D = a.per_sample, n = a.batch * D;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * (kThreads / G) + threadIdx.x / G;
@@ -55,14 +57,14 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(AffineLossArgs a, int64_
   float acc = 0.0f;
   for (int64_t g = lo / VEC + t; g * VEC < hi; g += G) {
     float r[VEC];
-    residual_group<T, X0, E, M, VEC>(a, g * VEC, lo, hi, aligned, seed, off, nctr, c, d, e, r);
+    residual_group<TV, TX, X0, E, M, VEC>(a, g * VEC, lo, hi, aligned, seed, off, nctr, c, d, e, r);
 #pragma unroll
     for (int k = 0; k < VEC; ++k) acc += r[k] * r[k];
     if (GRAD) {
       float o[VEC];
 #pragma unroll
       for (int k = 0; k < VEC; ++k) o[k] = g2 * r[k];
-      store_group<T, VEC>(static_cast<T*>(a.dv), g * VEC, lo, hi, aligned, o);
+      store_group<TV, VEC>(static_cast<TV*>(a.dv), g * VEC, lo, hi, aligned, o);
     }
   }
   const float sum = group_sum<G>(acc, smem);
@@ -90,7 +92,7 @@ bool all_aligned(const AffineLossArgs& a) {
   return aligned16(a.v) && aligned16(a.x1) && (!a.x0 || aligned16(a.x0)) && (!a.dv || aligned16(a.dv));
 }
 
-template <typename T, bool X0, bool E, bool M, bool GRAD>
+template <typename TV, typename TX, bool X0, bool E, bool M, bool GRAD>
 int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t nch = (a.per_sample + kChunk - 1) / kChunk;
   const int64_t items = a.batch * nch;
@@ -100,9 +102,9 @@ int run(const AffineLossArgs& a, cudaStream_t s) {
   const int64_t blocks = warp_items ? (items + (kThreads / 32) - 1) / (kThreads / 32) : items;
   if (!grid_fits(blocks)) return kErrTooLarge;
   if (warp_items)
-    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<T, X0, E, M, GRAD, 32>)(a, nch, aligned);
+    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<TV, TX, X0, E, M, GRAD, 32>)(a, nch, aligned);
   else
-    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<T, X0, E, M, GRAD, kThreads>)(a, nch, aligned);
+    FF_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, s, loss_kernel<TV, TX, X0, E, M, GRAD, kThreads>)(a, nch, aligned);
   if (nch > 1)  // batch <= items / 2 warps here, so its grid fits too
     FF_LAUNCH(static_cast<unsigned>((a.batch + kThreads / 32 - 1) / (kThreads / 32)), kThreads, 0, s, finish_kernel)(
         a.workspace, a.loss, a.batch, nch);
@@ -124,10 +126,10 @@ int affine_path_loss(const AffineLossArgs& a, uintptr_t stream) {
         a.loss, a.batch);
     return launch_status();
   }
-  return dispatch_float(a.dtype, [&](auto tag) {
+  return dispatch_float_pair(a.dtype, a.x_dtype, [&](auto tv, auto tx) {
     return dispatch_flags([&](auto x0, auto e, auto m, auto g) {
-      return run<decltype(tag), decltype(x0)::value, decltype(e)::value, decltype(m)::value, decltype(g)::value>(
-          a, as_stream(stream));
+      return run<decltype(tv), decltype(tx), decltype(x0)::value, decltype(e)::value, decltype(m)::value,
+                 decltype(g)::value>(a, as_stream(stream));
     }, a.x0 != nullptr, a.e != nullptr, a.mask.ptr != nullptr, a.dv != nullptr);
   });
 }

@@ -152,6 +152,18 @@ template <class F> inline int dispatch_float(int dtype, F&& f) {
   }
 }
 
+// Calls f(TV{}, TX{}) with the storage types of an op's main input (dtype) and of its data
+// (x_dtype): the same type, or fp32 data under a bf16 / fp16 main input (autocast's output);
+// kErrDtype for any other pair.
+template <class F> inline int dispatch_float_pair(int dtype, int x_dtype, F&& f) {
+  return dispatch_float(dtype, [&](auto tv) -> int {
+    using TV = decltype(tv);
+    if (x_dtype == dtype) return f(tv, tv);
+    if (x_dtype == kF32) return f(tv, float{});  // (dtype != kF32 here)
+    return kErrDtype;
+  });
+}
+
 // Calls f(std::integral_constant<bool, b>{}...) with each runtime flag as a compile-time one,
 // so a kernel template is instantiated for every combination (2^k cases, no macro table).
 template <class F> inline int dispatch_flags(F&& f) { return f(); }

@@ -52,7 +52,9 @@ struct AffineLossArgs {
   void* dv = nullptr;                 // optional output: the gradient, written in the forward
   float* workspace = nullptr;         // CUDA forward: affine_path_loss_workspace() floats
   int64_t batch = 0, per_sample = 0;
-  int dtype = kF32;  // of v, x1, x0, dv
+  int dtype = kF32;    // of v and dv
+  int x_dtype = kF32;  // of x1 and x0: dtype, or kF32 under a bf16 / fp16 v (autocast's model
+                       // output against fp32 data, read as it is)
 };
 
 // kOk when the affine_path_loss arguments are complete (both backends check the same way).
