@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _transforms
 from ..ops.discrete import jump_stepper
 from .base import Solver, check_step_size, check_steps, check_time_grid
 
@@ -74,6 +74,7 @@ class MixtureDiscreteEulerSolver(Solver):
                 raise ValueError(f"mask_id: {mask_id} disagrees with source_distribution_p (not its one-hot token)")
             self._source, self._mask_id = "mask", mask_id
 
+    @_transforms.eager_under_compile  # (see Solver)
     def sample(self, x_init: Tensor, step_size: Optional[float], div_free: Union[float, Callable] = 0.0,
                dtype_categorical: torch.dtype = torch.float32, time_grid: Tensor = torch.tensor([0.0, 1.0]),
                return_intermediates: bool = False, verbose: bool = False, temperature: float = 1.0,

@@ -80,6 +80,7 @@ class ODESolver(Solver):
                              "start the grid after it")
         return da / al, (ds * al - da * si) / al
 
+    @_transforms.eager_under_compile  # (see Solver)
     def sample(self, x_init: Tensor, step_size: Optional[float] = None, method: str = "euler",
                atol: float = 1e-5, rtol: float = 1e-5, time_grid: Tensor = torch.tensor([0.0, 1.0]),
                return_intermediates: bool = False, enable_grad: bool = False, guidance_scale: float = 0.0,

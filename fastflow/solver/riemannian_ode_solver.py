@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .. import _checks
+from .. import _checks, _transforms
 from ..utils.manifolds import geodesic
 from .base import Solver, check_step_size, check_time_grid
 from .discrete_solver import steps_between
@@ -61,6 +61,7 @@ class RiemannianODESolver(Solver):
         self.manifold = manifold
         self.velocity_model = velocity_model
 
+    @_transforms.eager_under_compile  # (see Solver)
     def sample(self, x_init: Tensor, step_size: Optional[float], projx: bool = True, proju: bool = True,
                method: str = "euler", time_grid: Tensor = torch.tensor([0.0, 1.0]),
                return_intermediates: bool = False, verbose: bool = False, enable_grad: bool = False,
