@@ -190,7 +190,8 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
   m.def(
       "step_combine",
       [](bool cuda, uintptr_t stream, uintptr_t x, uintptr_t p, uintptr_t q, uintptr_t A, uintptr_t B, uintptr_t C,
-         uintptr_t N, uintptr_t rng, uintptr_t noise, uintptr_t out, int64_t batch, int64_t per_sample, int dtype) {
+         uintptr_t N, uintptr_t rng, uintptr_t noise, uintptr_t out, int64_t batch, int64_t per_sample, int dtype,
+         int p_dtype) {
         StepCombineArgs g;
         g.x = ptr<const void*>(x);
         g.p = ptr<const void*>(p);
@@ -205,16 +206,17 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
         g.batch = batch;
         g.per_sample = per_sample;
         g.dtype = dtype;
+        g.p_dtype = p_dtype;
         return launch(cuda, stream, g, cpu::step_combine, cuda::step_combine);
       },
       py::arg("cuda"), py::arg("stream"), py::arg("x"), py::arg("p"), py::arg("q"), py::arg("A"), py::arg("B"),
       py::arg("C"), py::arg("N"), py::arg("rng"), py::arg("noise"), py::arg("out"), py::arg("batch"),
-      py::arg("per_sample"), py::arg("dtype"), rel);
+      py::arg("per_sample"), py::arg("dtype"), py::arg("p_dtype"), rel);
 
   m.def(
       "step_combine_floats",
       [](uintptr_t x, uintptr_t p, uintptr_t q, float A, float B, float C, uintptr_t out, int64_t batch,
-         int64_t per_sample, int dtype) {
+         int64_t per_sample, int dtype, int p_dtype) {
         StepCombineArgs g;
         g.x = ptr<const void*>(x);
         g.p = ptr<const void*>(p);
@@ -226,13 +228,14 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
         g.batch = batch;
         g.per_sample = per_sample;
         g.dtype = dtype;
+        g.p_dtype = p_dtype;
         g.coef_stride = 0;
         return cpu::step_combine(g);
       },
       "step_combine on CPU memory with one A, B (and C with q) for every sample; called positionally "
       "(the solvers' hot loop: keyword matching costs a cold call ~10 us)",
       py::arg("x"), py::arg("p"), py::arg("q"), py::arg("A"), py::arg("B"), py::arg("C"), py::arg("out"),
-      py::arg("batch"), py::arg("per_sample"), py::arg("dtype"), rel);
+      py::arg("batch"), py::arg("per_sample"), py::arg("dtype"), py::arg("p_dtype"), rel);
 
   m.def(
       "mixture_path_sample",

@@ -317,11 +317,22 @@ def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None
     return loss
 
 
+def _step_dtypes(x, p, q, noise):
+    """(x's / noise's / out's compute dtype, p's / q's): p and q (a model's outputs) as they are
+    when they share a bf16 / fp16 dtype beside an fp32 state (autocast's case), else one dtype."""
+    if (x.dtype == torch.float32 and p.dtype in (torch.bfloat16, torch.float16)
+            and (q is None or q.dtype == p.dtype) and (noise is None or noise.dtype == torch.float32)):
+        return torch.float32, p.dtype
+    dtype = _common_dtype(x, p, q, noise)
+    return dtype, dtype
+
+
 def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
     """``A x + B p + C q + N z`` (``z``: ``noise`` or Gaussian stream 0); ``out`` may be ``x``."""
     use_noise = noise if N is not None else None
-    dtype = _common_dtype(x, p, q, use_noise)
-    x_, p_, q_, z_ = (_data(t, dtype) for t in (x, p, q, use_noise))
+    dtype, p_dtype = _step_dtypes(x, p, q, use_noise)
+    x_, z_ = _data(x, dtype), _data(use_noise, dtype)
+    p_, q_ = _data(p, p_dtype), _data(q, p_dtype)
     batch, per = _sizes(x_)
     dev = x_.device
     A, B, C, N = (_coef(k, batch, dev) for k in (A, B, C, N))
@@ -334,10 +345,12 @@ def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
 
 
 def _step_kernel(x, p, q, A: int, B: int, C: int, N: int, rng, z, out, batch: int, per: int) -> None:
-    """``_C.step_combine`` on contiguous tensors of one dtype; coefficients by address (0: none)."""
+    """``_C.step_combine`` on contiguous tensors (x, z and out of one dtype, p and q of theirs: see
+    ``_step_dtypes``); coefficients by address (0: none)."""
     if x.numel():
         _run(_C.step_combine, x, x=_ptr(x), p=_ptr(p), q=_ptr(q), A=A, B=B, C=C, N=N, rng=_ptr(rng),
-             noise=_ptr(z), out=_ptr(out), batch=batch, per_sample=per, dtype=_float_code(x.dtype))
+             noise=_ptr(z), out=_ptr(out), batch=batch, per_sample=per, dtype=_float_code(x.dtype),
+             p_dtype=_float_code(p.dtype))
 
 
 _scratch = threading.local()
@@ -365,8 +378,8 @@ def _float_rows(batch: int, *values: float) -> int:
 
 
 def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=None):
-    """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype
-    that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
+    """``A x + B p (+ C q)`` with float coefficients, for contiguous CPU tensors of one dtype (or
+    p and q of one bf16 / fp16 dtype beside an fp32 x, see ``_step_dtypes``) that the caller has checked (``fastflow.ops.step_combine`` takes this path when it can):
     the coefficients go to the kernel as floats, not as three ``[B]`` tensors."""
     _host_only(x, p, q, out)
     res = out if out is not None else _memory.empty_like(x)
@@ -375,7 +388,8 @@ def step_combine_floats(x, p, A: float, B: float, q=None, C: float = 0.0, out=No
         _sync_threads()
         batch = x.shape[0]
         code = _C.step_combine_floats(x.data_ptr(), p.data_ptr(), 0 if q is None else q.data_ptr(), A, B, C,
-                                      res.data_ptr(), batch, n // batch, _FLOAT_CODES[x.dtype])
+                                      res.data_ptr(), batch, n // batch, _FLOAT_CODES[x.dtype],
+                                      _FLOAT_CODES[p.dtype])
         _raise_status("step_combine_floats", code)
     return res
 

@@ -293,9 +293,13 @@ def test_affine_path_loss_short_samples_share_their_noise(with_e, mask_mode):
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
-def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig):
+def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig, p_dtype=None):
+    """``p_dtype``: p and q in that dtype beside an fp32 x (autocast's model outputs on an fp32
+    state), which the kernels read as they are (no fp32 copies)."""
     g = torch.Generator().manual_seed(4)
     x, p, q, z = (torch.randn(shape, generator=g).to(device=device, dtype=dtype) for _ in range(4))
+    if p_dtype is not None:
+        p, q = p.to(p_dtype), q.to(p_dtype)
     B = shape[0]
     A, Bc, C, N = (torch.randn(B, generator=g).to(device) for _ in range(4))
     q, C = (q, C) if with_q else (None, None)
@@ -312,6 +316,13 @@ def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig):
     x2 = x.clone()
     assert cb.step_combine(x2, p, q, A, Bc, C, N, rng, z, out=x2) is x2
     assert torch.equal(x2, fused)
+    if p_dtype is not None:
+        assert fused.dtype == dtype and cb._step_dtypes(x, p, q, z) == (dtype, p_dtype)
+        if hasattr(cb, "step_combine_floats") and N is None and not noncontig:  # the solvers' float entry
+            for b in range(shape[0]):  # (one A, B, C for every sample: a sample at a time)
+                got = cb.step_combine_floats(x[b:b + 1], p[b:b + 1], float(A[b]), float(Bc[b]),
+                                             q=None if q is None else q[b:b + 1], C=0.0 if C is None else float(C[b]))
+                assert torch.equal(got, fused[b:b + 1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -319,6 +330,14 @@ def _check_step_combine(device, dtype, shape, with_q, noise_mode, noncontig):
 @pytest.mark.parametrize("with_q,noise_mode", [(False, None), (True, None), (False, "drawn"), (True, "given")])
 def test_step_combine(dtype, shape, with_q, noise_mode):
     _check_step_combine("cpu", dtype, shape, with_q, noise_mode, noncontig=shape == (1, 1001))
+
+
+@pytest.mark.parametrize("p_dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_q,noise_mode", [(False, None), (True, None), (True, "given")])
+def test_step_combine_low_precision_outputs_on_an_fp32_state(p_dtype, shape, with_q, noise_mode):
+    _check_step_combine("cpu", torch.float32, shape, with_q, noise_mode, noncontig=shape == (1, 1001),
+                        p_dtype=p_dtype)
 
 
 def test_fp16_conversions_cover_the_whole_range():

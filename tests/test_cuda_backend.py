@@ -96,6 +96,14 @@ def test_step_combine_cuda(dtype, shape, with_q, noise_mode):
     base._check_step_combine(DEV, dtype, shape, with_q, noise_mode, noncontig=shape == (1, 1001))
 
 
+@pytest.mark.parametrize("p_dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_q,noise_mode", [(False, None), (True, "drawn"), (True, "given")])
+def test_step_combine_low_precision_outputs_on_an_fp32_state_cuda(p_dtype, shape, with_q, noise_mode):
+    base._check_step_combine(DEV, torch.float32, shape, with_q, noise_mode, noncontig=shape == (1, 1001),
+                             p_dtype=p_dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_deterministic_elementwise_ops_are_bit_identical_cuda(dtype):
     base._check_bit_identical(DEV, dtype)

@@ -572,3 +572,27 @@ def test_samplers_run_eagerly_inside_a_compiled_function():
             torch.testing.assert_close(got[0], want[0])
             assert torch.equal(got[1], want[1])
     assert counter.frame_count <= 2  # (the graphs around the calls, compiled once)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_low_precision_model_outputs_on_an_fp32_state(out_dtype, monkeypatch):
+    """A model under autocast returns bf16 / fp16 velocities for an fp32 state: each step reads
+    them as they are (no fp32 copy of the output) and keeps the state in fp32."""
+    from fastflow import csrc_backend as cb
+
+    net = torch.nn.Linear(3, 3)
+    model = lambda x, t: (net(x) * (1 + t)).to(out_dtype)  # noqa: E731
+    x0 = torch.randn(6, 3)
+    widened = []
+    original = cb._data
+    monkeypatch.setattr(cb, "_data", lambda t, dtype: widened.append(t is not None and t.dtype != dtype)
+                        or original(t, dtype))
+    with torch.no_grad():
+        got = ff.ODESolver(model, backend="cpu").sample(x0, step_size=0.25, method="midpoint")
+        x = x0.clone()
+        for k in range(4):
+            t = 0.25 * k
+            mid = x + 0.125 * model(x, torch.tensor(t)).float()
+            x = x + 0.25 * model(mid, torch.tensor(t + 0.125)).float()
+    assert got.dtype == torch.float32 and not any(widened)
+    torch.testing.assert_close(got, x, rtol=1e-6, atol=1e-6)

@@ -200,14 +200,15 @@ template <> inline void store_f32<f16>(const float* v, int64_t n, f16* p) {
 
 // Runs an element-wise body f(o, n, out, in...) over [0, len). fp16 operands arrive as fp32
 // copies of at most kStage elements from offset o (null stays null; fp32 operands beside them,
-// the data of a mixed-dtype call, are read in place from o) and `out` as fp32 scratch,
+// in a mixed-dtype call, are read or written in place from o) and an fp16 `out` as fp32 scratch,
 // stored back after each call, so the body's loop is the fp32 one; every other type passes
 // straight through (o = 0, n = len). All inputs of a piece are read before `out` is written,
 // so out may alias an input.
 constexpr int64_t kStage = 512;
 template <typename T, class F, class... In>
 inline void staged(int64_t len, T* out, F&& f, const In*... in) {
-  if constexpr (!std::is_same<T, f16>::value) {
+  constexpr bool out_f16 = std::is_same<T, f16>::value;
+  if constexpr (!out_f16 && !(std::is_same<In, f16>::value || ...)) {
     f(int64_t{0}, len, out, in...);
   } else {
     alignas(64) float ib[sizeof...(In) > 0 ? sizeof...(In) : 1][kStage];
@@ -226,8 +227,12 @@ inline void staged(int64_t len, T* out, F&& f, const In*... in) {
         }
       };
       std::tuple<decltype(copy(in))...> args{copy(in)...};  // braces: evaluated in order
-      std::apply([&](auto... p) { f(o, n, out ? ob : nullptr, p...); }, args);
-      if (out) store_f32(ob, n, out + o);
+      if constexpr (out_f16) {
+        std::apply([&](auto... p) { f(o, n, out ? ob : nullptr, p...); }, args);
+        if (out) store_f32(ob, n, out + o);
+      } else {  // an fp32 out beside fp16 inputs (a mixed-dtype call): written in place
+        std::apply([&](auto... p) { f(o, n, out ? out + o : nullptr, p...); }, args);
+      }
     }
   }
 }

@@ -127,6 +127,9 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     return out
 
 
+_LOW = (torch.bfloat16, torch.float16)
+
+
 def _fp32(c) -> bool:
     """A float that fp32 holds as a finite number (NaN, inf and overflow take the checked path)."""
     return _checks.fp32_float(c)
@@ -135,15 +138,17 @@ def _fp32(c) -> bool:
 def _plain_floats(x, p, q, A, B, C, out) -> bool:
     """A call the float-coefficient kernel entry takes, one that passes ``step_combine``'s checks
     by construction: finite fp32 coefficients, plain contiguous CPU tensors of one float dtype
+    (or p and q of one bf16 / fp16 dtype beside an fp32 x and out: autocast's model outputs)
     and shape, nothing to record or trace. (Fewer distinct torch calls than the checks: a
     first call after the caches are cold costs ~100 us less.)"""
     if not (type(x) is Tensor and type(p) is Tensor and x.is_cpu and p.is_cpu and _fp32(A) and _fp32(B)):
         return False
-    dtype, shape = x.dtype, x.shape
-    return (dtype in _checks.FLOAT_DTYPES and len(shape) > 0 and p.dtype is dtype and p.shape == shape
+    dtype, shape, p_dtype = x.dtype, x.shape, p.dtype
+    return (dtype in _checks.FLOAT_DTYPES and len(shape) > 0 and p.shape == shape
+            and (p_dtype is dtype or (dtype is torch.float32 and p_dtype in _LOW))
             and x.is_contiguous() and p.is_contiguous()
-            and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is dtype and q.shape == shape
-                               and q.is_contiguous()))
+            and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is p_dtype
+                               and q.shape == shape and q.is_contiguous()))
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
                                  and out.is_contiguous()))
             and direct(x, p, q, out)  # (eager: no compile, which cannot ask is_inference)

@@ -152,9 +152,9 @@ template <class F> inline int dispatch_float(int dtype, F&& f) {
   }
 }
 
-// Calls f(TV{}, TX{}) with the storage types of an op's main input (dtype) and of its data
-// (x_dtype): the same type, or fp32 data under a bf16 / fp16 main input (autocast's output);
-// kErrDtype for any other pair.
+// Calls f(TV{}, TX{}) with the storage types of two operand groups of an op (dtype, x_dtype):
+// the same type, or x_dtype fp32 beside a bf16 / fp16 dtype (autocast's model output against
+// fp32 data or state); kErrDtype for any other pair.
 template <class F> inline int dispatch_float_pair(int dtype, int x_dtype, F&& f) {
   return dispatch_float(dtype, [&](auto tv) -> int {
     using TV = decltype(tv);

@@ -79,7 +79,9 @@ struct StepCombineArgs {
   const void* noise = nullptr;
   void* out = nullptr;
   int64_t batch = 0, per_sample = 0;
-  int dtype = kF32;        // of x, p, q, noise, out
+  int dtype = kF32;         // of x, noise and out
+  int p_dtype = kF32;       // of p and q: dtype, or bf16 / fp16 under an fp32 x (autocast's model
+                            // output on an fp32 state, read as it is)
   int64_t coef_stride = 1;  // of A, B, C, N: 1 per sample; 0 one value for every sample (CPU only)
 };
 
