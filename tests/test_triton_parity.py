@@ -302,14 +302,19 @@ def test_generalized_kl(dtype, NV):
     assert bool((g[1] == 0).all())
 
 
+def _row_loss_case(N, V, ignored):
+    """fp32 logits, x_1 (row ``ignored`` set to ignore_index -100), x_t, jump and grad_scale."""
+    z = _logits(N, V, torch.float32)
+    x1 = torch.randint(0, V, (N,), device=DEVICE)
+    x1[ignored] = -100
+    xt = torch.randint(0, V, (N,), device=DEVICE)
+    return z, x1, xt, coef(N, 0.1, 2), coef(N, 0.5, 2)
+
+
 @pytest.mark.parametrize("op", ["ce", "gkl"])
 def test_losses_multi_tile_rows_and_grad_in_place(op, small_tiles):
     N, V = 6, 1000
-    z = _logits(N, V, torch.float32)
-    x1 = torch.randint(0, V, (N,), device=DEVICE)
-    x1[3] = -100
-    xt = torch.randint(0, V, (N,), device=DEVICE)
-    jump, gs = coef(N, 0.1, 2), coef(N, 0.5, 2)
+    z, x1, xt, jump, gs = _row_loss_case(N, V, ignored=3)
     g_ref = torch.empty(N, V, device=DEVICE)
     if op == "ce":
         expect = ref.cross_entropy(z, x1, -100, gs, g_ref)
@@ -553,11 +558,7 @@ def test_losses_padded_and_ignored_rows_compute_no_nan(op):
     import warnings
 
     N, V = 3, 8
-    z = _logits(N, V, torch.float32)
-    x1 = torch.randint(0, V, (N,), device=DEVICE)
-    x1[1] = -100
-    xt = torch.randint(0, V, (N,), device=DEVICE)
-    jump, gs = coef(N, 0.1, 2), coef(N, 0.5, 2)
+    z, x1, xt, jump, gs = _row_loss_case(N, V, ignored=1)
     g, g_ref = torch.empty(N, V, device=DEVICE), torch.empty(N, V, device=DEVICE)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
