@@ -10,7 +10,8 @@ Byte model (DESIGN.md, N elements of s bytes):
 
     path sample        2 N s   read x_1, write x_t (x_0 drawn in-kernel)
     loss fwd + bwd     3 N s   the forward reads v, x_1 and writes dv in the same pass; the
-                               backward of a mean has nothing left to do
+                               backward of a mean has nothing left to do (autocast row: v and
+                               dv of 2 bytes, x_1 of 4: (2 * 2 + 4) N)
     train step         5 N s   the two above: sample 2 N s + loss fwd + bwd 3 N s (x_0 is
                                regenerated from its seed, never stored or read)
     Euler step         3 N s   read x, v, write x
@@ -94,13 +95,15 @@ def _fm_dx_t(fm_path, x0, x1, t):
     return d_sigma * x0 + d_alpha * x1
 
 
-def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
+def path_loss(ctx: Ctx, shape, dtype, row=None, v_dtype=None) -> Case:
+    """``v_dtype``: the model output's dtype when it is not the data's (autocast: bf16 v, fp32 x_1)."""
     row = row or f"path loss fwd+bwd {dtype_tag(dtype)}"
+    v_dtype = v_dtype or dtype
 
     def build():
         g = ctx.gen(2)
         x1 = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype)
-        v = torch.randn(shape, generator=g, device=ctx.device, dtype=dtype).requires_grad_()
+        v = torch.randn(shape, generator=g, device=ctx.device, dtype=v_dtype).requires_grad_()
         t = torch.rand(shape[0], generator=g, device=ctx.device)
         B, n = shape[0], x1.numel()
         c = torch.ones(B, device=ctx.device)  # d_alpha_t (CondOT)
@@ -143,7 +146,9 @@ def path_loss(ctx: Ctx, shape, dtype, row=None) -> Case:
                 return fn
             impls.append(peer("torch.compile", comp, compiled=True, label=row,
                               note="reference loss with its gradient (x_0 regenerated from Philox)"))
-        return Built(bytes=3 * n * x1.element_size(), impls=impls, skipped=skipped, draws={"normal": n})
+        # read v and x_1, write the gradient (v's dtype)
+        return Built(bytes=n * (2 * v.element_size() + x1.element_size()), impls=impls, skipped=skipped,
+                     draws={"normal": n})
 
     return Case(row, "continuous", shape_tag(shape), build)
 
@@ -267,6 +272,8 @@ def cases(ctx: Ctx) -> list:
     dtypes = (torch.float32, torch.bfloat16)
     out = [path_sample(ctx, shape, dt) for dt in dtypes]
     out += [path_loss(ctx, shape, dt) for dt in dtypes]
+    out.append(path_loss(ctx, shape, torch.float32, row="path loss fwd+bwd autocast (bf16 v, fp32 data)",
+                         v_dtype=torch.bfloat16))
     out += [train_step(ctx, shape, dt) for dt in dtypes]
     # a 2-D toy problem's batch (the moons / 8-gaussians tutorials): no memory traffic to speak
     # of, so the row measures what the calls' Python and dispatch cost, in a warm loop
