@@ -306,7 +306,7 @@ def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: s
     for _ in range(warm):
         with nvtx_range(f"warmup {label}"):
             est = time_one(fn_ranged)
-        if est > profile.budget_s and not compiled:
+        if est * max(loop, 1) > profile.budget_s and not compiled:
             break
     peak, method, dt_mem = timer.peak_memory(fn_ranged)
     if est is None:

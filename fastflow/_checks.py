@@ -135,12 +135,13 @@ def _host_in_range(x: torch.Tensor, lo: float, hi: float) -> bool:
     compiled module (~0.3 us hot; NumPy's reductions cost a call ~4, ~60 with cold caches). Without
     it, up to 128 values as a Python list (~30 us cold), else NumPy."""
     code = _WITHIN_CODES.get(x.dtype)
-    if _compiled_within is not None and code is not None and x.is_contiguous() and not x.is_neg():
+    if _compiled_within is not None and code is not None and x.is_cpu and x.is_contiguous() and not x.is_neg():
         return _compiled_within(x.data_ptr(), x.numel(), code, float(lo), float(hi))
     if x.numel() <= 128:
         return all(lo <= v <= hi for v in x.tolist())
     if x.dtype is torch.bfloat16:  # (which NumPy has no type for)
         x = x.float()
+    x = x.resolve_neg()  # (a negative view's bit, which .numpy() refuses)
     a = x.detach().numpy()
     # the extremes compared as Python floats: NumPy would round the bounds to the array's dtype
     # (fp32's rounds +-F64_MAX to +-inf, with a warning, and infinite values then pass)
@@ -164,7 +165,7 @@ def scheduled(coefficients: dict, *names: str, infinite: bool = False) -> None:
     ``infinite=True``: only not NaN (where the caller takes the limit)."""
     top = math.inf if infinite else F64_MAX
     cs = [coefficients[n] for n in names]
-    if _on_host(cs[0]) and all(_host_in_range(c, -top, top) for c in cs):
+    if all(_on_host(c) and _host_in_range(c, -top, top) for c in cs):
         return  # (the common case: a few microseconds, where torch's ops take 15)
     what = f"the scheduler's {' / '.join(names)} are {'NaN' if infinite else 'not finite'} at these times"
     within("t", torch.stack(cs), what, -top, top)

@@ -494,3 +494,16 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
 def test_a_model_output_of_another_shape_is_named():
     raises(ValueError, "velocity_model", ff.ODESolver(lambda x, t: torch.ones(1, 2)).sample, torch.randn(4, 2),
            step_size=0.5)
+
+
+def test_out_overlapping_an_input_of_another_dtype_is_refused():
+    """From a review: the float-coefficient fast path took an input that starts where out does as
+    out itself; a bf16 view of an fp32 out's memory is not, and writing out overwrote elements of
+    it not yet read (silently wrong). It now takes the checked path, which refuses it."""
+    from fastflow.ops.step_combine import step_combine
+
+    out, x = torch.randn(1, 8), torch.randn(1, 8)
+    p = out.view(torch.bfloat16)[:, :8]
+    assert p.data_ptr() == out.data_ptr() and p.is_contiguous()
+    for backend in ("cpu", "reference"):
+        raises(ValueError, "out: shares memory with p", step_combine, x, p, 1.0, 1.0, out=out, backend=backend)

@@ -156,13 +156,16 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
 
 
 def _apart_or_same(out: Tensor, *inputs) -> bool:
-    """Contiguous ``out`` and inputs of one shape: each input is ``out`` or shares no memory with it
-    (else the checked path says what is wrong)."""
+    """Contiguous ``out`` and inputs of one shape: each input is ``out`` (its memory, in its
+    dtype) or shares no memory with it (else the checked path says what is wrong). A bf16 view
+    of an fp32 out's memory starts where out does but is not out: writing out would overwrite
+    elements of it not yet read."""
     lo, n = out.data_ptr(), out.numel() * out.element_size()
     for t in inputs:
         if t is not None and t is not out:
             at = t.data_ptr()
-            if at != lo and at < lo + n and lo < at + n:
+            same = at == lo and t.dtype is out.dtype
+            if not same and at < lo + n and lo < at + t.numel() * t.element_size():
                 return False
     return True
 
