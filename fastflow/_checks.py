@@ -120,13 +120,13 @@ def frozen(out: torch.Tensor) -> bool:
 def _eager(x: torch.Tensor) -> bool:
     if torch.compiler.is_compiling():  # a traced graph asserts asynchronously, never branches
         return False
-    return x.device.type == "cpu" or os.environ.get("FASTFLOW_CHECKS") == "1"
+    return x.is_cpu or os.environ.get("FASTFLOW_CHECKS") == "1"  # (is_cpu: no device object built)
 
 
 def _on_host(x: torch.Tensor) -> bool:
-    """A plain CPU tensor checked eagerly: NumPy can read it (a min and a max cost a fraction of
-    the torch ops' time on the small tensors checks see)."""
-    return (type(x) is torch.Tensor and x.device.type == "cpu" and _eager(x)
+    """A plain CPU tensor checked eagerly, on the host: the compiled check or NumPy reads its
+    memory (a fraction of the torch ops' time on the small tensors checks see)."""
+    return (type(x) is torch.Tensor and x.is_cpu and not torch.compiler.is_compiling()  # (= _eager on CPU)
             and not torch._C._are_functorch_transforms_active())  # (which refuse .numpy(), wrapped or not)
 
 

@@ -157,7 +157,7 @@ def recycled_like(t: torch.Tensor) -> torch.Tensor | None:
     None. For loops that drop a buffer of the same size each turn (the ODE solver's states):
     glibc trims or unmaps those, and each new one faults in again. Like every recycled output,
     its storage cannot grow (``resize_`` to more elements raises), as NumPy-backed tensors."""
-    nbytes = t.numel() * t.dtype.itemsize if t.device.type == "cpu" else 0
+    nbytes = t.numel() * t.dtype.itemsize if t.is_cpu else 0
     if _CACHE_ON and _CACHE_MIN_BYTES <= nbytes <= _CACHE_BYTES:
         return _recycled(nbytes, t.dtype, t.shape)
     return None

@@ -87,7 +87,7 @@ def _all_one_on_cpu(g: Tensor) -> bool:
     """``g`` is one value (a scalar, or one broadcast: the gradient of ``.sum()``) on the CPU,
     equal to 1: read without a device sync, and the scaling call is skipped (the kernel would
     skip every row)."""
-    if type(g) is not Tensor or g.device.type != "cpu":
+    if type(g) is not Tensor or not g.is_cpu:
         return False
     if g.dim() == 0:
         return g.item() == 1.0
