@@ -20,9 +20,17 @@ def _rank() -> int:
     return _DIST.get_rank() if _DIST is not None and _DIST.is_initialized() else 0
 
 
-def _check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
+def _check_generator(generator, device=None) -> None:
+    """A torch.Generator (or None) on ``device``, the data's: torch's ops draw on their
+    generator's device and refuse another, and a seed drawn elsewhere would need a copy (a host
+    sync, or a non-blocking copy the CPU kernels could read before it lands)."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    if device is not None and generator.device != torch.device(device):
+        raise ValueError(f"generator: it draws on {generator.device}, the data are on {device} (make it with "
+                         f"torch.Generator(device=...) on the data's device)")
 
 
 def rng_unless(noise, device: torch.device, generator: torch.Generator | None = None):
@@ -30,18 +38,16 @@ def rng_unless(noise, device: torch.device, generator: torch.Generator | None = 
     generator is checked either way)."""
     if noise is None:
         return new_rng(device, generator)
-    _check_generator(generator)
+    _check_generator(generator, device)
     return None
 
 
 def new_rng(device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
     """``(seed, offset = 0)`` as int64 on ``device``, the seed drawn from ``generator``."""
-    _check_generator(generator)
-    gen_device = generator.device if generator is not None else device
-    seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, device=gen_device,
+    _check_generator(generator, device)
+    seed = torch.randint(-(2**63), 2**63 - 1, (1,), generator=generator, device=device,
                          dtype=torch.int64)  # (Tensor.random_ would save an op, but dynamo refuses it)
     rank = _rank()
     if rank:  # ranks that seed alike still draw different noise
         seed = seed + ((rank * _GOLDEN) % 2**64 - 2**63)
-    rng = torch.cat((seed, torch.zeros(1, dtype=torch.int64, device=gen_device)))
-    return rng if rng.device == torch.device(device) else rng.to(device, non_blocking=True)
+    return torch.cat((seed, torch.zeros(1, dtype=torch.int64, device=device)))

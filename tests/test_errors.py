@@ -507,3 +507,20 @@ def test_out_overlapping_an_input_of_another_dtype_is_refused():
     assert p.data_ptr() == out.data_ptr() and p.is_contiguous()
     for backend in ("cpu", "reference"):
         raises(ValueError, "out: shares memory with p", step_combine, x, p, 1.0, 1.0, out=out, backend=backend)
+
+
+def test_generators_are_checked_wherever_they_are_taken():
+    """From a random-number review: path.sample with x_0 given took any value as a generator, and
+    torchcfm's sample read generator.device before checking it (AttributeError). A generator of
+    another device than the data's is refused, as torch's ops refuse it (the seed would need a
+    copy: a host sync, or a non-blocking one the CPU kernels could read before it lands)."""
+    x, t = torch.randn(4, 3), torch.rand(4)
+    raises(TypeError, "generator: expected a torch.Generator", ff.CondOTProbPath().sample, x_0=x, x_1=x, t=t,
+           generator="bad")
+    raises(TypeError, "generator: expected a torch.Generator", ff.ConditionalFlowMatcher(0.1).sample, x, x,
+           generator="bad")
+    from fastflow import _rng  # (a CPU-only torch makes no generator of another device: data on meta)
+
+    for draw in (_rng.new_rng, lambda device, g: _rng.rng_unless(torch.zeros(1), device, g)):
+        raises(ValueError, "generator: it draws on cpu, the data are on meta", draw, torch.device("meta"),
+               torch.Generator())

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from .._rng import new_rng
+from .._rng import rng_unless
 from ..ops.affine_path import _affine_path_loss, _affine_path_sample
 from ..ops.step_combine import step_combine
 from .base import ProbPath
@@ -58,7 +58,7 @@ class AffineProbPath(ProbPath):
                 x_0 = x_0.expand_as(x_1)  # (arithmetic does: a source [B, 1] against data [B, D])
         coef = self._coefficients(t, x_1.shape[0], _checks.widest(x_1, x_0))
         _checks.scheduled(coef, "alpha_t", "sigma_t")
-        rng = new_rng(x_1.device, generator) if x_0 is None else None
+        rng = rng_unless(x_0, x_1.device, generator)  # (the generator checked either way)
         x_t = _affine_path_sample(x_1, x_0, coef["alpha_t"], coef["sigma_t"], rng=rng, backend=backend)
         return PathSample(x_1, x_0, t, x_t, coefficients=coef, rng=rng, backend=backend)
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks, _transforms
-from .._rng import new_rng
+from .._rng import _check_generator, new_rng
 from ..ops._registry import check_wide
 from ..ops.affine_path import _affine_path_loss, _affine_path_sample
 from .optimal_transport import METHODS, OTPlanSampler, _cost, assignment
@@ -147,8 +147,8 @@ class ConditionalFlowMatcher:
     def _sample_pairs(self, x0: Tensor, x1: Tensor, t: Optional[Tensor], generator) -> CFMSample:
         batch = x1.shape[0]
         if t is None:  # torchcfm's: uniform times in x0's dtype
-            t = torch.rand(batch, generator=generator, device=generator.device if generator else x0.device)
-            t = t.to(x0.device).type_as(x0)
+            _check_generator(generator, x0.device)
+            t = torch.rand(batch, generator=generator, device=x0.device).type_as(x0)
         if self._own_blocks():
             return self._sample_by_blocks(x0, x1, t)
         tf = _checks.time("t", t, batch, _checks.widest(x1, x0))
