@@ -524,3 +524,18 @@ def test_generators_are_checked_wherever_they_are_taken():
     for draw in (_rng.new_rng, lambda device, g: _rng.rng_unless(torch.zeros(1), device, g)):
         raises(ValueError, "generator: it draws on cpu, the data are on meta", draw, torch.device("meta"),
                torch.Generator())
+
+
+def test_jump_step_refuses_an_infinite_rate():
+    """From a discrete review: t^0.5's d_kappa is infinite at t = 0, and the jump step took the
+    infinite rate as 'jump': every token jumped in the first step of a grid from 0 (flow_matching's
+    NaN rate jumps none; the exact path jumps sqrt(h) of them). It now raises naming t."""
+    sched = ff.PolynomialConvexScheduler(0.5)
+    logits, x_t = torch.randn(3, 5), torch.zeros(3, dtype=torch.long)
+    for backend in ("reference", "cpu"):
+        raises(ValueError, "t: the scheduler's", ff.jump_step, logits, x_t, 0.0, 0.02, sched, backend=backend)
+    solver = ff.MixtureDiscreteEulerSolver(lambda x, t: torch.softmax(torch.zeros(*x.shape, 5), -1),
+                                           ff.MixtureDiscreteProbPath(sched), 5)
+    raises(ValueError, "t: the scheduler's", solver.sample, torch.zeros(2, 3, dtype=torch.long), step_size=0.25)
+    assert solver.sample(torch.zeros(2, 3, dtype=torch.long), step_size=0.25,
+                         time_grid=torch.tensor([0.01, 1.0])).shape == (2, 3)  # (a grid after 0 runs)

@@ -307,8 +307,9 @@ def _(logits, x_t, h, r1, r0, p0, source, mask_id, temperature, final, probs, rn
 def jump_rates(kappa: Tensor, d_kappa: Tensor, div_free) -> tuple[Tensor, Tensor]:
     """Per-sample rates ``r1 = (1 + c) d_kappa / (1 - kappa)`` and ``r0 = c d_kappa / kappa``
     (FORMULAS.md §5), with their limits: ``r1 = inf`` at kappa = 1, ``r0 = inf`` at kappa = 0
-    when c > 0, ``r0 = 0`` when c = 0. A NaN kappa or d_kappa (a scheduler's) is refused."""
-    _checks.scheduled({"alpha_t": kappa, "d_alpha_t": d_kappa}, "alpha_t", "d_alpha_t", infinite=True)
+    when c > 0, ``r0 = 0`` when c = 0. A NaN or infinite kappa or d_kappa (a scheduler's: t^n's
+    derivative at t = 0 for n < 1) is refused: an infinite rate would jump every token at once."""
+    _checks.scheduled({"alpha_t": kappa, "d_alpha_t": d_kappa}, "alpha_t", "d_alpha_t")
     lam = torch.where(kappa >= 1, math.inf, d_kappa / (1 - kappa).clamp_min(1e-30))
     if not isinstance(div_free, Tensor):  # a number, checked by the caller
         if div_free == 0.0:  # the default: (1 + 0) lam is lam and r0 is 0, bit for bit
