@@ -301,12 +301,13 @@ def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: s
     row when ``loop`` > 0, see ``Built.loop``); a dict of statistics."""
     fn_ranged = fn
     time_one = (lambda f: timer.loop(f, loop)) if loop > 0 else timer.call
+    calls = max(loop, 1)  # calls a timed value spans
     warm = profile.warmup + (2 if compiled else 0)
     est = None
     for _ in range(warm):
         with nvtx_range(f"warmup {label}"):
             est = time_one(fn_ranged)
-        if est * max(loop, 1) > profile.budget_s and not compiled:
+        if est * calls > profile.budget_s and not compiled:
             break
     peak, method, dt_mem = timer.peak_memory(fn_ranged)
     if est is None:
@@ -314,8 +315,8 @@ def measure(fn, timer: Timer, profile: Profile, compiled: bool = False, label: s
     if profile.tiny:
         reps = 1
     else:
-        lo = profile.min_reps if est * max(loop, 1) * profile.min_reps <= profile.slow_call_s else 1
-        reps = int(profile.budget_s / (est * max(loop, 1))) if est > 0 else profile.max_reps
+        lo = profile.min_reps if est * calls * profile.min_reps <= profile.slow_call_s else 1
+        reps = int(profile.budget_s / (est * calls)) if est > 0 else profile.max_reps
         reps = max(lo, min(profile.max_reps, reps))
     times = []
     for _ in range(reps):

@@ -98,9 +98,8 @@ PYBIND11_MODULE(FF_MODULE_NAME, m) {
       [](uintptr_t data, int64_t n, int dtype, double lo, double hi) {
         return cpu::all_within(ptr<const void*>(data), n, dtype, lo, hi);
       },
-      py::arg("data"), py::arg("n"), py::arg("dtype"), py::arg("lo"),
-        py::arg("hi"),
-        "whether n contiguous host values at data (dtype 0 fp32, 1 bf16, 2 fp16, 3 float64) lie in [lo, hi]");
+      py::arg("data"), py::arg("n"), py::arg("dtype"), py::arg("lo"), py::arg("hi"),
+      "whether n contiguous host values at data (dtype 0 fp32, 1 bf16, 2 fp16, 3 float64) lie in [lo, hi]");
   m.def("affine_path_loss_workspace", &cuda::affine_path_loss_workspace, py::arg("batch"), py::arg("per_sample"),
         "fp32 workspace elements the CUDA affine_path_loss needs (0: none)");
   m.def("row_split", &cuda::row_split, py::arg("rows"), py::arg("vocab"), py::arg("device"),

@@ -21,6 +21,7 @@ except Exception:  # (csrc_backend says why the compiled backends are missing)
 _WITHIN_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.float64: 3}
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernels take (fp32 arithmetic)
+LOW_DTYPES = (torch.bfloat16, torch.float16)
 REAL_DTYPES = FLOAT_DTYPES + (torch.float64,)  # what the public ops take: float64 runs the reference math
 FP32_MAX = 3.4028234663852886e38
 F64_MAX = 1.7976931348623157e308
@@ -109,6 +110,13 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
         if t_lo <= hi and lo <= t_hi:
             raise ValueError(f"{name}: shares memory with {other_name} without being it (a shifted or "
                              "reshaped view): the result would read overwritten values")
+
+
+def read_as_is(low: torch.dtype, wide: torch.dtype) -> bool:
+    """Whether the compiled kernels read a ``low`` operand group beside a ``wide`` one as they are
+    (csrc's dispatch_float_pair): bf16 / fp16 beside fp32, autocast's model output against fp32
+    data or state. (The same dtype needs no asking.)"""
+    return wide is torch.float32 and low in LOW_DTYPES
 
 
 def frozen(out: torch.Tensor) -> bool:

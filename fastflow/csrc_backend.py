@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from . import _memory
+from . import _checks, _memory
 
 try:
     from . import _C
@@ -279,7 +279,7 @@ def _loss_inputs(v, x_1, x_0, c, d, e, rng, mask):
     the kernel reads the pair (the same dtype, or fp32 data under a bf16 / fp16 v: autocast's
     model output), else all in fp32."""
     dtype = x_dtype = _common_dtype(v, x_1, x_0)
-    if v.dtype in (torch.bfloat16, torch.float16) and _common_dtype(x_1, x_0) == torch.float32:
+    if _checks.read_as_is(v.dtype, _common_dtype(x_1, x_0)):
         dtype = v.dtype
     v_, x1, x0 = _data(v, dtype), _data(x_1, x_dtype), _data(x_0, x_dtype)
     batch, per = _sizes(v_)
@@ -320,8 +320,8 @@ def affine_path_loss(v, x_1, x_0, c, d, e, rng, mask, grad_scale=None, grad=None
 def _step_dtypes(x, p, q, noise):
     """(x's / noise's / out's compute dtype, p's / q's): p and q (a model's outputs) as they are
     when they share a bf16 / fp16 dtype beside an fp32 state (autocast's case), else one dtype."""
-    if (x.dtype == torch.float32 and p.dtype in (torch.bfloat16, torch.float16)
-            and (q is None or q.dtype == p.dtype) and (noise is None or noise.dtype == torch.float32)):
+    if (_checks.read_as_is(p.dtype, x.dtype) and (q is None or q.dtype == p.dtype)
+            and (noise is None or noise.dtype == x.dtype)):
         return torch.float32, p.dtype
     dtype = _common_dtype(x, p, q, noise)
     return dtype, dtype

@@ -156,7 +156,7 @@ bool all_within(const void* data, int64_t n, int dtype, double lo, double hi) {
     case kF32: return values_within(static_cast<const float*>(data), n, lo, hi);
     case kBF16: return values_within(static_cast<const bf16*>(data), n, lo, hi);
     case kF16: return values_within(static_cast<const f16*>(data), n, lo, hi);
-    case 3: return values_within(static_cast<const double*>(data), n, lo, hi);
+    case kF64: return values_within(static_cast<const double*>(data), n, lo, hi);
     default: return false;
   }
 }

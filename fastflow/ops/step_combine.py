@@ -127,9 +127,6 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     return out
 
 
-_LOW = (torch.bfloat16, torch.float16)
-
-
 def _fp32(c) -> bool:
     """A float that fp32 holds as a finite number (NaN, inf and overflow take the checked path)."""
     return _checks.fp32_float(c)
@@ -145,7 +142,7 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
         return False
     dtype, shape, p_dtype = x.dtype, x.shape, p.dtype
     return (dtype in _checks.FLOAT_DTYPES and len(shape) > 0 and p.shape == shape
-            and (p_dtype is dtype or (dtype is torch.float32 and p_dtype in _LOW))
+            and (p_dtype is dtype or _checks.read_as_is(p_dtype, dtype))
             and x.is_contiguous() and p.is_contiguous()
             and (q is None or (type(q) is Tensor and _fp32(C) and q.is_cpu and q.dtype is p_dtype
                                and q.shape == shape and q.is_contiguous()))

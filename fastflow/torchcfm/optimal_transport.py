@@ -111,7 +111,7 @@ def exact_plan(M: Tensor) -> Tensor:
     rows = np.concatenate([np.repeat(np.arange(n0), n1), n0 + np.tile(np.arange(n1), n0)])
     marginals = coo_matrix((np.ones(2 * n0 * n1), (rows, np.tile(np.arange(n0 * n1), 2))), shape=(n0 + n1, n0 * n1))
     solved = linprog(host(M).ravel(), A_eq=marginals, b_eq=np.r_[np.full(n0, 1 / n0), np.full(n1, 1 / n1)],
-                               bounds=(0, None), method="highs")
+                     bounds=(0, None), method="highs")
     if solved.status != 0:
         raise RuntimeError(f"exact OT: the transport linear program failed ({solved.message})")
     return torch.as_tensor(solved.x.clip(min=0).reshape(n0, n1), dtype=M.dtype, device=M.device)

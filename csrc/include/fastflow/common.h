@@ -48,7 +48,7 @@ inline const char* status_message(int code) {
 }
 
 // ------------------------------------------------------------------ dtype codes
-enum DType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+enum DType : int { kF32 = 0, kBF16 = 1, kF16 = 2, kF64 = 3 };  // (kF64: the host checks only, no kernel)
 enum IType : int { kI64 = 0, kI32 = 1 };
 
 // 16-bit storage types: plain bit containers, converted by hand.

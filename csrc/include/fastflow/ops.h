@@ -171,7 +171,7 @@ int philox_stream(int64_t seed, int64_t offset, int64_t n, int kind, void* out);
 // The kernels' generators alone (kind 0: n uint32 words, 2: n Gaussians), for the benchmarks'
 // random-number bound; *checksum: the xor of every value.
 int rng_throughput(int64_t n, int kind, uint32_t* checksum);
-// Whether the n contiguous values at data (dtype kF32, kBF16, kF16, or 3: float64) all lie in
+// Whether the n contiguous values at data (dtype kF32, kBF16, kF16 or kF64) all lie in
 // [lo, hi] (NaN never does): the Python side's host checks of small coefficient vectors, where
 // NumPy's or torch's reductions cost a few microseconds each.
 bool all_within(const void* data, int64_t n, int dtype, double lo, double hi);
