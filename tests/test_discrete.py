@@ -287,12 +287,17 @@ def test_a_token_with_nothing_to_draw_raises(backend):
     for probs, bad in ((False, -math.inf), (False, math.nan), (True, -0.2), (True, 0.0)):
         z = torch.softmax(torch.randn(2, 4, V), -1) if probs else torch.randn(2, 4, V)
         z[1, 2] = bad
-        with pytest.raises(ValueError, match="logits: a token that may jump has no finite logit"):
+        what = "distribution" if probs else "finite logit"
+        with pytest.raises(ValueError, match=f"logits: a token that may jump has no {what}"):
             ff.jump_step(z, xt, 0.5, 0.1, S, probs=probs, final=True, backend=backend)
         assert torch.equal(ff.jump_step(z, xt, 0.5, 0.0, S, probs=probs, backend=backend), xt)  # h = 0
     model = lambda x, t: torch.full((*x.shape, V), math.nan)  # noqa: E731 (a diverged model)
     solver = ff.MixtureDiscreteEulerSolver(model, ff.MixtureDiscreteProbPath(S), V, backend=backend)
     with pytest.raises(ValueError, match="logits"):
+        solver.sample(xt, step_size=0.25)
+    logits_model = lambda x, t: torch.randn(*x.shape, V)  # noqa: E731 (logits under the default "probs")
+    solver = ff.MixtureDiscreteEulerSolver(logits_model, ff.MixtureDiscreteProbPath(S), V, backend=backend)
+    with pytest.raises(ValueError, match="model_output='logits'"):
         solver.sample(xt, step_size=0.25)
 
 

@@ -404,9 +404,9 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     composed, wide = transformed(logits, x_t, h_b, r1, r0, p0, nt, nr, nr0), _checks.wide(logits=logits)
     name = pick("jump_step", logits, backend, composed, wide)
     if composed or wide or direct(logits, x_t, h_b, r1, r0, p0, rng, nt, nr, nr0):
-        new = _drawn(run("jump_step", name, *args).view(x_t.shape))
+        new = _drawn(run("jump_step", name, *args).view(x_t.shape), probs)
     else:
-        new = _drawn(_jump(*args, name).view(x_t.shape))
+        new = _drawn(_jump(*args, name).view(x_t.shape), probs)
     if out is not None:
         _checks.tensor("out", out, (x_t.dtype,))
         _checks.same_shape("out", out, x_t, "x_t")
@@ -414,12 +414,16 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     return new
 
 
-def _drawn(new: Tensor) -> Tensor:
+def _drawn(new: Tensor, probs: bool) -> Tensor:
     """The kernels' tokens, refused where a row that may jump had no distribution to draw its x_1
-    from (the kernels' -1: every logit -inf or probability 0, or a NaN), as torch.multinomial
-    refuses; the logits are not read twice for it."""
-    _checks.within("logits", new, "a token that may jump has no finite logit to draw from "
-                   "(all -inf, all probabilities 0, or a NaN: the model's output?)", lo=0)
+    from (the kernels' -1: every logit -inf or probability 0, or a NaN, which a negative
+    probability's log is), as torch.multinomial refuses; the logits are not read twice for it.
+    With ``probs`` the likeliest cause is a model that returns logits, so the message says so."""
+    why = ("(probs=True: all its probabilities are 0, or one is negative or NaN; a model that returns "
+           "logits needs probs=False, model_output='logits' in MixtureDiscreteEulerSolver)" if probs
+           else "(all -inf, or a NaN: the model's output?)")
+    _checks.within("logits", new, f"a token that may jump has no {'distribution' if probs else 'finite logit'} "
+                   f"to draw from {why}", lo=0)
     return new
 
 
@@ -491,6 +495,6 @@ def jump_stepper(x_init: Tensor, grid: list, scheduler, vocab_size: int, div_fre
             raise ValueError(f"logits: expected V = {vocab_size} (the vocabulary size), got {logits.shape[-1]}")
         new = fast(_rows(logits), x_t.reshape(-1), h[i], r1[i], r0[i], p0, kind, mid, float(temperature),
                    final, probs, new_rng(logits.device, generator))
-        return _drawn(new.view(x_t.shape))
+        return _drawn(new.view(x_t.shape), probs)
 
     return step
