@@ -87,7 +87,10 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 
 def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+    """``a`` and ``b`` are the same elements (a bf16 view of an fp32 tensor's memory is not: its
+    element i is half of the other's element i / 2)."""
+    return (a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.shape == b.shape
+            and a.stride() == b.stride())
 
 
 def output(name: str, out: torch.Tensor, **inputs) -> None:

@@ -507,6 +507,15 @@ def test_out_overlapping_an_input_of_another_dtype_is_refused():
     assert p.data_ptr() == out.data_ptr() and p.is_contiguous()
     for backend in ("cpu", "reference"):
         raises(ValueError, "out: shares memory with p", step_combine, x, p, 1.0, 1.0, out=out, backend=backend)
+    # a bf16 view with out's pointer, shape and strides, per-sample coefficients (the checked path,
+    # which took it for out itself: the kernels read elements of p already overwritten)
+    B, D = 4, 64
+    out, x = torch.randn(B, D), torch.randn(B, D)
+    p = out.view(torch.bfloat16).reshape(-1)[:B * D].view(B, D)
+    assert p.data_ptr() == out.data_ptr() and p.stride() == out.stride()
+    for backend in ("cpu", "reference"):
+        raises(ValueError, "out: shares memory with p", step_combine, x, p, torch.rand(B), torch.rand(B),
+               out=out, backend=backend)
 
 
 def test_generators_are_checked_wherever_they_are_taken():
