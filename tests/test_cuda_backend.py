@@ -250,6 +250,10 @@ def test_row_losses_with_infinite_logits_cuda():
     base.check_infinite_logits(cb, DEV)
 
 
+def test_row_losses_with_large_logits_cuda():
+    base.check_large_logits(cb, DEV)
+
+
 @gpu_only
 def test_solvers_loop_paths_on_cuda():
     # the solvers' loop entries keep their float rows in host memory: on CUDA tensors they must

@@ -550,6 +550,11 @@ def test_row_losses_with_infinite_logits():
     base.check_infinite_logits(tk, DEVICE)
 
 
+def test_row_losses_with_large_logits():
+    import test_cpu_backend as base
+    base.check_large_logits(tk, DEVICE)
+
+
 @pytest.mark.parametrize("op", ["ce", "gkl"])
 def test_losses_padded_and_ignored_rows_compute_no_nan(op):
     """From a fuzzing review: rows past N (a tile's padding) and ignored rows had a logsumexp of

@@ -130,7 +130,8 @@ def online_lse_update(m, s, z):
 
 
 @triton.jit
-def softmax_terms(z, lse):
-    """``exp(z - lse)`` of ``z [R, BLOCK]``; NaN across a row whose logsumexp is +inf (a +inf
-    logit), as ``torch.softmax`` gives."""
-    return tl.where(lse[:, None] == float("inf"), float("nan"), tl.exp(z - lse[:, None]))
+def softmax_terms(z, m, inv_s):
+    """``exp(z - m) * inv_s`` of ``z [R, BLOCK]`` with the row statistics of ``_row_stats``: NaN
+    across a row with a +inf logit (its ``inv_s``), as ``torch.softmax`` gives."""
+    shift = tl.where(m == -float("inf"), 0.0, m)
+    return tl.exp(z - shift[:, None]) * inv_s[:, None]

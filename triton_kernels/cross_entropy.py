@@ -7,7 +7,7 @@
 ``grad_scale`` fp32 ``[N]`` or None, ``grad`` an ``[N, V]`` buffer in the logits dtype or None
 (it may be ``logits`` itself). Each program owns ``R`` rows: pass 1 streams the row in tiles
 of ``BLOCK_V`` with an online max / sum (logsumexp) and reads ``z[x_1]``; pass 2, only when
-``grad`` is given, re-reads each tile and writes ``exp(z - lse)`` minus the one-hot, scaled.
+``grad`` is given, re-reads each tile and writes ``exp(z - max) / sum`` minus the one-hot, scaled.
 The logits of ignored rows are never read (their loss is 0, their gradient row zeros).
 A row's statistics are complete before its first gradient element is written, so the
 gradient may overwrite the logits in place. fp32 arithmetic; losses fp32 ``[N]``. Logits
@@ -35,9 +35,12 @@ def row_tiling(N: int, V: int, max_block_v: int):
 
 @triton.jit
 def _row_stats(z_ptr, stride_z, rows, rmask, V, R: tl.constexpr, BLOCK_V: tl.constexpr):
-    """Per-row logsumexp of ``z`` (``[R]`` fp32) by an online max / sum over V tiles; 0 for the
-    rows outside ``rmask`` (rather than -inf, so their discarded terms compute no -inf - -inf: the
-    interpreter warns of it)."""
+    """Per-row ``(m, log_s, inv_s)`` of ``z`` by an online max / sum over V tiles: the max, the log
+    of ``s = sum exp(z - m)`` and ``1 / s`` (NaN for a +inf max: torch.softmax's row of NaN), so
+    that ``p = exp(z - m) / s`` and ``log p = (z - m) - log_s``. Formed from ``lse = m + log_s``
+    they would lose bits next to large logits (from ~1e3: z - lse is only as exact as lse).
+    (0, 0, 1) for the rows outside ``rmask``, so their discarded terms compute no -inf - -inf
+    (the interpreter warns of it)."""
     zrow = z_ptr + rows * stride_z
     m = tl.full((R,), -float("inf"), tl.float32)
     s = tl.zeros((R,), tl.float32)
@@ -46,7 +49,13 @@ def _row_stats(z_ptr, stride_z, rows, rmask, V, R: tl.constexpr, BLOCK_V: tl.con
         cm = rmask[:, None] & (cols < V)[None, :]
         z = tl.load(zrow[:, None] + cols[None, :], mask=cm, other=-float("inf")).to(tl.float32)
         m, s = online_lse_update(m, s, z)
-    return tl.where(rmask, m + tl.log(tl.where(s == 0.0, 1.0, s)), 0.0)  # (s = 0: m = -inf, lse = -inf)
+    # s = 0 (an all -inf row, or outside rmask): log_s = -inf and inv_s = inf, as log and 1 / x give
+    # them, written out because the interpreter warns of log(0) and 1 / 0
+    zero = s == 0.0
+    s1 = tl.where(zero, 1.0, s)
+    inv_s = tl.where(m == float("inf"), float("nan"), tl.where(zero, float("inf"), 1.0 / s1))
+    log_s = tl.where(zero, -float("inf"), tl.log(s1))
+    return tl.where(rmask, m, 0.0), tl.where(rmask, log_s, 0.0), tl.where(rmask, inv_s, 1.0)
 
 
 @triton.jit
@@ -62,8 +71,11 @@ def _cross_entropy_kernel(
     # z[x_1] is read before any gradient is written (grad may be the logits): first, and with a
     # barrier before the gradient pass
     z1 = tl.load(z_ptr + rows * stride_z + i1, mask=valid, other=0.0).to(tl.float32)
-    lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
-    tl.store(loss_ptr + rows, tl.where(valid, lse - z1, 0.0), mask=rmask)
+    m, log_s, inv_s = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
+    finite = (m == m) & (tl.abs(m) < float("inf"))
+    # (m - z1) + log_s: (m + log_s) - z1 rounds log_s away next to logits of 1e8 and more
+    loss = tl.where(finite, (m - z1) + log_s, (m + log_s) - z1)
+    tl.store(loss_ptr + rows, tl.where(valid, loss, 0.0), mask=rmask)
     if WRITE_GRAD:
         tl.debug_barrier()
         scale = tl.where(valid, tl.load(gs_ptr + rows, mask=rmask, other=0.0), 0.0)
@@ -73,7 +85,7 @@ def _cross_entropy_kernel(
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
             z = tl.load(zrow[:, None] + cols[None, :], mask=cm & valid[:, None], other=-float("inf")).to(tl.float32)
-            p = softmax_terms(z, lse)
+            p = softmax_terms(z, m, inv_s)
             g = p - tl.where(cols[None, :] == i1[:, None], 1.0, 0.0)
             g = tl.where(valid[:, None], g * scale[:, None], 0.0)
             tl.store(grow[:, None] + cols[None, :], cast_out(g, g_ptr), mask=cm)

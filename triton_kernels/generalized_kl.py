@@ -44,9 +44,9 @@ def _generalized_kl_kernel(
     # and with a barrier before the gradient pass
     z1 = tl.load(zrow + i1, mask=valid, other=0.0).to(tl.float32)
     zt = tl.load(zrow + it, mask=valid, other=0.0).to(tl.float32)
-    lse = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
-    log_p_x1 = z1 - lse
-    p_xt = tl.where(lse == float("inf"), float("nan"), tl.exp(zt - lse))  # as softmax_terms
+    m, log_s, inv_s = _row_stats(z_ptr, stride_z, rows, valid, V, R, BLOCK_V)  # ignored rows: not read
+    log_p_x1 = (z1 - m) - log_s
+    p_xt = tl.exp(zt - tl.where(m == -float("inf"), 0.0, m)) * inv_s  # as softmax_terms
     loss = -jump * ((p_xt - (1.0 - offf)) + tl.where(off, log_p_x1, 0.0))
     tl.store(loss_ptr + rows, tl.where(valid, loss, 0.0), mask=rmask)
     if WRITE_GRAD:
@@ -58,7 +58,7 @@ def _generalized_kl_kernel(
             cols = v0 + tl.arange(0, BLOCK_V)
             cm = rmask[:, None] & (cols < V)[None, :]
             z = tl.load(zrow[:, None] + cols[None, :], mask=cm & valid[:, None], other=-float("inf")).to(tl.float32)
-            p = softmax_terms(z, lse)
+            p = softmax_terms(z, m, inv_s)
             g = -(p_xt + offf)[:, None] * p
             g = g + tl.where(cols[None, :] == it[:, None], p_xt[:, None], 0.0)
             g = g + tl.where(cols[None, :] == i1[:, None], offf[:, None], 0.0)

@@ -199,8 +199,9 @@ inline RowMath<GKL> row_math(const RowInfo& r, const Stats& st_, bool xt_differs
   const float shift = M == -std::numeric_limits<float>::infinity() ? 0.0f : M;
   const float inv = inv_sum(st_);
   if (!GKL) {
-    const float lse = M + logS;
-    out.loss = r.valid ? lse - r.z1 : 0.0f;
+    // (M - z1) + log S: (M + log S) - z1 would round log S away next to logits of 1e8 and more
+    const bool finite = std::isfinite(M);
+    out.loss = r.valid ? (finite ? (M - r.z1) + logS : (M + logS) - r.z1) : 0.0f;
     const float p1 = fm::exp_nonpos(r.z1 - shift) * inv;
     out.g1 = (p1 - 1.0f) * r.coef;
     return out;

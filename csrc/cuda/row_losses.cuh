@@ -37,7 +37,8 @@ __device__ __forceinline__ RowMath row_math(const RowLossArgs& a, int64_t row, M
   const float inv = inv_sum(st);
   const float p1 = expf(z1 - shift) * inv;
   if (!GKL) {
-    r.loss = r.valid ? (M + logS) - z1 : 0.0f;
+    // (M - z1) + log S: (M + log S) - z1 would round log S away next to logits of 1e8 and more
+    r.loss = r.valid ? (M > -INFINITY && M < INFINITY ? (M - z1) + logS : (M + logS) - z1) : 0.0f;
     r.a = 1.0f;
     r.g1 = (p1 - 1.0f) * r.coef;
     r.gt = r.g1;

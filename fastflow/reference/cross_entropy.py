@@ -23,7 +23,12 @@ def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
     z = logits.to(compute_dtype(logits))
     valid, idx = _valid_rows(x_1, ignore_index)
     lse = torch.logsumexp(z, dim=-1)
-    loss = torch.where(valid, lse - z.gather(-1, idx[:, None]).squeeze(-1), 0.0)
+    m = z.amax(dim=-1)
+    z1 = z.gather(-1, idx[:, None]).squeeze(-1)
+    # (m - z1) + log(sum exp(z - m)): lse - z1 rounds lse first, which loses log(V) next to logits
+    # of 1e8 or more (and the whole loss at 3e38); rows without a finite max keep lse - z1
+    log_s = torch.log(torch.exp(z - torch.where(m.isfinite(), m, 0.0)[:, None]).sum(-1))
+    loss = torch.where(valid, torch.where(m.isfinite(), (m - z1) + log_s, lse - z1), 0.0)
     if grad is not None:
         g = torch.softmax(z, dim=-1)
         g.scatter_add_(-1, idx[:, None], -torch.ones_like(lse)[:, None])
