@@ -377,3 +377,24 @@ def test_fused_loss_gradients_are_plain_tensors(reduction):
     per = ff.affine_path_loss(v, torch.randn(3, 4), torch.randn(3, 4), 1.0, -1.0, reduction="per_sample")
     (gv,) = torch.autograd.grad(per.sum(), v)
     assert gv.grad_fn is None and not gv.requires_grad
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_fp16_generalized_kl_gradient_near_t_1_stays_finite(backend):
+    """From a review: with fp16 logits the forward-written gradient held the jump coefficient
+    d_kappa / (1 - kappa) (1e5 at t = 0.99999) before the mean's divisor, and overflowed to inf
+    where the mean's gradient is ~10 (flow_matching's fp16 gradient is finite). The jump now
+    scales the rows after the fused op, as the divisor does."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 8, 4, generator=g)
+    x1, xt = torch.randint(0, 4, (2, 8), generator=g), torch.randint(0, 4, (2, 8), generator=g)
+    t = torch.tensor([0.3, 0.99999])
+    loss_fn = ff.MixturePathGeneralizedKL(ff.MixtureDiscreteProbPath(ff.CondOTScheduler()))
+    z64 = z.double().requires_grad_()
+    loss_fn(z64, x1, xt, t.double()).backward()
+    lg = z.half().requires_grad_()
+    with ff.use_backend(backend):
+        loss = loss_fn(lg, x1, xt, t)
+    loss.backward()
+    assert torch.isfinite(lg.grad).all()
+    torch.testing.assert_close(lg.grad.double(), z64.grad, rtol=2e-3, atol=2e-3 * float(z64.grad.abs().max()))

@@ -10,7 +10,11 @@ tracing (a compiled graph may not mutate a saved forward output).
 fp16 note: the callers fold the reduction's divisor into ``grad_scale`` only for fp32 / bf16
 inputs. An fp16 gradient pre-divided by a large element count would fall into fp16's
 subnormal range before a loss scaler could lift it, so for fp16 the divisor is a torch op
-after the fused op and reaches the buffer through ``g`` (one scaling pass).
+after the fused op and reaches the buffer through ``g`` (one scaling pass). The generalized
+KL's jump coefficient (unbounded as t -> 1) goes the same way for fp16, so that buffer holds
+values within [-2, 2]. The path loss's buffer holds ``2 (v - target)``: with fp16 ``v`` it
+overflows where |v - target| > 32752 (fp16 math would too; torch's over fp32 data, an
+autocast model's, would not), which only unnormalised data reach.
 """
 from __future__ import annotations
 

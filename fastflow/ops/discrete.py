@@ -268,17 +268,23 @@ def generalized_kl(logits: Tensor, x_1: Tensor, x_t: Tensor, jump: Tensor,
         weighted, _, _ = _gkl_impl(logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, False,
                                    pick("generalized_kl", logits, backend, composed, wide))
         return _reduce(weighted, x_1, reduction, divisor)
-    if torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
+    after = None
+    if not _fused_grad.fold_divisor(logits.dtype):
+        # fp16: the jump (1 / (1 - kappa) near t = 1) scales the rows after the fused op, as the
+        # divisor does, so the stored gradient stays within [-2, 2] (times jump it passed 65504
+        # from t ~ 0.99998) and the backward scales it in fp32
+        after, per_row = per_row, torch.ones_like(per_row).detach()
+    elif torch.is_grad_enabled() and per_row.requires_grad:  # d loss / d jump: the jump in the row scale
         scale, per_row = scale * per_row, torch.ones_like(per_row).detach()
     args = (logits, x_1.reshape(-1), x_t.reshape(-1), per_row, ii, scale, need_grad,
             pick("generalized_kl", logits, backend))
     if direct(logits, x_1, x_t, per_row, scale, autograd=True):
-        if reduction != "none" and divisor is None and not overwrite:
+        if reduction != "none" and divisor is None and not overwrite and after is None:
             return _gkl_eager(*args, overwrite, total=True)
         weighted, _, _ = _gkl_eager(*args, overwrite)
     else:
         weighted, _, _ = _gkl(*args)
-    return _reduce(weighted, x_1, reduction, divisor)
+    return _reduce(weighted if after is None else weighted * after, x_1, reduction, divisor)
 
 
 # ---------------------------------------------------------------- jump step
