@@ -34,6 +34,12 @@ def _cases():
     yield ops.jump_step, (logits.detach(), tok, torch.full((6,), 0.1), torch.rand(6), torch.rand(6), None, 1, -1,
                           1.0, False, False, rng, None, None, None, B)
     yield ops.scale_rows, (torch.randn(6, 7), torch.rand(6), B)
+    # inputs of other layouts: the outputs are contiguous, as the fake kernels say (from a review:
+    # the reference returned channels_last / transposed ones, and torch.compile refused the graph)
+    cl, cl0 = (torch.randn(2, 3, 4, 4).to(memory_format=torch.channels_last) for _ in range(2))
+    yield ops.affine_path_sample, (cl, cl0, torch.rand(2), torch.rand(2), None, rng, B)
+    yield ops.step_combine, (cl, cl0, None, torch.rand(2), torch.rand(2), None, None, None, None, B)
+    yield ops.step_combine, (torch.randn(5, 3).t(), torch.randn(5, 3).t(), None, coef, coef, None, None, None, None, B)
 
 
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: str(c[0]) if callable(c) else "")

@@ -20,5 +20,5 @@ def affine_path_sample(x_1, x_0, a, b, s, rng, out=None):
     if s is not None:
         x_t = x_t + per_sample(s, x1) * gaussian_like(rng, 1, x_1).to(dtype)
     if out is None:
-        return x_t.to(x_1.dtype)
+        return x_t.to(x_1.dtype).contiguous()  # (as the fused ops and the fake kernels)
     return out.copy_(x_t)

@@ -20,5 +20,5 @@ def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
         z = (noise if noise is not None else gaussian_like(rng, 0, x)).to(dtype)
         y = y + per_sample(N, xf) * z
     if out is None:
-        return y.to(x.dtype)
+        return y.to(x.dtype).contiguous()  # (as the fused ops and the fake kernels)
     return out.copy_(y)
