@@ -548,3 +548,21 @@ def test_jump_step_refuses_an_infinite_rate():
     raises(ValueError, "t: the scheduler's", solver.sample, torch.zeros(2, 3, dtype=torch.long), step_size=0.25)
     assert solver.sample(torch.zeros(2, 3, dtype=torch.long), step_size=0.25,
                          time_grid=torch.tensor([0.01, 1.0])).shape == (2, 3)  # (a grid after 0 runs)
+
+
+def test_jump_step_out_is_checked_as_every_out():
+    """From a layout review: jump_step checked out='s dtype and shape only, after the step: an
+    expanded or inference-mode out raised torch's RuntimeError from copy_, and one that overlaps
+    x_t shifted by an element passed. Now the ValueErrors of every other out=, before the step."""
+    S = ff.PolynomialConvexScheduler(2.0)
+    z, xt = torch.randn(2, 3, 5), torch.randint(0, 5, (2, 3))
+    raises(ValueError, "out: its elements share memory", ff.jump_step, z, xt, 0.5, 0.1, S,
+           out=torch.zeros(3, dtype=torch.long).expand(2, 3))
+    with torch.inference_mode():
+        frozen = torch.zeros(2, 3, dtype=torch.long)
+    raises(ValueError, "out: an inference tensor", ff.jump_step, z, xt, 0.5, 0.1, S, out=frozen)
+    buf = torch.randint(0, 5, (7,))
+    raises(ValueError, "out: shares memory with x_t", ff.jump_step, z, buf[:6].view(2, 3), 0.5, 0.1, S,
+           out=buf[1:].view(2, 3))
+    new = ff.jump_step(z, xt, 0.5, 0.1, S, out=xt, generator=torch.Generator().manual_seed(1))  # in place
+    assert new is xt

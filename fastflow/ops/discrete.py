@@ -378,6 +378,11 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     _check_temperature(temperature)
     if not isinstance(probs, bool) or not isinstance(final, bool):
         raise TypeError("probs, final: expected bools")
+    if out is not None:  # checked before the step, as every op's out= is
+        _checks.tensor("out", out, (x_t.dtype,))
+        _checks.same_shape("out", out, x_t, "x_t")
+        _checks.same_device("out", out, x_t)
+        _checks.output("out", out, x_t=x_t)
     batch = x_t.shape[0]
     t_b = _checks.time("t", t, batch, logits)
     h_b = _checks.coefficient("h", h, batch, logits, lo=0.0, finite=True)
@@ -413,11 +418,7 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
         new = _drawn(run("jump_step", name, *args).view(x_t.shape), probs)
     else:
         new = _drawn(_jump(*args, name).view(x_t.shape), probs)
-    if out is not None:
-        _checks.tensor("out", out, (x_t.dtype,))
-        _checks.same_shape("out", out, x_t, "x_t")
-        return out.copy_(new)
-    return new
+    return new if out is None else out.copy_(new)
 
 
 def _drawn(new: Tensor, probs: bool) -> Tensor:
