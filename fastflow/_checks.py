@@ -101,6 +101,9 @@ def output(name: str, out: torch.Tensor, **inputs) -> None:
         return  # (a traced graph has no addresses to compare; torch.func's wrappers hide them)
     if frozen(out):
         raise ValueError(f"{name}: an inference tensor cannot be written outside inference_mode (as in torch)")
+    if out.is_neg():
+        raise ValueError(f"{name}: a view with the negative bit (a conj() view's imaginary part); the kernels "
+                         "write memory as it is (pass a tensor of its own)")
     if torch._debug_has_internal_overlap(out) == 1:
         raise ValueError(f"{name}: its elements share memory (an expanded tensor?); it cannot be written")
     lo, hi = _span(out)
@@ -281,10 +284,10 @@ def per_sample(name: str, c: torch.Tensor, batch: int, like: torch.Tensor) -> to
     if not isinstance(c, torch.Tensor):
         raise TypeError(f"{name}: expected its outputs as tensors (flow_matching's SchedulerOutput), "
                         f"got {type(c).__name__}")
-    if c.dtype is dtype and c.shape == (batch,) and c.is_contiguous():
+    if c.dtype is dtype and c.shape == (batch,) and c.is_contiguous():  # (a negative bit: the backends resolve it)
         return c
     one_per_sample(batch, **{name: c})
-    return c.to(dtype).reshape(-1).expand(batch).contiguous()
+    return c.resolve_neg().to(dtype).reshape(-1).expand(batch).contiguous()
 
 
 def one_per_sample(batch: int, **named) -> None:

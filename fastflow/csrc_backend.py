@@ -162,9 +162,11 @@ def _common_dtype(*tensors):
 
 
 def _data(t, dtype):
-    """``t`` as a contiguous tensor of ``dtype`` (None stays None)."""
+    """``t`` as a contiguous tensor of ``dtype`` (None stays None), its negative bit resolved (a
+    one-element ``conj().imag`` is contiguous, and its memory holds the value's negation)."""
     if t is None:
         return None
+    t = t.resolve_neg()
     return t.to(dtype).contiguous() if t.dtype != dtype else t.contiguous()
 
 
@@ -172,6 +174,8 @@ def _coef(c, batch: int, device):
     """A per-sample / per-row coefficient as a contiguous fp32 ``[batch]`` tensor."""
     if c is None:
         return None
+    if type(c) is torch.Tensor and c.is_neg():  # (see _data)
+        c = c.resolve_neg()
     if (type(c) is torch.Tensor and c.dtype == torch.float32 and c.dim() == 1 and c.shape[0] == batch
             and c.is_contiguous() and c.device == device):  # as the ops layer passes them
         return c

@@ -51,3 +51,19 @@ def test_a_misspelt_environment_variable_fails_at_import(env):
     proc = subprocess.run([sys.executable, "-c", "import fastflow"], capture_output=True, text=True,
                           env={**os.environ, name: value})
     assert proc.returncode != 0 and f"ValueError: {name}" in proc.stderr
+
+
+def test_views_with_the_negative_bit_are_read_as_their_values():
+    """From a layout review: a one-element conj().imag view is contiguous and its memory holds
+    the value's negation; the kernels read the memory, so cpu, triton and cuda lost the sign.
+    Such inputs and per-sample coefficients are resolved; such an out= is refused."""
+    neg = lambda v: torch.tensor([[complex(0, v)]]).conj().imag  # noqa: E731 (the value -v)
+    y, a = neg(2.0), neg(0.3).reshape(1)
+    assert y.is_neg() and y.is_contiguous() and float(y) == -2.0
+    for name in [b for b in ff.available_backends() if b != "cuda"]:
+        assert ff.euler_step(y, torch.zeros(1, 1), 0.1, backend=name).item() == -2.0, name
+        assert ff.affine_path_sample(y, torch.zeros(1, 1), 1.0, 0.0, backend=name).item() == -2.0, name
+        got = ff.step_combine(torch.ones(1, 1), y, a, 1.0, backend=name).item()
+        assert abs(got - (-0.3 - 2.0)) < 1e-6, name
+        with pytest.raises(ValueError, match="out: a view with the negative bit"):
+            ff.step_combine(torch.ones(1, 1), torch.ones(1, 1), 1.0, 1.0, out=neg(1.0), backend=name)

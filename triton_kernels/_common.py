@@ -37,8 +37,9 @@ def next_pow2(n: int) -> int:
 
 
 def flat(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A contiguous view (a copy only when ``t`` is not contiguous)."""
-    return None if t is None else t.contiguous()
+    """A contiguous view (a copy only when ``t`` is not contiguous, or is a view with the negative
+    bit: a one-element ``conj().imag`` is contiguous, and its memory holds the value's negation)."""
+    return None if t is None else t.resolve_neg().contiguous()
 
 
 def counter_pad(D: int) -> int:

@@ -148,7 +148,8 @@ def _plain_floats(x, p, q, A, B, C, out) -> bool:
                                and q.shape == shape and q.is_contiguous()))
             and (out is None or (type(out) is Tensor and out.is_cpu and out.dtype is dtype and out.shape == shape
                                  and out.is_contiguous()))
-            and direct(x, p, q, out)  # (eager: no compile, which cannot ask is_inference)
+            and direct(x, p, q, out)  # (eager: no compile, which cannot ask is_inference or is_neg)
+            and not (x.is_neg() or p.is_neg() or (q is not None and q.is_neg()) or (out is not None and out.is_neg()))
             and (out is None or (not _checks.frozen(out) and _apart_or_same(out, x, p, q))))
 
 
