@@ -575,3 +575,16 @@ def test_losses_padded_and_ignored_rows_compute_no_nan(op):
     torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
     assert bool((g[1] == 0).all())
+
+
+def test_empty_batches_give_empty_outputs():
+    """From a layout review: the launchers divided the element count by the batch, so an empty
+    batch raised ZeroDivisionError where the other backends return an empty result."""
+    x = torch.randn(0, 4, device=DEVICE)
+    assert ff.euler_step(x, x, 0.1, backend="triton").shape == (0, 4)
+    assert ff.step_combine(x, x, 1.0, 1.0, backend="triton").shape == (0, 4)
+    assert ff.ddim_step(x, x, 5, 2, ff.DDPMScheduler(10), backend="triton").shape == (0, 4)
+    tokens = torch.zeros(0, 4, dtype=torch.long, device=DEVICE)
+    out = ff.mixture_path_sample(tokens, None, 0.5, torch.tensor([1, 2], device=DEVICE), vocab_size=3,
+                                 backend="triton")
+    assert out.shape == (0, 4)

@@ -56,7 +56,7 @@ def _affine_path_loss_kernel(
 def _args(v, x_1, x_0, c, d, e, rng, mask):
     vv = flat(v)
     B = vv.shape[0]
-    D = vv.numel() // B
+    D = vv.numel() // max(B, 1)  # (an empty batch: a grid of no programs)
     x1 = flat(x_1)
     x0 = flat(x_0)
     m = None if mask is None else flat(mask.expand_as(v))

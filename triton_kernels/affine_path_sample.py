@@ -57,7 +57,7 @@ def affine_path_sample(x_1, x_0, a, b, s, rng, out=None):
     x1 = flat(x_1)
     x0 = flat(x_0)
     B = x1.shape[0]
-    D = x1.numel() // B
+    D = x1.numel() // max(B, 1)  # (an empty batch: a grid of no programs)
     direct = out is not None and out.is_contiguous() and out.dtype == x_1.dtype
     dst = out if direct else torch.empty(x_1.shape, dtype=x_1.dtype, device=x_1.device)
     BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)

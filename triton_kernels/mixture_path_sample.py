@@ -50,7 +50,7 @@ def _mixture_path_sample_kernel(
 def mixture_path_sample(x_1, x_0, kappa, rng, noise, vocab_size: int, mask_id: int | None):
     x1 = flat(x_1)
     B = x1.shape[0]
-    D = x1.numel() // B
+    D = x1.numel() // max(B, 1)  # (an empty batch: a grid of no programs)
     x0 = flat(x_0)
     out = torch.empty(x_1.shape, dtype=x_1.dtype, device=x_1.device)
     BLOCK, R, n_win, grid, num_warps = sample_tiling(B, D)

@@ -44,7 +44,7 @@ def _step_combine_kernel(
 def step_combine(x, p, q, A, B, C, N, rng, noise, out=None):
     xx = flat(x)
     n_batch = xx.shape[0]
-    D = xx.numel() // n_batch
+    D = xx.numel() // max(n_batch, 1)  # (an empty batch: a grid of no programs)
     has_q = q is not None
     has_n = N is not None
     direct = out is not None and out.is_contiguous() and out.dtype == x.dtype and (
