@@ -163,7 +163,7 @@ class ODESolver(Solver):
             x = state[0]
             with torch.set_grad_enabled(True):
                 x = x if x.requires_grad else x.detach().requires_grad_()
-                u = run.u(x, float(t), model_extras)
+                u = run.u(x, _time(t), model_extras)
                 div = _divergence(u, x, z, create_graph=enable_grad)
             return (u, div) if enable_grad else (u.detach(), div.detach())
 
@@ -179,12 +179,18 @@ class ODESolver(Solver):
         odeint = _odeint(f"{method!r} is not a fixed-grid method {FIXED_METHODS}: adaptive methods need torchdiffeq")
 
         def func(t, x):
-            return run.u(x, float(t), model_extras)
+            return run.u(x, _time(t), model_extras)
 
         opts = {"step_size": step_size} if step_size is not None else {}
         with torch.set_grad_enabled(enable_grad):
             sol = odeint(func, x_init, time_grid.to(x_init.device), method=method, options=opts, atol=atol, rtol=rtol)
         return sol if return_intermediates else sol[-1]
+
+
+def _time(t: Tensor):
+    """torchdiffeq's time for the model: a float, unless it carries a graph (an adaptive solver's
+    step times under enable_grad depend on the state), which the model's gradient goes through."""
+    return t if t.requires_grad and torch.is_grad_enabled() else float(t)
 
 
 class _Integration:
@@ -199,9 +205,13 @@ class _Integration:
         self.combine = stepper(like, solver.backend)
         self.t_dtype = time_grid.dtype if time_grid.is_floating_point() else torch.float32
 
-    def evaluate(self, x: Tensor, t: float, extras: dict):
-        # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid)
-        tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
+    def evaluate(self, x: Tensor, t, extras: dict):
+        # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid);
+        # an adaptive solver's time that carries a graph (enable_grad) is handed on as it is
+        if isinstance(t, Tensor):
+            tt, t = t.to(x.dtype), float(t.detach())
+        else:
+            tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
         cond = _output(self.solver.velocity_model(x=x, t=tt, **extras), x)
         uncond = None
         if self.w != 0:
