@@ -398,3 +398,18 @@ def test_fp16_generalized_kl_gradient_near_t_1_stays_finite(backend):
     loss.backward()
     assert torch.isfinite(lg.grad).all()
     torch.testing.assert_close(lg.grad.double(), z64.grad, rtol=2e-3, atol=2e-3 * float(z64.grad.abs().max()))
+
+
+def test_integer_probabilities_are_read_as_floats():
+    """From flow_matching's own solver tests: an oracle returning F.one_hot (int64) under
+    model_output="probs", and an integer one-hot source_distribution_p; flow_matching casts them
+    to floats, fastflow refused them with a TypeError."""
+    V = 3
+    oracle = lambda x, t: torch.nn.functional.one_hot(torch.full_like(x, 2), num_classes=V)  # noqa: E731
+    path = ff.MixtureDiscreteProbPath(ff.PolynomialConvexScheduler(1.0))
+    x0 = torch.tensor([[0, 1], [1, 0]])
+    assert ff.MixtureDiscreteEulerSolver(oracle, path, V).sample(x0, step_size=0.1).tolist() == [[2, 2], [2, 2]]
+    p0 = torch.tensor([1, 0, 0])
+    solver = ff.MixtureDiscreteEulerSolver(oracle, path, V, source_distribution_p=p0)
+    assert solver._source == "mask" and solver._mask_id == 0
+    assert solver.sample(torch.zeros(2, 2, dtype=torch.long), step_size=0.1, div_free=0.5).eq(2).all()

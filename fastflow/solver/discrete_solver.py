@@ -54,6 +54,8 @@ class MixtureDiscreteEulerSolver(Solver):
         self._source, self._mask_id = "uniform", mask_id
         if source_distribution_p is not None:
             p0 = source_distribution_p
+            if isinstance(p0, Tensor) and not (p0.is_floating_point() or p0.is_complex()):
+                p0 = p0.float()  # (a one-hot made with integers: flow_matching reads it as floats)
             _checks.tensor("source_distribution_p", p0, _checks.REAL_DTYPES)
             if p0.shape != (vocabulary_size,):
                 raise ValueError(f"source_distribution_p: expected shape ({vocabulary_size},), got {tuple(p0.shape)}")
@@ -111,6 +113,11 @@ class MixtureDiscreteEulerSolver(Solver):
         with torch.no_grad():
             for i in range(n_steps):
                 out = self.model(x=x_t, t=t_dev[i:i + 1].repeat(batch), **model_extras)
+                if (self.model_output == "probs" and isinstance(out, Tensor)
+                        and not (out.is_floating_point() or out.is_complex())):
+                    # integer probabilities (an oracle's F.one_hot): flow_matching casts them to
+                    # dtype_categorical
+                    out = out.to(dtype_categorical if dtype_categorical.is_floating_point else torch.float32)
                 if isinstance(out, Tensor) and out.shape != (*x_t.shape, V):
                     raise ValueError(f"model: expected an output of shape {tuple(x_t.shape)} + (vocabulary_size,) "
                                      f"= {(*x_t.shape, V)}, got {tuple(out.shape)}")
