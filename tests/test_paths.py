@@ -136,6 +136,24 @@ def test_conversions_match_flow_matching():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
 
 
+def test_conversions_take_one_time_per_element_as_flow_matching():
+    """From flow_matching's own path tests: a t of shape [B, L, 1] (one time per token) broadcasts
+    against x_t there; fastflow refused any t with more than one time per sample."""
+    theirs, ours = FMAffine(fm.CosineScheduler()), ff.AffineProbPath(ff.CosineScheduler())
+    x, p, t = torch.randn(4, 6, 8), torch.randn(4, 6, 8), torch.rand(4, 6, 1) * 0.8 + 0.1
+    for name in ("target_to_velocity", "epsilon_to_velocity", "velocity_to_target", "epsilon_to_target",
+                 "velocity_to_epsilon", "target_to_epsilon"):
+        torch.testing.assert_close(getattr(ours, name)(p, x, t), getattr(theirs, name)(p, x, t),
+                                   rtol=1e-5, atol=1e-5, msg=name)
+    cond_ot = ff.CondOTProbPath()
+    with pytest.raises(ValueError, match="t: the conversion is singular"):
+        cond_ot.target_to_velocity(x, x, torch.cat((t[:, :5], torch.ones(4, 1, 1)), 1))
+    with pytest.raises(ValueError, match="t: values must be in"):
+        cond_ot.target_to_velocity(x, x, t + 1)
+    with pytest.raises(ValueError, match="t: expected a shape that broadcasts"):
+        cond_ot.target_to_velocity(x, x, torch.rand(4, 5, 1))
+
+
 def test_conversion_singular_time_raises():
     path = ff.CondOTProbPath()
     x = torch.randn(2, 3)

@@ -95,11 +95,32 @@ class AffineProbPath(ProbPath):
     def _convert(self, name: str, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
         _checks.tensor("x_t", x_t, _checks.REAL_DTYPES, ndim_min=1)
         batch = x_t.shape[0]
+        if isinstance(t, Tensor) and t.dim() > 0 and any(n != 1 for n in t.shape[1:]):
+            return self._convert_per_element(name, pred, x_t, t, a_fn, b_fn, singular)
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
         a, b = (_checks.per_sample("scheduler", c, batch, x_t) for c in (a_fn(s), b_fn(s)))
         _checks.within("t", torch.stack((a, b)), f"the conversion is singular at this time ({singular})",
                        -_checks.F64_MAX, _checks.F64_MAX)
         return step_combine(x_t, pred, a, b, _names=("x_t", name, "q"))
+
+    def _convert_per_element(self, name, pred, x_t, t, a_fn, b_fn, singular) -> Tensor:
+        """A ``t`` with more than one time per sample (per token: ``[B, L, 1]`` for ``x [B, L, D]``),
+        broadcast against ``x_t`` as flow_matching's conversions do: plain math, ``x_t``'s dtype."""
+        _checks.tensor(name, pred, _checks.REAL_DTYPES)
+        _checks.tensor("t", t, _checks.REAL_DTYPES)
+        _checks.same_shape(name, pred, x_t, "x_t")
+        try:
+            fits = torch.broadcast_shapes(t.shape, x_t.shape) == x_t.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"t: expected a shape that broadcasts to x_t's {tuple(x_t.shape)}, got {tuple(t.shape)}")
+        t = t.to(device=x_t.device, dtype=_checks.coef_dtype(x_t))
+        _checks.values("t", ((t >= 0) & (t <= 1)).all(), "values must be in [0, 1]")
+        s = self.scheduler(t)
+        a, b = a_fn(s), b_fn(s)
+        _checks.values("t", (a.isfinite() & b.isfinite()).all(), f"the conversion is singular at this time ({singular})")
+        return (a * x_t + b * pred).to(x_t.dtype)
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         return self._convert("x_1", x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,
