@@ -8,14 +8,19 @@ saying why not. An op a backend does not define is unsupported there.
 ``auto`` picks, for CUDA tensors, ``cuda -> triton -> reference``, and for CPU tensors
 ``cpu -> reference``; Triton runs on CPU tensors only when asked for explicitly under
 ``TRITON_INTERPRET=1``. ``FASTFLOW_BACKEND`` (read at import) sets the default, ``set_backend`` /
-``use_backend`` change it, and every op takes ``backend=``.
+``use_backend`` change it for the calling thread or asyncio task (a ``contextvars`` variable: a
+new thread starts from ``FASTFLOW_BACKEND``), and every op takes ``backend=``.
+
+Under torch.compile an op given no ``backend=`` reaches its custom op with the name ``DEFAULT``,
+resolved when the graph runs (``kernel``): a graph traced under one default then follows the
+default of the thread that runs it, as eager calls do, without a recompile.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import os
-import threading
 
 NAMES = ("reference", "cpu", "triton", "cuda")
 _MODULES = {
@@ -25,7 +30,8 @@ _MODULES = {
     "cuda": "fastflow.csrc_backend",
 }
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
-_state = threading.local()
+_choice: contextvars.ContextVar = contextvars.ContextVar("fastflow_backend", default=None)
+DEFAULT = "default"  # (see the module doc; not a name users pass)
 _loaded: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
 
@@ -46,15 +52,16 @@ _thread_choices = [False]  # whether any thread has chosen a default (else skip 
 
 
 def _default() -> str:
-    name = getattr(_state, "name", None) if _thread_choices[0] else None
+    name = _choice.get() if _thread_choices[0] else None
     if name is None:
         name = _check_name("auto" if _ENV_DEFAULT is None else _ENV_DEFAULT)
     return name
 
 
 def set_backend(name: str) -> None:
-    """Set this thread's default backend ('auto', 'reference', 'cpu', 'triton', 'cuda')."""
-    _state.name = _check_name(name)
+    """Set the default backend ('auto', 'reference', 'cpu', 'triton', 'cuda') of this thread (or
+    asyncio task: a task started later inherits it, a new thread does not)."""
+    _choice.set(_check_name(name))
     _thread_choices[0] = True
 
 
@@ -64,14 +71,14 @@ def get_backend() -> str:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """``with ff.use_backend("triton"): ...`` runs the block on that backend."""
-    previous = getattr(_state, "name", None)
-    _state.name = _check_name(name)
+    """``with ff.use_backend("triton"): ...`` runs the block on that backend (in this thread or
+    asyncio task: concurrent tasks each see their own)."""
+    token = _choice.set(_check_name(name))
     _thread_choices[0] = True
     try:
         yield
     finally:
-        _state.name = previous
+        _choice.reset(token)
 
 
 def _module(name: str):
@@ -143,8 +150,11 @@ def _resolve(op: str, device_type: str, name: str) -> str:
     raise ValueError(f"no backend can run {op} on {device_type} tensors: " + "; ".join(reasons))
 
 
-def kernel(op: str, backend: str):
-    """The function implementing ``op`` in the (already resolved) ``backend``."""
+def kernel(op: str, backend: str, device_type: str = "cpu"):
+    """The function implementing ``op`` in the resolved ``backend``; ``DEFAULT`` (a compiled
+    graph's) is resolved now, for ``device_type``, with this thread's default."""
+    if backend == DEFAULT:
+        backend = resolve_name(op, device_type)
     return getattr(_module(backend), op)
 
 

@@ -131,4 +131,6 @@ def ddim_step(x: Tensor, eps_hat: Tensor, k, k_prev, scheduler: DDPMScheduler,
     ab_k, ab_j = alpha_bar[k], alpha_bar[j]
     A = (ab_j / ab_k).sqrt()
     B = (1 - ab_j).sqrt() - (ab_j * (1 - ab_k) / ab_k).sqrt()
-    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), out=out, backend=backend, _names=("x", "eps_hat", "q"))
+    coef = "scheduler (the DDIM coefficient of {} at k, k_prev, from its alpha_bar)"  # (a table that underflows)
+    return step_combine(x, eps_hat, _coef(A, x), _coef(B, x), out=out, backend=backend,
+                        _names=("x", "eps_hat", "q", coef.format("x"), coef.format("eps_hat")))

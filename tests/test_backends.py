@@ -67,3 +67,55 @@ def test_views_with_the_negative_bit_are_read_as_their_values():
         assert abs(got - (-0.3 - 2.0)) < 1e-6, name
         with pytest.raises(ValueError, match="out: a view with the negative bit"):
             ff.step_combine(torch.ones(1, 1), torch.ones(1, 1), 1.0, 1.0, out=neg(1.0), backend=name)
+
+
+def test_a_compiled_graph_follows_the_default_backend_when_it_runs(monkeypatch):
+    """From a threads review: torch.compile baked the default backend of the tracing call into
+    the graph, so later use_backend / set_backend were ignored without a recompile, and a graph
+    traced in one thread ran every thread's calls on that thread's backend."""
+    import threading
+
+    import fastflow.csrc_backend as C
+    import fastflow.reference as R
+    calls = []
+    for module, name in ((R, "reference"), (C, "cpu")):
+        original = module.step_combine
+        monkeypatch.setattr(module, "step_combine",
+                            lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+    f = torch.compile(lambda x, v, h: ff.euler_step(x, v, h), backend="eager", fullgraph=True)
+    x, v, h = torch.randn(4, 8), torch.randn(4, 8), torch.full((4,), 0.1)
+    with ff.use_backend("reference"):
+        torch.testing.assert_close(f(x, v, h), x + 0.1 * v)
+    assert calls == ["reference"]
+    f(x, v, h)
+    assert calls[1:] == [backends.resolve_name("step_combine", "cpu")]
+    seen = []
+    thread = threading.Thread(target=lambda: (ff.set_backend("reference"), f(x, v, h), seen.append(calls[-1])))
+    thread.start()
+    thread.join()
+    assert seen == ["reference"] and ff.get_backend() != "reference"  # (the thread's choice stays in it)
+
+
+def test_use_backend_is_scoped_per_asyncio_task():
+    """From a threads review: the choice lived in a threading.local, so concurrent tasks saw each
+    other's blocks and out-of-order exits left a backend set after both had ended."""
+    import asyncio
+    seen = {}
+
+    async def a():
+        with ff.use_backend("reference"):
+            await asyncio.sleep(0.01)
+            seen["a"] = ff.get_backend()
+
+    async def b():
+        await asyncio.sleep(0.005)
+        seen["b before"] = ff.get_backend()
+        with ff.use_backend("cpu"):
+            await asyncio.sleep(0.02)
+
+    async def main():
+        await asyncio.gather(a(), b())
+
+    before = ff.get_backend()
+    asyncio.run(main())
+    assert seen == {"a": "reference", "b before": before} and ff.get_backend() == before

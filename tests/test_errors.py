@@ -463,7 +463,8 @@ def test_discrete_arguments_that_used_to_wrap_or_be_ignored():
     raises(ValueError, "noise.race", ff.jump_step, logits, x_t, 0.5, 0.1, S2,
            noise=ff.JumpNoise(torch.rand(2, 3, 3), torch.full((2, 3, V), float("nan"))))
     raises(TypeError, "out", ff.jump_step, logits, x_t, 0.5, 0.1, S2, out=torch.empty(2, 3, dtype=torch.uint8))
-    for temperature in (1e-50, 1e38, float("inf"), float("nan"), 0.0, True):  # (1e38: 1 / T subnormal)
+    for temperature in (1e-50, 1e-37, 1e38, float("inf"), float("nan"), 0.0, True):  # (1e38: 1 / T subnormal;
+        # 1e-37: z / T overflowed for logits from 40, and the first +inf won every race)
         raises(ValueError, "temperature", ff.jump_step, logits, x_t, 0.5, 0.1, S2, temperature=temperature)
     x_1, rng = torch.randint(0, V, (2, 3), dtype=torch.int32), torch.tensor([1, 0])
     raises(ValueError, "mask_id", ff.mixture_path_sample, x_1, None, 0.5, rng, mask_id=2**32 + 7)
@@ -568,3 +569,15 @@ def test_jump_step_out_is_checked_as_every_out():
            out=buf[1:].view(2, 3))
     new = ff.jump_step(z, xt, 0.5, 0.1, S, out=xt, generator=torch.Generator().manual_seed(1))  # in place
     assert new is xt
+
+
+def test_coefficients_that_overflow_are_named_as_the_caller_knows_them():
+    """From a values review: guidance_scale = 1e39 passed its check and failed as "B: expected a
+    finite value", and a DDIM step over a table whose alpha_bar underflows as "A: ..." (names
+    internal to step_combine)."""
+    model = lambda x, t, **kw: torch.ones_like(x)  # noqa: E731
+    raises(ValueError, "guidance_scale: expected a float in", ff.ODESolver(model).sample, torch.zeros(2, 3),
+           step_size=0.5, guidance_scale=1e39, uncond_model_extras={})
+    sched = ff.DDPMScheduler(num_steps=50000)
+    x = torch.randn(2, 3)
+    raises(ValueError, r"scheduler \(the DDIM coefficient of x", ff.ddim_step, x, x, 50000, 1, sched)

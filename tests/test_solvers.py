@@ -611,3 +611,13 @@ def test_low_precision_model_outputs_on_an_fp32_state(out_dtype, monkeypatch):
             x = x + 0.25 * model(mid, torch.tensor(t + 0.125)).float()
     assert got.dtype == torch.float32 and not checked
     torch.testing.assert_close(got, x, rtol=1e-6, atol=1e-6)
+
+
+def test_a_grid_time_that_rounds_to_a_singular_one_says_so():
+    """From a values review: with a bf16 state the model sees t = 0.999 as 1.0, where an
+    x1-prediction is singular; the refusal said to use euler, the method already in use."""
+    path = ff.AffineProbPath(ff.CondOTScheduler())
+    solver = ff.ODESolver(lambda x, t: torch.zeros_like(x), path=path, prediction="x1")
+    with pytest.raises(ValueError, match=r"rounds to 1.0 in torch.bfloat16"):
+        solver.sample(torch.randn(2, 3).bfloat16(), step_size=0.001, method="euler")
+    solver.sample(torch.randn(2, 3), step_size=0.001, method="euler")  # fp32: t = 0.999 is not 1

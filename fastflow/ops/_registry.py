@@ -29,7 +29,8 @@ from .._transforms import transformed  # noqa: F401  (the ops import it from her
 
 
 def run(op: str, backend: str, *args):
-    return backends.kernel(op, backend)(*args)
+    device_type = args[0].device.type if backend == backends.DEFAULT else "cpu"
+    return backends.kernel(op, backend, device_type)(*args)
 
 
 def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = False, wide: str | None = None) -> str:
@@ -39,6 +40,8 @@ def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = Fals
     if composed or wide:
         _refuse_fused(op, backend, wide)
         backend = "reference"  # (resolved as any other: torch.compile evaluates resolve_name, imports included)
+    elif backend is None and torch.compiler.is_compiling():
+        return backends.DEFAULT  # resolved when the graph runs, by the thread that runs it (see backends)
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
 
 

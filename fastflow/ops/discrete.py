@@ -435,12 +435,15 @@ def _drawn(new: Tensor, probs: bool) -> Tensor:
 
 
 def _check_temperature(temperature) -> None:
-    """A float whose fp32 value and reciprocal are normal numbers (the kernels divide by it, and
-    the CPU race bounds keys by z * (1/T), which flush-to-zero would zero if 1/T were subnormal)."""
+    """A float in [2^-100, 8.5e37]: its fp32 reciprocal is a normal number (the kernels divide by it,
+    and the CPU race bounds keys by z * (1/T), which flush-to-zero would zero if 1/T were
+    subnormal), and z / T stays finite for logits up to 2.6e8 (from a review: at T = 1e-37 logits
+    of 40 and more all became +inf and the first of them won every race; below 2^-100 the draw
+    is the argmax to fp32's precision anyway)."""
     if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
-            or not 8.5e37 >= temperature >= 1.1754943508222875e-38):
-        raise ValueError(f"temperature: expected a float in [1.18e-38, 8.5e37] (it and 1 / it normal in fp32), "
-                         f"got {temperature!r}")
+            or not 8.5e37 >= temperature >= 2.0 ** -100):
+        raise ValueError(f"temperature: expected a float in [7.9e-31, 8.5e37] (2^-100: z / temperature stays "
+                         f"finite in fp32 for logits below 2.6e8), got {temperature!r}")
 
 
 def _noise_rows(name, u, x_t, width):

@@ -78,7 +78,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
     """``A x + B p + C q + N z``; coefficients are floats or ``[B]`` tensors (per sample).
 
     ``z`` is ``noise`` when given, else drawn from ``rng``. ``out`` may be ``x`` (in place).
-    (``_names``: what a public op that calls this one names ``x, p, q``, for its errors.)
+    (``_names``: what a public op that calls this one names ``x, p, q`` and, optionally, the
+    coefficients ``A, B, C, N``, for its errors.)
     """
     if (C is not None) != (q is not None) or (noise is not None and N is None):
         raise ValueError("C, noise: C goes with q and noise with N (one without the other would be ignored)")
@@ -86,7 +87,8 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         fast = backends.float_kernel("step_combine", pick("step_combine", x, backend))
         if fast is not None:
             return _floats_call(fast, x, p, A, B, q, C, out)
-    n_x, n_p, n_q = _names
+    n_x, n_p, n_q, *n_coef = _names
+    n_coef = (*n_coef, *("A", "B", "C", "N")[len(n_coef):])
     _checks.tensor(n_x, x, _checks.REAL_DTYPES, ndim_min=1)
     batch = x.shape[0]
     _checks.tensor(n_p, p, _checks.REAL_DTYPES)
@@ -105,7 +107,7 @@ def step_combine(x: Tensor, p: Tensor, A, B, q: Optional[Tensor] = None, C=None,
         _checks.output("out", out, **{n_x: x, n_p: p, n_q: q, "noise": noise})
     like = _checks.widest(x, p, q, noise)  # (float64 coefficients for the float64 math)
     coef = [_checks.coefficient(n, v, batch, like, finite=True) if v is not None else None
-            for n, v in (("A", A), ("B", B), ("C", C), ("N", N))]  # (C given exactly with q: checked above)
+            for n, v in zip(n_coef, (A, B, C, N))]  # (C given exactly with q: checked above)
     if out is not None and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, p, q, noise, out, *coef)):
         raise ValueError("out: the result cannot be written into out= while out or an input requires grad "

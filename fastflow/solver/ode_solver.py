@@ -93,8 +93,9 @@ class ODESolver(Solver):
         outputs = check_time_grid(time_grid)
         step_size = check_step_size(step_size)
         if (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
-                or not 0 <= guidance_scale < math.inf):
-            raise ValueError(f"guidance_scale: expected a finite float >= 0, got {guidance_scale!r}")
+                or not 0 <= guidance_scale <= _checks.FP32_MAX):
+            raise ValueError(f"guidance_scale: expected a float in [0, 3.4e38] (finite in fp32, as the step's "
+                             f"coefficients are), got {guidance_scale!r}")
         if guidance_scale > 0 and uncond_model_extras is None:
             raise ValueError("uncond_model_extras: required when guidance_scale > 0 (the unconditional call)")
         _constant_grid(time_grid, enable_grad)
@@ -216,9 +217,16 @@ class _Integration:
         uncond = None
         if self.w != 0:
             uncond = _output(self.solver.velocity_model(x=x, t=tt, **self.uncond_extras), x)
-        if self.solver.prediction != "velocity":  # convert at the t the model saw
-            t = float(torch.tensor(t, dtype=x.dtype))  # (rounded on the host: no device sync)
-        a, b = self.solver._conversion(t)
+        if self.solver.prediction == "velocity":
+            return cond, uncond, 0.0, 1.0
+        seen = float(torch.tensor(t, dtype=x.dtype))  # convert at the t the model saw (rounded on the host)
+        try:
+            a, b = self.solver._conversion(seen)
+        except ValueError as e:
+            if seen == t:
+                raise
+            raise ValueError(f"{e} (the grid's t = {t} rounds to {seen} in {x.dtype}, the dtype the model sees t "
+                             "in: a coarser grid near the end, or an fp32 state, avoids it)") from None
         return cond, uncond, a, b
 
     def advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
