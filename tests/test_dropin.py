@@ -44,6 +44,11 @@ def test_utils_and_module_names_match_flow_matching():
         ours = importlib.import_module("fastflow" + info.name[len("flow_matching"):])
         defined = {n for n, v in vars(theirs).items() if not n.startswith("_") and getattr(v, "__module__", None) == info.name}
         assert not {n for n in defined if not hasattr(ours, n)}, info.name
+        # and the names each imports from flow_matching (flow_matching.path.path.PathSample,
+        # ...ode_solver.gradient: deep imports a review found scripts using)
+        imported = {n for n, v in vars(theirs).items() if not n.startswith("_") and not isinstance(v, type(torch))
+                    and (getattr(v, "__module__", None) or "").startswith("flow_matching")}
+        assert not {n for n in imported if not hasattr(ours, n)}, info.name
     # the solvers are nn.Modules as flow_matching's: a model they hold moves with them and shows
     # in their state_dict under the same keys
     from flow_matching.solver import ODESolver as FMODESolver

@@ -154,3 +154,9 @@ class CondOTProbPath(AffineProbPath):
 
     def __init__(self):
         super().__init__(CondOTScheduler())
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from .scheduler.scheduler import Scheduler  # noqa: E402,F401
+from ..utils.utils import expand_tensor_like  # noqa: E402,F401

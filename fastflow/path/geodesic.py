@@ -53,3 +53,10 @@ class GeodesicProbPath(ProbPath):
 
         x_t, dx_t = torch.func.jvp(along, (t,), (torch.ones_like(t),))
         return PathSample(x_1, x_0, t, x_t.reshape_as(x_1), dx_t.reshape_as(x_1))
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from .scheduler.scheduler import ConvexScheduler  # noqa: E402,F401
+from ..utils.manifolds.utils import geodesic  # noqa: E402,F401
+from ..utils.manifolds.manifold import Manifold  # noqa: E402,F401

@@ -66,3 +66,8 @@ class MixtureDiscreteProbPath(ProbPath):
         t = t.reshape(*t.shape, *([1] * (onehot.dim() - t.dim())))
         s = self.scheduler(t)
         return s.d_alpha_t / (1 - s.alpha_t) * (posterior - onehot)
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from ..utils.utils import expand_tensor_like, unsqueeze_to_match  # noqa: E402,F401

@@ -130,3 +130,11 @@ class MixtureDiscreteEulerSolver(Solver):
         if bar is not None:
             bar.close()
         return torch.stack([states[k] for k in keep]) if return_intermediates else x_t
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from ..path.mixture import MixtureDiscreteProbPath  # noqa: E402,F401
+from ..utils.categorical_sampler import categorical  # noqa: E402,F401
+from ..utils.model_wrapper import ModelWrapper  # noqa: E402,F401
+from .utils import get_nearest_times  # noqa: E402,F401

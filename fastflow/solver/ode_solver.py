@@ -354,3 +354,9 @@ def _progress(verbose: bool, total: int):
         return _NullBar()
     from tqdm import tqdm
     return tqdm(total=total, desc="ODE steps")
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from ..utils.utils import gradient  # noqa: E402,F401
+from ..utils.model_wrapper import ModelWrapper  # noqa: E402,F401

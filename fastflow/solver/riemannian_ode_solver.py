@@ -115,3 +115,9 @@ def _discretize(time_grid: Tensor, step_size: Optional[float], device) -> Tensor
     if not t_final > t_init:
         raise ValueError(f"time_grid: spans no time ([{t_init}, {t_final}]), nothing to integrate with step_size")
     return torch.tensor(steps_between(t_init, t_final, step_size), device=device)
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from ..utils.model_wrapper import ModelWrapper  # noqa: E402,F401
+from ..utils.manifolds.manifold import Manifold  # noqa: E402,F401

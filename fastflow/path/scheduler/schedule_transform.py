@@ -2,3 +2,9 @@
 from . import ScheduleTransformedModel
 
 __all__ = ["ScheduleTransformedModel"]
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from .scheduler import Scheduler  # noqa: E402,F401
+from ...utils.model_wrapper import ModelWrapper  # noqa: E402,F401

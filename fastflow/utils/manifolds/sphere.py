@@ -2,3 +2,8 @@
 from . import Sphere
 
 __all__ = ["Sphere"]
+
+
+# flow_matching's module imports these names too: `from flow_matching.<this module> import ...` of them
+# keeps working after an import swap
+from .manifold import Manifold  # noqa: E402,F401
