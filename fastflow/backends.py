@@ -32,6 +32,12 @@ _MODULES = {
 _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 _choice: contextvars.ContextVar = contextvars.ContextVar("fastflow_backend", default=None)
 DEFAULT = "default"  # (see the module doc; not a name users pass)
+_traced_blocks: list = []  # the use_backend blocks open in the function being traced, innermost last
+
+
+def traced_block() -> str | None:
+    """The backend of the innermost ``use_backend`` block open in a traced function, or None."""
+    return _traced_blocks[-1] if _traced_blocks else None
 _loaded: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
 
@@ -65,14 +71,20 @@ def set_backend(name: str) -> None:
     _thread_choices[0] = True
 
 
-def get_backend() -> str:
-    return _default()
-
 
 @contextlib.contextmanager
 def use_backend(name: str):
     """``with ff.use_backend("triton"): ...`` runs the block on that backend (in this thread or
-    asyncio task: concurrent tasks each see their own)."""
+    asyncio task: concurrent tasks each see their own). Inside a function torch.compile traces,
+    the block's name is fixed in the graph (``traced_block``): Dynamo cannot trace a ContextVar."""
+    import torch
+    if torch.compiler.is_compiling():
+        _traced_blocks.append(_check_name(name))
+        try:
+            yield
+        finally:
+            _traced_blocks.pop()
+        return
     token = _choice.set(_check_name(name))
     _thread_choices[0] = True
     try:
@@ -117,9 +129,17 @@ def _constant_under_compile(fn):
 
 
 @_constant_under_compile
+def get_backend() -> str:
+    """The default backend of this thread or task (read when traced: Dynamo cannot trace a
+    ``ContextVar``, and the ops that read it under compile only check an error with it)."""
+    return _default()
+
+
+@_constant_under_compile
 def resolve_name(op: str, device_type: str, backend: str | None = None) -> str:
-    """The backend that will run ``op`` on ``device_type``; raises with reasons if none can."""
-    name = _check_name(backend) if backend is not None else _default()
+    """The backend that will run ``op`` on ``device_type``; raises with reasons if none can.
+    ``DEFAULT`` (a traced op's, handed on to another op) is the default, as None is."""
+    name = _check_name(backend) if backend is not None and backend != DEFAULT else _default()
     key = (op, device_type, name)
     found = _resolved.get(key)
     if found is not None:

@@ -119,3 +119,34 @@ def test_use_backend_is_scoped_per_asyncio_task():
     before = ff.get_backend()
     asyncio.run(main())
     assert seen == {"a": "reference", "b before": before} and ff.get_backend() == before
+
+
+def test_compiled_graphs_with_the_default_backend_in_every_form(monkeypatch):
+    """From a review of the change above: path.loss(reduction="none") handed the traced default on
+    as an explicit name (refused), a float64 op read the ContextVar while traced (Dynamo cannot),
+    and a use_backend block inside the compiled function must still pick its backend."""
+    import fastflow.csrc_backend as C
+    import fastflow.reference as R
+    path = ff.CondOTProbPath()
+    step = torch.compile(lambda x1, t, v: path.loss(v, path.sample(x_1=x1, t=t), reduction="none"),
+                         backend="eager", fullgraph=True)
+    assert step(torch.randn(4, 6), torch.rand(4), torch.randn(4, 6)).shape == (4, 6)
+    with ff.use_backend("auto"):
+        pass
+    wide = torch.compile(lambda x, v: ff.euler_step(x, v, 0.1), backend="eager", fullgraph=True)
+    x64 = torch.randn(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(wide(x64, x64), 1.1 * x64)
+    calls = []
+    for module, name in ((R, "reference"), (C, "cpu")):
+        original = module.step_combine
+        monkeypatch.setattr(module, "step_combine",
+                            lambda *a, _f=original, _n=name, **k: (calls.append(_n), _f(*a, **k))[1])
+
+    def f(x, v):
+        with ff.use_backend("reference"):
+            y = ff.euler_step(x, v, 0.1)
+        return ff.euler_step(y, v, 0.1)
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(torch.compile(f, backend="eager", fullgraph=True)(x, x), 1.2 * x)
+    assert calls == ["reference", backends.resolve_name("step_combine", "cpu")]
+    assert ff.get_backend() == "auto" and not backends._traced_blocks

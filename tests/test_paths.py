@@ -145,6 +145,10 @@ def test_conversions_take_one_time_per_element_as_flow_matching():
                  "velocity_to_epsilon", "target_to_epsilon"):
         torch.testing.assert_close(getattr(ours, name)(p, x, t), getattr(theirs, name)(p, x, t),
                                    rtol=1e-5, atol=1e-5, msg=name)
+    # a [L, 1] t with fewer dimensions than x_t aligns with its last ones (here B == L, where it
+    # was read as one time per sample)
+    x2, p2, t2 = torch.randn(6, 6, 8), torch.randn(6, 6, 8), torch.rand(6, 1) * 0.8 + 0.1
+    torch.testing.assert_close(ours.target_to_velocity(p2, x2, t2), theirs.target_to_velocity(p2, x2, t2))
     cond_ot = ff.CondOTProbPath()
     with pytest.raises(ValueError, match="t: the conversion is singular"):
         cond_ot.target_to_velocity(x, x, torch.cat((t[:, :5], torch.ones(4, 1, 1)), 1))

@@ -40,13 +40,15 @@ def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = Fals
     if composed or wide:
         _refuse_fused(op, backend, wide)
         backend = "reference"  # (resolved as any other: torch.compile evaluates resolve_name, imports included)
-    elif backend is None and torch.compiler.is_compiling():
-        return backends.DEFAULT  # resolved when the graph runs, by the thread that runs it (see backends)
+    elif (backend is None or backend == backends.DEFAULT) and torch.compiler.is_compiling():
+        backend = backends.traced_block()  # a use_backend block inside the traced function: its name
+        if backend is None:
+            return backends.DEFAULT  # resolved when the graph runs, by the thread that runs it (see backends)
     return backends.resolve_name(op, "cpu" if like.is_cpu else like.device.type, backend)
 
 
 def _refuse_fused(op: str, backend: str | None, wide: str | None) -> None:
-    name = backend if backend is not None else backends.get_backend()
+    name = backend if backend is not None and backend != backends.DEFAULT else backends.get_backend()
     if name in ("auto", "reference"):
         return
     if wide:

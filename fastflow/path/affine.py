@@ -95,7 +95,9 @@ class AffineProbPath(ProbPath):
     def _convert(self, name: str, pred: Tensor, x_t: Tensor, t: Tensor, a_fn, b_fn, singular: str) -> Tensor:
         _checks.tensor("x_t", x_t, _checks.REAL_DTYPES, ndim_min=1)
         batch = x_t.shape[0]
-        if isinstance(t, Tensor) and t.dim() > 0 and any(n != 1 for n in t.shape[1:]):
+        # several times per sample, or a [L, 1]-like t with fewer dimensions than x_t, which
+        # broadcasting aligns with x_t's last ones (flow_matching's conversions broadcast)
+        if isinstance(t, Tensor) and t.dim() > 1 and (t.dim() < x_t.dim() or any(n != 1 for n in t.shape[1:])):
             return self._convert_per_element(name, pred, x_t, t, a_fn, b_fn, singular)
         s = self.scheduler(_checks.time("t", t, batch, x_t))  # a scalar or one time per sample, in [0, 1]
         a, b = (_checks.per_sample("scheduler", c, batch, x_t) for c in (a_fn(s), b_fn(s)))
