@@ -87,7 +87,9 @@ class DDPMScheduler:
 def _coef(v, x: Tensor) -> float | Tensor:
     """A step's coefficient for ``step_combine``: a float for an int step, else ``[B]`` (fp32;
     float64 for float64 ``x``)."""
-    return float(v) if v.dim() == 0 else v.to(_checks.coef_dtype(x))
+    if v.dim() == 0 and not torch.compiler.is_compiling():
+        return float(v)  # (a traced float of a tensor is data-dependent: fullgraph refused it)
+    return v.to(device=x.device, dtype=_checks.coef_dtype(x)).reshape(-1)
 
 
 def _check_scheduler(scheduler) -> None:

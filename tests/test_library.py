@@ -154,3 +154,12 @@ def test_fused_losses_eager_function_and_custom_op_agree():
         results.append((loss.detach(), v.grad, logits.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_compile_diffusion_steps_fullgraph():
+    """From a review: ddpm_step / ddim_step at an int step took their table entries as floats,
+    which a traced graph cannot (a data-dependent guard): fullgraph refused them."""
+    sched = ff.DDPMScheduler()
+    x, eps = torch.randn(2, 4), torch.randn(2, 4)
+    for fn in (lambda x, e: ff.ddpm_step(x, e, 10, sched, noise=e), lambda x, e: ff.ddim_step(x, e, 10, 3, sched)):
+        torch.testing.assert_close(torch.compile(fn, backend="aot_eager", fullgraph=True)(x, eps), fn(x, eps))
