@@ -12,7 +12,7 @@ saying why not. An op a backend does not define is unsupported there.
 new thread starts from ``FASTFLOW_BACKEND``), and every op takes ``backend=``.
 
 Under torch.compile an op given no ``backend=`` reaches its custom op with the name ``DEFAULT``,
-resolved when the graph runs (``kernel``): a graph traced under one default then follows the
+resolved when the graph runs (``fastflow.ops._registry.run``): a graph traced under one default then follows the
 default of the thread that runs it, as eager calls do, without a recompile.
 """
 from __future__ import annotations
@@ -21,6 +21,8 @@ import contextlib
 import contextvars
 import importlib
 import os
+
+import torch
 
 NAMES = ("reference", "cpu", "triton", "cuda")
 _MODULES = {
@@ -33,11 +35,6 @@ _AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "referenc
 _choice: contextvars.ContextVar = contextvars.ContextVar("fastflow_backend", default=None)
 DEFAULT = "default"  # (see the module doc; not a name users pass)
 _traced_blocks: list = []  # the use_backend blocks open in the function being traced, innermost last
-
-
-def traced_block() -> str | None:
-    """The backend of the innermost ``use_backend`` block open in a traced function, or None."""
-    return _traced_blocks[-1] if _traced_blocks else None
 _loaded: dict[str, object] = {}
 _import_errors: dict[str, str] = {}
 
@@ -71,13 +68,11 @@ def set_backend(name: str) -> None:
     _thread_choices[0] = True
 
 
-
 @contextlib.contextmanager
 def use_backend(name: str):
     """``with ff.use_backend("triton"): ...`` runs the block on that backend (in this thread or
     asyncio task: concurrent tasks each see their own). Inside a function torch.compile traces,
     the block's name is fixed in the graph (``traced_block``): Dynamo cannot trace a ContextVar."""
-    import torch
     if torch.compiler.is_compiling():
         _traced_blocks.append(_check_name(name))
         try:
@@ -91,6 +86,11 @@ def use_backend(name: str):
         yield
     finally:
         _choice.reset(token)
+
+
+def traced_block() -> str | None:
+    """The backend of the innermost ``use_backend`` block open in a traced function, or None."""
+    return _traced_blocks[-1] if _traced_blocks else None
 
 
 def _module(name: str):
@@ -170,11 +170,8 @@ def _resolve(op: str, device_type: str, name: str) -> str:
     raise ValueError(f"no backend can run {op} on {device_type} tensors: " + "; ".join(reasons))
 
 
-def kernel(op: str, backend: str, device_type: str = "cpu"):
-    """The function implementing ``op`` in the resolved ``backend``; ``DEFAULT`` (a compiled
-    graph's) is resolved now, for ``device_type``, with this thread's default."""
-    if backend == DEFAULT:
-        backend = resolve_name(op, device_type)
+def kernel(op: str, backend: str):
+    """The function implementing ``op`` in the (already resolved) ``backend``."""
     return getattr(_module(backend), op)
 
 

@@ -29,8 +29,9 @@ from .._transforms import transformed  # noqa: F401  (the ops import it from her
 
 
 def run(op: str, backend: str, *args):
-    device_type = args[0].device.type if backend == backends.DEFAULT else "cpu"
-    return backends.kernel(op, backend, device_type)(*args)
+    if backend == backends.DEFAULT:  # a compiled graph's: this thread's default, for the data's device
+        backend = backends.resolve_name(op, args[0].device.type)
+    return backends.kernel(op, backend)(*args)
 
 
 def pick(op: str, like: torch.Tensor, backend: str | None, composed: bool = False, wide: str | None = None) -> str:

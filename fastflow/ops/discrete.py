@@ -426,11 +426,11 @@ def _drawn(new: Tensor, probs: bool) -> Tensor:
     from (the kernels' -1: every logit -inf or probability 0, or a NaN, which a negative
     probability's log is), as torch.multinomial refuses; the logits are not read twice for it.
     With ``probs`` the likeliest cause is a model that returns logits, so the message says so."""
-    why = ("(probs=True: all its probabilities are 0, or one is negative or NaN; a model that returns "
-           "logits needs probs=False, model_output='logits' in MixtureDiscreteEulerSolver)" if probs
-           else "(all -inf, or a NaN: the model's output?)")
-    _checks.within("logits", new, f"a token that may jump has no {'distribution' if probs else 'finite logit'} "
-                   f"to draw from {why}", lo=0)
+    what = ("a token that may jump has no distribution to draw from (probs=True: all its probabilities are "
+            "0, or one is negative or NaN; a model that returns logits needs probs=False, "
+            "model_output='logits' in MixtureDiscreteEulerSolver)" if probs else
+            "a token that may jump has no finite logit to draw from (all -inf, or a NaN: the model's output?)")
+    _checks.within("logits", new, what, lo=0)
     return new
 
 

@@ -118,10 +118,12 @@ class AffineProbPath(ProbPath):
         if not fits:
             raise ValueError(f"t: expected a shape that broadcasts to x_t's {tuple(x_t.shape)}, got {tuple(t.shape)}")
         t = t.to(device=x_t.device, dtype=_checks.coef_dtype(x_t))
-        _checks.values("t", ((t >= 0) & (t <= 1)).all(), "values must be in [0, 1]")
+        _checks.within("t", t, "values must be in [0, 1]", 0.0, 1.0)
         s = self.scheduler(t)
         a, b = a_fn(s), b_fn(s)
-        _checks.values("t", (a.isfinite() & b.isfinite()).all(), f"the conversion is singular at this time ({singular})")
+        for c in (a, b):  # (as _convert checks its per-sample a, b)
+            _checks.within("t", c, f"the conversion is singular at this time ({singular})", -_checks.F64_MAX,
+                           _checks.F64_MAX)
         return (a * x_t + b * pred).to(x_t.dtype)
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:

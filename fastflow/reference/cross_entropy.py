@@ -22,16 +22,17 @@ def _valid_rows(x_1, ignore_index):
 def cross_entropy(logits, x_1, ignore_index: int, grad_scale, grad):
     z = logits.to(compute_dtype(logits))
     valid, idx = _valid_rows(x_1, ignore_index)
-    lse = torch.logsumexp(z, dim=-1)
     m = z.amax(dim=-1)
+    finite = m.isfinite()
     z1 = z.gather(-1, idx[:, None]).squeeze(-1)
-    # (m - z1) + log(sum exp(z - m)): lse - z1 rounds lse first, which loses log(V) next to logits
-    # of 1e8 or more (and the whole loss at 3e38); rows without a finite max keep lse - z1
-    log_s = torch.log(torch.exp(z - torch.where(m.isfinite(), m, 0.0)[:, None]).sum(-1))
-    loss = torch.where(valid, torch.where(m.isfinite(), (m - z1) + log_s, lse - z1), 0.0)
+    # (m - z1) + log(sum exp(z - m)): logsumexp(z) - z1 rounds the logsumexp first, which loses
+    # log(V) next to logits of 1e8 or more (and the whole loss at 3e38). In a row without a finite
+    # max nothing is shifted, and log_s is its logsumexp (+inf, -inf or NaN, as torch.logsumexp's)
+    log_s = torch.log(torch.exp(z - torch.where(finite, m, 0.0)[:, None]).sum(-1))
+    loss = torch.where(valid, torch.where(finite, (m - z1) + log_s, log_s - z1), 0.0)
     if grad is not None:
         g = torch.softmax(z, dim=-1)
-        g.scatter_add_(-1, idx[:, None], -torch.ones_like(lse)[:, None])
+        g.scatter_add_(-1, idx[:, None], -torch.ones_like(m)[:, None])
         # ignored rows: a zero gradient even where their logits hold NaN / inf (0 * NaN would not be)
         grad.copy_(torch.where(valid[:, None], g * grad_scale[:, None], 0.0))
     return loss
