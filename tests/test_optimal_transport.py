@@ -110,6 +110,37 @@ def test_a_plan_without_mass_falls_back_to_uniform_with_a_warning():
     assert np.allclose(plan, 1 / 16)
 
 
+def test_ot_fn_is_torchcfm_s_solver_attribute():
+    """torchcfm's sampler computes its plan with ``self.ot_fn(a, b, M)`` (POT's solvers): the default
+    is fastflow's solver of the method, and one set in its place computes the plan (it was
+    ignored) and the matchers' pairing, which then draws from it as torchcfm's."""
+    x0, x1 = torch.randn(6, 2), torch.randn(6, 2)
+    for method in ("exact", "sinkhorn"):
+        sampler = OTPlanSampler(method, reg=0.5)
+        M = _cost(x0, x1).numpy()
+        np.testing.assert_allclose(sampler.ot_fn(np.full(6, 1 / 6), np.full(6, 1 / 6), M), sampler.get_map(x0, x1))
+    with pytest.raises(ValueError, match="uniform"):
+        sampler.ot_fn(np.array([0.5, 0.5, 0, 0, 0, 0]), np.full(6, 1 / 6), M)
+    calls = []
+
+    def reversed_pairs(a, b, M):  # pairs i with 5 - i, whatever the costs
+        calls.append((a.sum(), b.sum(), M.shape))
+        return np.fliplr(np.eye(len(a))) / len(a)
+
+    m = tc.ExactOptimalTransportConditionalFlowMatcher(0.0)
+    m.ot_sampler.ot_fn = reversed_pairs
+    assert m.ot_sampler.ot_fn is reversed_pairs
+    _, _, ut = m.sample_location_and_conditional_flow(x0, x1, torch.full((6,), 0.5))
+    assert calls and np.allclose(calls[0][:2], 1.0) and calls[0][2] == (6, 6)
+    paired = x1 - x0.flip(0)  # x1[j] - x0[5 - j]: the flows of the plan's pairs, drawn in any order
+    assert all(torch.isclose(u, paired).all(1).any() for u in ut)
+    with pytest.raises(TypeError, match="ot_fn"):
+        m.ot_sampler.ot_fn = "emd"
+    m.ot_sampler.ot_fn = lambda a, b, M: np.full(M.shape, np.nan)
+    with pytest.raises(ValueError, match="ot_fn"):
+        m.ot_sampler.get_map(x0, x1)
+
+
 def test_draws_follow_the_plan_and_numpy_s_seed():
     x0, x1 = torch.randn(5, 2), torch.randn(5, 2)
     sampler = OTPlanSampler("sinkhorn", reg=1.0)

@@ -91,6 +91,8 @@ def test_sigma_of_any_real_scalar_kind():
             tc.ConditionalFlowMatcher(sigma)
     with pytest.raises(ValueError, match="sigma"):
         tc.SchrodingerBridgeConditionalFlowMatcher(torch.tensor(0.0))
+    with pytest.raises(TypeError, match="sigma: a tensor that requires grad"):  # (its gradient was lost)
+        tc.ConditionalFlowMatcher(torch.tensor(0.1, requires_grad=True))
 
 
 def test_reachable_after_import_fastflow():
@@ -100,6 +102,47 @@ def test_reachable_after_import_fastflow():
     code = ("import fastflow as ff; assert ff.torchcfm.ConditionalFlowMatcher is ff.ConditionalFlowMatcher; "
             "assert ff.VariancePreservingConditionalFlowMatcher and ff.ExactOptimalTransportConditionalFlowMatcher")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_torchcfm_s_models_and_utils_are_torchcfm_s_own(tmp_path):
+    """``fastflow.torchcfm.models`` / ``.utils`` (which fastflow does not reimplement) are torchcfm's
+    modules themselves, submodules included, so that a script's swapped imports keep working (they
+    raised ModuleNotFoundError); without torchcfm, the ImportError says what to install. A
+    stand-in torchcfm on the path: CI does not install the real one (POT, torchdyn, matplotlib)."""
+    import subprocess
+    import sys
+    import textwrap
+    pkg = tmp_path / "torchcfm"
+    (pkg / "models" / "unet").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "utils.py").write_text("def plot_trajectories(x):\n    return x\n")
+    (pkg / "models" / "__init__.py").write_text("from .models import MLP\n")
+    (pkg / "models" / "models.py").write_text("class MLP:\n    pass\n")
+    (pkg / "models" / "unet" / "__init__.py").write_text("from .unet import UNetModelWrapper as UNetModel\n")
+    (pkg / "models" / "unet" / "unet.py").write_text("class UNetModelWrapper:\n    pass\n")
+    code = textwrap.dedent("""
+        from fastflow.torchcfm.models.unet import UNetModel
+        from fastflow.torchcfm.models import MLP
+        from fastflow.torchcfm.utils import plot_trajectories
+        import fastflow.torchcfm.models.unet.unet as unet
+        import fastflow.torchcfm as tc
+        import torchcfm.models.unet, torchcfm.utils
+        assert UNetModel is torchcfm.models.unet.UNetModel and MLP is torchcfm.models.MLP
+        assert unet is torchcfm.models.unet.unet and tc.models is torchcfm.models
+        assert plot_trajectories is torchcfm.utils.plot_trajectories
+    """)
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    (pkg / "__init__.py").unlink()
+    (pkg / "models" / "__init__.py").unlink()
+    (pkg / "utils.py").unlink()
+    run = subprocess.run([sys.executable, "-c", "import torchcfm.models"], env=env, capture_output=True, text=True)
+    if run.returncode == 0:  # (a namespace package left by the stand-in: hide it)
+        pkg.rename(tmp_path / "gone")
+    run = subprocess.run([sys.executable, "-c", "import fastflow.torchcfm.models"], env=env, capture_output=True,
+                         text=True)
+    assert run.returncode != 0 and "pip install torchcfm" in run.stderr
 
 
 MATCHERS = [tc.ConditionalFlowMatcher(0.1), tc.TargetConditionalFlowMatcher(0.05),
@@ -118,7 +161,11 @@ def test_building_blocks_agree_with_the_fused_sample(matcher):
     torch.testing.assert_close(matcher.compute_conditional_flow(s.x0, s.x1, t, xt), s.ut, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(matcher.sample_xt(x0, x1, t[:, None], s.eps), _closed_form(matcher, x0, x1, t, s.eps)[0],
                                rtol=1e-5, atol=1e-5)  # t as [B, 1], padded as torchcfm pads it
-    assert matcher.compute_lambda(t).shape == t.shape and tc.pad_t_like_x(t, torch.zeros(6, 2, 2)).shape == (6, 1, 1)
+    assert tc.pad_t_like_x(t, torch.zeros(6, 2, 2)).shape == (6, 1, 1)
+    if isinstance(matcher, (tc.TargetConditionalFlowMatcher, tc.SchrodingerBridgeConditionalFlowMatcher)):
+        assert matcher.compute_lambda(t).shape == t.shape
+    else:  # torchcfm's constant sigma, a number whatever t (code does float(sigma_t), sigma_t * eps)
+        assert matcher.compute_sigma_t(t) == matcher.sigma and isinstance(matcher.compute_lambda(t), float)
 
 
 def test_a_subclass_s_own_formulas_define_the_matcher():
@@ -138,6 +185,19 @@ def test_a_subclass_s_own_formulas_define_the_matcher():
     torch.testing.assert_close(ut, 2 * t[:, None] * (x1 - x0))
     v = torch.randn(6, 3)
     torch.testing.assert_close(m.loss(v, m.sample(x0, x1, t)), ((v - ut) ** 2).mean())
+
+
+def test_target_cfm_flow_is_computed_from_xt_as_torchcfm():
+    """torchcfm's TargetCFM flow is (x1 - (1 - sigma) xt) / (1 - (1 - sigma) t) whatever mu_t is:
+    a subclass that shifts the mean keeps that flow (it went through the shifted mean)."""
+    class Shifted(tc.TargetConditionalFlowMatcher):
+        def compute_mu_t(self, x0, x1, t):
+            return super().compute_mu_t(x0, x1, t) + 0.5
+
+    x0, x1, t = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6) * 0.9
+    m = Shifted(0.1)
+    _, xt, ut = m.sample_location_and_conditional_flow(x0, x1, t)
+    torch.testing.assert_close(ut, (x1 - 0.9 * xt) / (1 - 0.9 * t[:, None]))
 
 
 def test_guided_sample_pairs_labels_with_their_points():

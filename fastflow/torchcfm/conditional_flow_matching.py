@@ -106,9 +106,16 @@ class ConditionalFlowMatcher:
         c = self._at(t, x1)
         return pad_t_like_x(c["a"], x1) * x1 + pad_t_like_x(c["b"], x0) * x0
 
-    def compute_sigma_t(self, t: Tensor) -> Tensor:
+    def compute_sigma_t(self, t):
+        """torchcfm's: the constant ``sigma`` (a number, whatever ``t``), so that code written
+        against it (``float(sigma_t)``, ``x0 + sigma_t * eps``) keeps working."""
+        del t
+        return self.sigma
+
+    def _sigma_t_of(self, t):
+        """``sigma_t`` from the coefficients: a tensor for a tensor ``t``, a number for a number."""
         s = self._at(t)["s"]
-        return s if isinstance(t, Tensor) else float(s)  # (a number for a number, as torchcfm's)
+        return s if isinstance(t, Tensor) else float(s)
 
     def sample_xt(self, x0: Tensor, x1: Tensor, t: Tensor, epsilon: Tensor) -> Tensor:
         return self.compute_mu_t(x0, x1, t) + pad_t_like_x(self.compute_sigma_t(t), x0) * epsilon
@@ -130,7 +137,7 @@ class ConditionalFlowMatcher:
 
     def _own_blocks(self) -> bool:
         """A subclass redefines the matcher through torchcfm's building blocks."""
-        return any(getattr(type(self), n) is not getattr(ConditionalFlowMatcher, n) for n in _BLOCKS)
+        return any(getattr(type(self), n) not in _OWN_BLOCKS for n in _BLOCKS)
 
     def _sample_by_blocks(self, x0, x1, t) -> CFMSample:
         eps = self.sample_noise_like(x0)
@@ -181,6 +188,9 @@ class ConditionalFlowMatcher:
 def _sigma(sigma) -> float:
     """``sigma`` as torchcfm takes it, a real number (Python's, NumPy's, a 0-d tensor), as a
     float; it must be finite and >= 0."""
+    if getattr(sigma, "requires_grad", False):  # (torchcfm's arithmetic would carry its graph)
+        raise TypeError("sigma: a tensor that requires grad; fastflow takes sigma as a number (the kernels get "
+                        "coefficients, not a graph), so its gradient would be lost")
     value = sigma.item() if getattr(sigma, "ndim", None) == 0 and hasattr(sigma, "item") else sigma
     if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
         raise ValueError(f"sigma: expected a finite float >= 0, got {sigma!r}")
@@ -210,7 +220,7 @@ def _one_to_one(sampler) -> bool:
     """``sampler`` is fastflow's own exact ``OTPlanSampler``, its plan and draws as defined there
     (no subclass or instance redefines them): its plan between batches of one size is then a
     permutation, which pairs them one-to-one."""
-    return (isinstance(sampler, OTPlanSampler) and sampler.method == "exact"
+    return (isinstance(sampler, OTPlanSampler) and sampler.method == "exact" and "_ot_fn" not in vars(sampler)
             and all(getattr(type(sampler), n) is getattr(OTPlanSampler, n) and n not in vars(sampler)
                     for n in _SAMPLER_METHODS))
 
@@ -260,6 +270,14 @@ class TargetConditionalFlowMatcher(ConditionalFlowMatcher):
         one, k = torch.ones_like(t), 1 - self.sigma
         return dict(a=t, b=0 * one, s=1 - k * t, c=one, d=0 * one, e=-k * one, ignore_x0=True)
 
+    compute_sigma_t = ConditionalFlowMatcher._sigma_t_of  # (torchcfm's 1 - (1 - sigma) t)
+
+    def compute_conditional_flow(self, x0: Tensor, x1: Tensor, t, xt: Tensor) -> Tensor:
+        """torchcfm's ``(x1 - (1 - sigma) xt) / (1 - (1 - sigma) t)``, from ``xt`` itself: a subclass
+        that redefines ``compute_mu_t`` keeps this flow, as torchcfm's does."""
+        k = 1 - self.sigma
+        return (x1 - k * xt) / pad_t_like_x(1 - k * self._at(t, x1)["a"], x1)
+
 
 class SchrodingerBridgeConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
     """SB-CFM: pairs from the OT plan of ``ot_method`` (entropic ones with ``reg = 2 sigma^2``),
@@ -274,6 +292,8 @@ class SchrodingerBridgeConditionalFlowMatcher(_OTPairs, ConditionalFlowMatcher):
             warnings.warn("Small sigma values may lead to numerical instability.")
         self.ot_method = _checks.choice("ot_method", ot_method, METHODS)
         self.ot_sampler = OTPlanSampler(method=ot_method, reg=2 * self.sigma**2)
+
+    compute_sigma_t = ConditionalFlowMatcher._sigma_t_of  # (torchcfm's sigma sqrt(t (1 - t)))
 
     def coefficients(self, t):
         one = torch.ones_like(t)
@@ -290,6 +310,10 @@ class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
         return dict(a=torch.sin(h * t), b=torch.cos(h * t), s=self.sigma * torch.ones_like(t),
                     c=h * torch.cos(h * t), d=-h * torch.sin(h * t), e=torch.zeros_like(t))
 
+
+# fastflow's own definitions of the blocks (a subclass's are sampled through, see _own_blocks)
+_OWN_BLOCKS = {vars(cls)[n] for cls in (ConditionalFlowMatcher, TargetConditionalFlowMatcher,
+                                         SchrodingerBridgeConditionalFlowMatcher) for n in _BLOCKS if n in vars(cls)}
 
 __all__ = ["OTPlanSampler", "ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher",
            "TargetConditionalFlowMatcher", "SchrodingerBridgeConditionalFlowMatcher",

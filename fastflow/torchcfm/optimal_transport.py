@@ -353,7 +353,12 @@ def _marginal_weights(reg_m):
 
 class OTPlanSampler:
     """torchcfm's ``OTPlanSampler``: the plan (``get_map``, a NumPy ``[n0, n1]`` array) and pairs
-    drawn from it (``sample_plan``, ``sample_plan_with_labels``, ``sample_trajectory``)."""
+    drawn from it (``sample_plan``, ``sample_plan_with_labels``, ``sample_trajectory``).
+
+    ``ot_fn`` is torchcfm's solver attribute, a POT-style ``(a, b, M) -> plan`` of NumPy arrays:
+    by default fastflow's solver of ``method`` (which takes the uniform marginals the sampler
+    passes); one set in its place (POT's ``ot.emd`` with more iterations, say) computes the plan
+    from then on, with the marginals and the cost matrix as torchcfm passes them."""
 
     def __init__(self, method: str, reg: float = 0.05, reg_m: float = 1.0, normalize_cost: bool = False,
                  num_threads: Union[int, str] = 1, warn: bool = True) -> None:
@@ -365,17 +370,46 @@ class OTPlanSampler:
         self.reg_m = _marginal_weights(reg_m) if method == "unbalanced" else reg_m  # (unused otherwise)
         self.normalize_cost, self.num_threads, self.warn = bool(normalize_cost), num_threads, bool(warn)
 
-    def _plan(self, x0: Tensor, x1: Tensor) -> Tensor:
-        M = _cost(x0, x1, self.normalize_cost)
+    @property
+    def ot_fn(self):
+        return self.__dict__.get("_ot_fn") or self._solve
+
+    @ot_fn.setter
+    def ot_fn(self, fn) -> None:
+        if not callable(fn):
+            raise TypeError(f"ot_fn: expected a callable (a, b, M) -> plan, got {type(fn).__name__}")
+        self._ot_fn = fn
+
+    def _solve(self, a: np.ndarray, b: np.ndarray, M: np.ndarray) -> np.ndarray:
+        """The default ``ot_fn``: this sampler's method on costs ``M`` between uniform marginals."""
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        M = torch.as_tensor(np.asarray(M), dtype=torch.float64)
+        if a.shape != (M.shape[0],) or b.shape != (M.shape[1],) or not (
+                np.allclose(a, 1 / len(a), rtol=1e-9, atol=0) and np.allclose(b, 1 / len(b), rtol=1e-9, atol=0)):
+            raise ValueError("a, b: fastflow's solvers take the uniform marginals of M's rows and columns "
+                             "(the sampler's); set ot_fn to POT's solver for others")
+        return host(self._solve_costs(M))
+
+    def _solve_costs(self, M: Tensor) -> Tensor:
         if self.method == "exact":
             return exact_plan(M)
         return entropic_plan(M, self.reg, self.reg_m if self.method == "unbalanced" else None)
+
+    def _plan(self, x0: Tensor, x1: Tensor) -> Tensor:
+        return self._solve_costs(_cost(x0, x1, self.normalize_cost))
 
     @_transforms.eager_under_compile
     def get_map(self, x0: Tensor, x1: Tensor) -> np.ndarray:
         """The plan between the minibatches (torchcfm's NumPy array); a plan with no mass (an
         unbalanced plan of far-apart batches) becomes uniform, with a warning, as torchcfm's."""
-        p = host(self._plan(x0, x1))
+        if "_ot_fn" in self.__dict__:  # one's own solver, called as torchcfm calls it
+            M = host(_cost(x0, x1, self.normalize_cost))
+            p = np.asarray(self._ot_fn(np.full(M.shape[0], 1 / M.shape[0]), np.full(M.shape[1], 1 / M.shape[1]), M))
+            if p.shape != M.shape or not np.all(np.isfinite(p)):
+                raise ValueError(f"ot_fn: expected a finite plan of shape {M.shape}, got "
+                                 f"{'shape ' + str(p.shape) if p.shape != M.shape else 'NaN or infinite values'}")
+        else:
+            p = host(self._plan(x0, x1))
         if np.abs(p.sum()) < 1e-8:
             if self.warn:
                 warnings.warn("Numerical errors in OT plan, reverting to uniform plan.")
