@@ -49,9 +49,20 @@ def vmapped() -> bool:
 
 
 def differentiated(t) -> bool:
-    """``t`` itself is differentiated by a transform (wrapped) or carries a tangent: code that
-    reads it as Python numbers would lose its derivative."""
-    return t is not None and ((wrapped(t) and bool(_active())) or has_tangent(t))
+    """``t`` itself is differentiated by a transform (a ``grad`` level tracks it, or ``vmap``
+    batches it) or carries a tangent: code that reads it as Python numbers would lose its
+    derivative. (A constant made inside the transformed function is wrapped too, untracked.)"""
+    if t is None:
+        return False
+    if has_tangent(t):
+        return True
+    if not _active():
+        return False
+    while wrapped(t):
+        if t.requires_grad or _functorch.is_batchedtensor(t):
+            return True
+        t = _functorch.get_unwrapped(t)
+    return False
 
 
 def wrapped(x: torch.Tensor) -> bool:

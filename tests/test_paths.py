@@ -88,6 +88,41 @@ def test_reductions_weights_and_mask(reduction):
     torch.testing.assert_close(v.grad, v2.grad)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_none_reduction_computes_the_target_in_fp32(dtype, backend):
+    """reduction='none' computes its target in fp32 as the fused reductions do: it rounded the
+    target to bf16 / fp16 first, and a residual below the data's ulp vanished (loss 0, dv 0)."""
+    x1 = torch.ones(2, 4, dtype=dtype)
+    v = torch.ones(2, 4, dtype=dtype, requires_grad=True)
+    c, d = torch.full((2,), 1.0035), torch.zeros(2)
+    none = ff.affine_path_loss(v, x1, torch.zeros_like(x1), c, d, reduction="none", backend=backend)
+    (dv_none,) = torch.autograd.grad(none.sum(), v)
+    total = ff.affine_path_loss(v, x1, torch.zeros_like(x1), c, d, reduction="sum", backend=backend)
+    (dv_sum,) = torch.autograd.grad(total, v)
+    torch.testing.assert_close(none, torch.full((2, 4), 0.0035 ** 2), rtol=1e-3, atol=0)
+    torch.testing.assert_close(none.sum(), total)
+    torch.testing.assert_close(dv_none, dv_sum)
+
+
+def test_inputs_no_gradient_reads_may_change_before_the_backward():
+    """affine_path_sample and step_combine save only what the requested gradients read (as the path
+    loss does): refilling another input before the backward raised autograd's version error, where
+    plain torch runs."""
+    x, v = torch.randn(2, 3), torch.randn(2, 3, requires_grad=True)
+    out = ff.euler_step(x, v, 0.1, backend="cpu")
+    x.add_(1)
+    out.sum().backward()
+    torch.testing.assert_close(v.grad, torch.full_like(v, 0.1))
+    x1, x0 = torch.randn(2, 3, requires_grad=True), torch.randn(2, 3)
+    a = torch.tensor([0.3, 0.4], requires_grad=True)
+    xt = ff.affine_path_sample(x1, x0, a, 0.7, backend="cpu")
+    x0.normal_()  # (a's gradient reads x_1, x_1's reads a: x_0 is not needed)
+    (xt * 2).sum().backward()
+    torch.testing.assert_close(x1.grad, 2 * a.detach()[:, None].expand(2, 3))
+    torch.testing.assert_close(a.grad, 2 * x1.detach().sum(1))
+
+
 def test_gradient_to_x1_and_x0():
     x0 = torch.randn(3, 4, requires_grad=True)
     x1 = torch.randn(3, 4, requires_grad=True)

@@ -113,6 +113,34 @@ def test_prediction_types_equal_converted_velocity(prediction):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("prediction", ["x1", "epsilon"])
+def test_a_learnable_scheduler_gets_its_gradient_through_the_conversion(prediction):
+    """A scheduler with parameters: the solver's fused conversion passes their gradient on, as the
+    conversion written in the model does (it read the coefficients as numbers: a silent zero)."""
+    class Learned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = torch.nn.Parameter(torch.tensor(1.3, dtype=torch.float64))
+
+        def forward(self, t):
+            k = self.k
+            return ff.SchedulerOutput(alpha_t=t ** k, sigma_t=1 - t, d_alpha_t=k * t ** (k - 1),
+                                      d_sigma_t=-torch.ones_like(t))
+
+    path = ff.AffineProbPath(Learned())
+    x0, grid = torch.randn(4, 3), torch.tensor([0.05, 0.9])
+    model = lambda x, t: torch.tanh(x) * 0.5  # noqa: E731
+    conv = path.target_to_velocity if prediction == "x1" else path.epsilon_to_velocity
+    fused = ff.ODESolver(model, path, prediction=prediction).sample(x0, step_size=0.3, method="midpoint",
+                                                                     enable_grad=True, time_grid=grid)
+    plain = ff.ODESolver(lambda x, t: conv(model(x, t), x, t.expand(x.shape[0]))).sample(
+        x0, step_size=0.3, method="midpoint", enable_grad=True, time_grid=grid)
+    torch.testing.assert_close(fused, plain)
+    (g_fused,), (g_plain,) = (torch.autograd.grad(o.sum(), path.scheduler.k) for o in (fused, plain))
+    assert g_plain != 0
+    torch.testing.assert_close(g_fused, g_plain, rtol=1e-5, atol=1e-6)
+
+
 def test_x1_prediction_at_sigma_zero_raises_naming_t():
     path = ff.CondOTProbPath()
     with pytest.raises(ValueError, match="t"):

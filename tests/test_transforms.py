@@ -247,6 +247,13 @@ def test_a_differentiated_time_grid_is_refused_not_zeroed():
         sample(grid.clone().requires_grad_())
     torch.testing.assert_close(grad(lambda x: solver.sample(x, time_grid=grid, enable_grad=True).sum())(d["x_0"]),
                                torch.full_like(d["x_0"], 2.25))  # two Euler steps of 0.5: (1.5)^2
+    # a grid made inside the transformed function is wrapped too, but constant: it runs (it was
+    # refused, with advice to detach it that did not help); one made from the input is refused
+    inside = lambda x: solver.sample(x, time_grid=torch.tensor([0.0, 0.5, 1.0]), enable_grad=True).sum()  # noqa: E731
+    torch.testing.assert_close(grad(inside)(d["x_0"]), torch.full_like(d["x_0"], 2.25))
+    with pytest.raises(ValueError, match="time_grid"):
+        grad(lambda w: solver.sample(d["x_0"], time_grid=torch.stack([w * 0, w]), enable_grad=True).sum())(
+            torch.tensor(1.0))
     with pytest.raises(ValueError, match="time_grid"):
         solver.compute_likelihood(d["x_0"], lambda x: -x.square().sum(1), step_size=None,
                                   time_grid=torch.tensor([1.0, 0.0], requires_grad=True), enable_grad=True)

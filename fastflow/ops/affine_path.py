@@ -37,21 +37,21 @@ def _(x_1, x_0, a, b, s, rng, backend):
 
 
 def _sample_setup(ctx, inputs, output):
+    """Saves what the requested gradients read and nothing else (see ``_loss_setup``)."""
     x_1, x_0, a, b, s, rng, _ = inputs
-    ctx.save_for_backward(x_1, x_0, a, b, s, rng)
+    need = ctx.needs_input_grad
+    ctx.dtypes = (x_1.dtype, None if x_0 is None else x_0.dtype)
+    ctx.save_for_backward(x_1 if need[2] else None, x_0 if need[3] else None, a if need[0] else None,
+                          b if need[1] else None, rng if need[3] or need[4] else None)
 
 
 def _sample_bwd(ctx, g):
     """x_t is linear in (x_1, x_0) with per-sample (a, b), and in (a, b, s) with the data."""
-    x_1, x_0, a, b, s, rng = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    db = ds = None
-    if need[3]:
-        db = dot(g, x_0 if x_0 is not None else generated(rng, 0, x_1))
-    if s is not None and need[4]:
-        ds = dot(g, generated(rng, 1, x_1))
-    return (scaled(g, a, x_1.dtype) if need[0] else None,
-            scaled(g, b, x_0.dtype) if x_0 is not None and need[1] else None,
+    x_1, x_0, a, b, rng = ctx.saved_tensors
+    need, (x1_dtype, x0_dtype) = ctx.needs_input_grad, ctx.dtypes
+    db = dot(g, x_0 if x_0 is not None else generated(rng, 0, g)) if need[3] else None
+    ds = dot(g, generated(rng, 1, g)) if need[4] else None
+    return (scaled(g, a, x1_dtype) if need[0] else None, scaled(g, b, x0_dtype) if need[1] else None,
             dot(g, x_1) if need[2] else None, db, ds, None, None)
 
 
@@ -220,7 +220,9 @@ def _affine_path_loss(v: Tensor, x_1: Tensor, x_0: Optional[Tensor], c: Tensor, 
     composed = composed or wide is not None  # plain reference math, no fused gradient
     dtype = torch.float64 if wide else torch.float32  # the arithmetic's, and the loss's
     if reduction == "none":
-        target = _affine_path_sample(x_1.to(dtype) if wide else x_1, x_0, c, d, e, rng, backend)
+        # the target in the arithmetic's dtype, as the fused reductions compute it (a bf16 target
+        # rounds away the residual of a model close to it)
+        target = _affine_path_sample(x_1.to(dtype), x_0, c, d, e, rng, backend)
         loss = (v.to(dtype) - target.to(dtype)).square()
         if mask is not None:
             loss = loss * mask

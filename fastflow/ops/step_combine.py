@@ -22,8 +22,14 @@ def _(x, p, q, A, B, C, N, rng, noise, backend):
 
 
 def _step_setup(ctx, inputs, output):
+    """Saves what the requested gradients read and nothing else (as the path loss: an input
+    refilled before the backward would fail autograd's version check for nothing)."""
     x, p, q, A, B, C, N, rng, noise, _ = inputs
-    ctx.save_for_backward(x, p, q, A, B, C, N, rng, noise)
+    need = ctx.needs_input_grad
+    keep = lambda t, *which: t if any(need[i] for i in which) else None  # noqa: E731
+    ctx.dtypes = tuple(None if t is None else t.dtype for t in (x, p, q, noise))
+    ctx.save_for_backward(keep(x, 3), keep(p, 4), keep(q, 5), keep(A, 0), keep(B, 1), keep(C, 2), keep(N, 8),
+                          keep(rng, 6), keep(noise, 6))
 
 
 def scaled(g: Tensor, c: Tensor, dtype) -> Tensor:
@@ -37,7 +43,8 @@ def dot(g: Tensor, t: Tensor) -> Tensor:
 
 
 def generated(rng: Tensor, stream: int, like: Tensor) -> Tensor:
-    """Gaussian stream ``stream`` of ``rng`` as the kernels drew it (for a backward only)."""
+    """Gaussian stream ``stream`` of ``rng`` as the kernels drew it, in ``like``'s shape (the
+    output's gradient will do) on its device (for a backward only)."""
     from ..reference._common import gaussian_like
     return gaussian_like(rng, stream, like)
 
@@ -45,15 +52,12 @@ def generated(rng: Tensor, stream: int, like: Tensor) -> Tensor:
 def _step_bwd(ctx, g):
     """d out / d (x, p, q) are per-sample scales of g; d out / d (A, B, C, N) per-sample dots."""
     x, p, q, A, B, C, N, rng, noise = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    dN = None
-    if N is not None and need[6]:
-        dN = dot(g, noise if noise is not None else generated(rng, 0, x))
-    return (scaled(g, A, x.dtype) if need[0] else None, scaled(g, B, p.dtype) if need[1] else None,
-            scaled(g, C, q.dtype) if q is not None and need[2] else None,
-            dot(g, x) if need[3] else None, dot(g, p) if need[4] else None,
-            dot(g, q) if q is not None and need[5] else None, dN, None,
-            scaled(g, N, noise.dtype) if noise is not None and N is not None and need[8] else None, None)
+    need, (x_dtype, p_dtype, q_dtype, noise_dtype) = ctx.needs_input_grad, ctx.dtypes
+    dN = dot(g, noise if noise is not None else generated(rng, 0, g)) if need[6] else None
+    return (scaled(g, A, x_dtype) if need[0] else None, scaled(g, B, p_dtype) if need[1] else None,
+            scaled(g, C, q_dtype) if need[2] else None, dot(g, x) if need[3] else None,
+            dot(g, p) if need[4] else None, dot(g, q) if need[5] else None, dN, None,
+            scaled(g, N, noise_dtype) if need[8] else None, None)
 
 
 # gradients through a sampler (ODESolver.sample(enable_grad=True), as flow_matching allows)

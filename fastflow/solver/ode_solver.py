@@ -48,7 +48,10 @@ def fixed_grid(time_grid: Tensor, step_size: Optional[float]) -> list[float]:
 
 
 class ODESolver(Solver):
-    """``ODESolver(velocity_model, path=None, prediction="velocity").sample(x_init, ...)``."""
+    """``ODESolver(velocity_model, path=None, prediction="velocity", backend=None).sample(x_init, ...)``:
+    ``velocity_model(x=x, t=t, **model_extras)`` predicts the velocity, or ``x1`` / ``epsilon`` with
+    ``path`` (an affine path, whose scheduler converts them, fused into the step); ``backend``: the
+    steps' (default: the thread's, see ``fastflow.backends``)."""
 
     def __init__(self, velocity_model: Callable, path=None, prediction: str = "velocity",
                  backend: Optional[str] = None):
@@ -61,23 +64,28 @@ class ODESolver(Solver):
         self.velocity_model, self.path, self.prediction, self.backend = velocity_model, path, prediction, backend
 
     # -- one velocity evaluation as coefficients on (x, pred_cond, pred_uncond)
-    def _conversion(self, t: float) -> tuple[float, float]:
-        """``u = a x + b pred`` at time t (a = 0, b = 1 for velocity predictions)."""
+    def _conversion(self, t: float) -> tuple:
+        """``u = a x + b pred`` at time t (a = 0, b = 1 for velocity predictions): numbers, or 0-d
+        tensors where the scheduler's coefficients carry a gradient (learnable parameters), which
+        the steps then pass on to them as flow_matching's conversions do."""
         if self.prediction == "velocity":
             return 0.0, 1.0
         s = self.path.scheduler(torch.tensor([t], dtype=torch.float64))
-        al, si, da, ds = (float(getattr(s, k)) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t"))
+        coef = [getattr(s, k) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")]
+        al, si, da, ds = (float(c.detach()) if isinstance(c, Tensor) else float(c) for c in coef)
         if not all(map(math.isfinite, (al, si, da, ds))):
             raise ValueError(f"t: the path's scheduler is not finite at t = {t} (alpha_t, sigma_t, d_alpha_t, "
                              f"d_sigma_t = {al}, {si}, {da}, {ds}); start the grid where it is")
-        if self.prediction == "x1":
-            if si == 0:
-                raise ValueError(f"t: an x1-prediction is singular where sigma_t = 0 (t = {t}); "
-                                 "use a grid that does not evaluate the model there (euler, midpoint)")
-            return ds / si, (da * si - ds * al) / si
-        if al == 0:
+        if self.prediction == "x1" and si == 0:
+            raise ValueError(f"t: an x1-prediction is singular where sigma_t = 0 (t = {t}); "
+                             "use a grid that does not evaluate the model there (euler, midpoint)")
+        if self.prediction == "epsilon" and al == 0:
             raise ValueError(f"t: an epsilon-prediction is singular where alpha_t = 0 (t = {t}); "
                              "start the grid after it")
+        if any(isinstance(c, Tensor) and (c.requires_grad or _transforms.differentiated(c)) for c in coef):
+            al, si, da, ds = (c.reshape(()) for c in coef)
+        if self.prediction == "x1":
+            return ds / si, (da * si - ds * al) / si
         return da / al, (ds * al - da * si) / al
 
     @_transforms.eager_under_compile  # (see Solver)
