@@ -99,15 +99,15 @@ class CMakeBuild(build_ext):
         if _env_flag("FASTFLOW_BUILD") is False:
             _warn("FASTFLOW_BUILD=0: fastflow._C not built; backends 'cpu' and 'cuda' are unavailable")
             return
-        cmake = _cmake()
-        if cmake is None:
-            _warn("cmake not found: fastflow._C not built (pip install cmake ninja, then reinstall); "
-                  "backends 'cpu' and 'cuda' are unavailable")
-            return
         out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
         failed_marker = os.path.join(out_dir, "BUILD_FAILED.txt")
         if os.path.exists(failed_marker):
             os.remove(failed_marker)
+        cmake = _cmake()
+        if cmake is None:
+            self._failed(out_dir, failed_marker, "cmake not found: fastflow._C not built (pip install cmake ninja, "
+                         "then reinstall); backends 'cpu' and 'cuda' are unavailable")
+            return
         cuda, why = _want_cuda()
         # a CUDA build that fails, forced or not, falls back to the CPU part (and says so)
         attempts = [True, False] if cuda else [False]
@@ -123,14 +123,20 @@ class CMakeBuild(build_ext):
                 return
             except (subprocess.CalledProcessError, OSError) as exc:
                 errors.append(f"{exc}\n{getattr(exc, 'output', '') or ''}"[-4000:])
-        _warn("fastflow._C failed to build; installed the pure-Python package (backends "
-              f"'reference' and 'triton'). Last error:\n{errors[-1]}")
+        self._failed(out_dir, failed_marker, "fastflow._C failed to build; installed the pure-Python package "
+                     f"(backends 'reference' and 'triton'). Last error:\n{errors[-1]}")
+
+    @staticmethod
+    def _failed(out_dir, failed_marker, message):
+        """Warn, remove a module an earlier build left (it would not match these sources) and leave
+        the marker that fastflow.csrc_backend reads, so that ``import fastflow`` warns too."""
+        _warn(message)
         os.makedirs(out_dir, exist_ok=True)
-        for name in os.listdir(out_dir):  # a module an earlier build left would not match these sources
+        for name in os.listdir(out_dir):
             if name.startswith("_C.") and name.endswith(sysconfig.get_config_var("EXT_SUFFIX")):
                 os.remove(os.path.join(out_dir, name))
-        with open(failed_marker, "w") as f:  # read by fastflow.csrc_backend: import fastflow warns
-            f.write(f"fastflow._C failed to build when fastflow was installed. Last error:\n{errors[-1]}\n")
+        with open(failed_marker, "w") as f:
+            f.write(f"fastflow._C was not built when fastflow was installed: {message}\n")
 
     def _cmake_build(self, cmake, out_dir, with_cuda):
         args = [

@@ -7,6 +7,7 @@ from ._source_tree import map_triton_kernels as _map_triton_kernels
 
 _map_triton_kernels()  # ``fastflow.triton_kernels`` when run from a source tree (see there)
 
+from . import csrc_backend as _csrc_backend  # noqa: E402,F401  (warns here if the compiled build failed)
 from ._memory import empty_cache as empty_cpu_cache  # noqa: E402
 from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from .diffusion import DDPMScheduler, ddim_step, ddpm_step  # noqa: E402
@@ -18,7 +19,7 @@ from .path import (AffineProbPath, CondOTProbPath, DiscretePathSample,  # noqa: 
                    GeodesicProbPath, MixtureDiscreteProbPath, PathSample, ProbPath)
 from .path.scheduler import (CondOTScheduler, ConvexScheduler, CosineScheduler,  # noqa: E402
                              LinearVPScheduler, OTSigmaMinScheduler, PolynomialConvexScheduler,
-                             ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler)
+                             ScheduleTransformedModel, Scheduler, SchedulerOutput, VPScheduler, is_convex)
 from .solver import MixtureDiscreteEulerSolver, ODESolver, RiemannianODESolver, Solver, euler_step  # noqa: E402
 from .utils import ModelWrapper, categorical, expand_tensor_like, gradient, unsqueeze_to_match  # noqa: E402
 from .utils.manifolds import Euclidean, FlatTorus, Manifold, Product, Sphere, geodesic  # noqa: E402

@@ -21,6 +21,12 @@ from .path.scheduler import SchedulerOutput
 
 
 class DDPMScheduler:
+    """The DDPM tables of a linear ``beta`` schedule (FORMULAS.md §1): ``beta_k`` from ``beta_start``
+    to ``beta_end`` over ``k = 1..num_steps``, ``alpha_k = 1 - beta_k``, ``alpha_bar_k = prod_{i<=k}
+    alpha_i`` (float64, index 0 holds ``beta = 0``, ``alpha_bar = 1``). ``ddpm_step`` / ``ddim_step``
+    read them at a step ``k``; as a path, ``alpha = sqrt(alpha_bar)`` on the data and ``sigma =
+    sqrt(1 - alpha_bar)`` on the noise."""
+
     def __init__(self, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
         if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
             raise TypeError(f"num_steps: expected an int, got {type(num_steps).__name__}")

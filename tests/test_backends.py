@@ -53,6 +53,17 @@ def test_a_misspelt_environment_variable_fails_at_import(env):
     assert proc.returncode != 0 and f"ValueError: {name}" in proc.stderr
 
 
+def test_a_cpu_isa_the_processor_lacks_warns_at_import():
+    """FASTFLOW_CPU_ISA=avx512 on a processor without AVX-512 ran the widest variant silently."""
+    from fastflow import _C
+    lacking = [isa for isa in ("avx512", "avx2") if isa not in _C.cpu_isas()]
+    if not lacking:
+        pytest.skip("this processor runs every variant")
+    proc = subprocess.run([sys.executable, "-c", "import fastflow"], capture_output=True, text=True,
+                          env={**os.environ, "FASTFLOW_CPU_ISA": lacking[0]})
+    assert proc.returncode == 0 and f"FASTFLOW_CPU_ISA={lacking[0]} asks for CPU kernels" in proc.stderr
+
+
 def test_views_with_the_negative_bit_are_read_as_their_values():
     """From a layout review: a one-element conj().imag view is contiguous and its memory holds
     the value's negation; the kernels read the memory, so cpu, triton and cuda lost the sign.

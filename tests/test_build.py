@@ -80,3 +80,8 @@ def test_a_failed_build_falls_back_and_says_so(tmp_path):
     assert (src / "fastflow" / "BUILD_FAILED.txt").exists()
     assert not list((src / "fastflow").glob("_C.*"))
     assert not list(src.glob("build/setup-*"))
+    # the copy's fastflow (first on the path), without the editable install's finder, which would
+    # hand it this checkout's fastflow._C
+    code = "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in repr(f)]; import fastflow"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=src, capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0 and "failed to build" in imported.stderr, imported.stderr[-2000:]

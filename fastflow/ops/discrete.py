@@ -365,7 +365,8 @@ def jump_step(logits: Tensor, x_t: Tensor, t, h, scheduler, probs: bool = False,
     ``1 - exp(-h * total rate)``. Rows that cannot jump are not read. ``final=True``
     returns the ``x_1`` draw for every token. At kappa = 1 the rate to ``x_1`` is infinite
     and the token jumps to ``x_1`` (when they differ); at kappa = 0 with ``div_free > 0`` the
-    source term is infinite and the token jumps to a ``p0`` draw (never NaN).
+    source term is infinite and the token jumps to a ``p0`` draw, unless ``p0`` holds no mass off
+    ``x_t`` (a mask source's mask token: that term is 0 there) (never NaN).
     Returns new tokens of ``x_t``'s shape and dtype (written into ``out`` if given).
     """
     _check_logits(logits, x_t, "x_t")

@@ -127,28 +127,34 @@ class AffineProbPath(ProbPath):
         return (a * x_t + b * pred).to(x_t.dtype)
 
     def target_to_velocity(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``u = (d_sigma / sigma) x_t + ((d_alpha sigma - d_sigma alpha) / sigma) x_1`` (singular at sigma_t = 0)."""
         return self._convert("x_1", x_1, x_t, t, lambda s: s.d_sigma_t / s.sigma_t,
                              lambda s: (s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t) / s.sigma_t, "sigma_t = 0")
 
     def epsilon_to_velocity(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``u = (d_alpha / alpha) x_t + ((d_sigma alpha - d_alpha sigma) / alpha) eps`` (singular at alpha_t = 0)."""
         return self._convert("epsilon", epsilon, x_t, t, lambda s: s.d_alpha_t / s.alpha_t,
                              lambda s: (s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t) / s.alpha_t, "alpha_t = 0")
 
     def velocity_to_target(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``x_1 = (-d_sigma x_t + sigma u) / (d_alpha sigma - d_sigma alpha)``."""
         den = lambda s: s.d_alpha_t * s.sigma_t - s.d_sigma_t * s.alpha_t  # noqa: E731
         return self._convert("velocity", velocity, x_t, t, lambda s: -s.d_sigma_t / den(s),
                              lambda s: s.sigma_t / den(s), "d_alpha sigma - d_sigma alpha = 0")
 
     def epsilon_to_target(self, epsilon: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``x_1 = (x_t - sigma eps) / alpha`` (singular at alpha_t = 0)."""
         return self._convert("epsilon", epsilon, x_t, t, lambda s: 1 / s.alpha_t, lambda s: -s.sigma_t / s.alpha_t,
                              "alpha_t = 0")
 
     def velocity_to_epsilon(self, velocity: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``eps = (-d_alpha x_t + alpha u) / (d_sigma alpha - d_alpha sigma)``."""
         den = lambda s: s.d_sigma_t * s.alpha_t - s.d_alpha_t * s.sigma_t  # noqa: E731
         return self._convert("velocity", velocity, x_t, t, lambda s: -s.d_alpha_t / den(s),
                              lambda s: s.alpha_t / den(s), "d_sigma alpha - d_alpha sigma = 0")
 
     def target_to_epsilon(self, x_1: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """``eps = (x_t - alpha x_1) / sigma`` (singular at sigma_t = 0)."""
         return self._convert("x_1", x_1, x_t, t, lambda s: 1 / s.sigma_t, lambda s: -s.alpha_t / s.sigma_t,
                              "sigma_t = 0")
 

@@ -39,6 +39,16 @@ def steps_between(t_init: float, t_final: float, step_size: float) -> list[float
 
 
 class MixtureDiscreteEulerSolver(Solver):
+    """flow_matching's ``MixtureDiscreteEulerSolver``: Euler steps of the mixture path's CTMC, each
+    one fused ``jump_step`` over the model's output (FORMULAS.md §5).
+
+    ``model(x=x_t, t=t, **model_extras)`` returns ``[*x_t.shape, vocabulary_size]``: probabilities
+    (``model_output="probs"``, flow_matching's contract, so an import swap is correct) or logits
+    (``"logits"``: no softmax, the fast path). ``source_distribution_p`` is the source ``p0`` (a
+    ``[V]`` tensor; None: uniform), or give ``mask_id`` for a mask source. ``backend``: the jump
+    step's (default: the thread's, see ``fastflow.backends``).
+    """
+
     def __init__(self, model: Callable, path, vocabulary_size: int,
                  source_distribution_p: Optional[Tensor] = None, model_output: str = "probs",
                  mask_id: Optional[int] = None, backend: Optional[str] = None):
