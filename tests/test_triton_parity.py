@@ -454,6 +454,20 @@ def test_jump_step_exact_with_explicit_noise(case, dtype):
         assert not bool((got == 1).any())  # the -inf logit is never drawn
 
 
+def test_gpu_tilings(monkeypatch):
+    """The tiles a GPU launch picks where the interpreter's own choice is wider (for speed): at most
+    8 vocabulary rows of fewer than 128 a tile, and 2048 elements of several samples (ptxas's
+    registers, see triton_kernels/_common.py), here run by the interpreter."""
+    monkeypatch.setattr(tk_common, "interpreting", lambda: False)
+    assert tk_common.rows_per_tile(64, 16, 4096) == 8 and tk_common.sample_tiling(40, 37)[:2] == (64, 32)
+    test_cross_entropy(torch.float32, (40, 13))
+    test_generalized_kl(torch.bfloat16, (40, 13))
+    test_affine_path_loss_and_grad(torch.float16, (40, 37))
+    test_step_combine(torch.float32, (40, 37))
+    for case in (dict(source=3), dict(source=1, probs=True)):  # (N = 64 rows of V = 13)
+        test_jump_step_exact_with_explicit_noise(case, torch.float32)
+
+
 @pytest.mark.parametrize("split", [None, 12])
 @pytest.mark.parametrize("source", [1, 2, 3])
 def test_jump_step_large_vocab_split_rows(source, split, small_tiles, monkeypatch):

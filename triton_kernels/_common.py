@@ -21,6 +21,13 @@ import triton
 import triton.language as tl
 
 MAX_TILE = 4096
+# Tiles of several rows on a GPU (ptxas for sm_90): each row keeps its own state, so at 4096
+# elements of samples the noise-drawing kernels took 150-253 registers (one 8-warp block per SM),
+# at 2048 59-80; vocabulary rows of fewer than 128 at 64-128 rows a tile took 204-255 and
+# spilled, at 8 rows 64-95 and none. The interpreter keeps the wide tiles: it runs a program at a
+# time, and fewer programs keep the tests fast.
+MULTI_ROW_TILE = 2048
+SHORT_ROWS = 8
 
 
 def interpreting() -> bool:
@@ -49,18 +56,25 @@ def counter_pad(D: int) -> int:
     return 0 if D % 4 == 0 else 3
 
 
+def rows_per_tile(n_rows: int, BLOCK_V: int, max_tile: int) -> int:
+    """R of a tile of vocabulary rows of ``BLOCK_V``: up to ``max_tile`` elements, and on a GPU at
+    most ``SHORT_ROWS`` rows of fewer than 128 (see ``MULTI_ROW_TILE``)."""
+    cap = max_tile // BLOCK_V if BLOCK_V >= 128 or interpreting() else SHORT_ROWS
+    return max(1, min(cap, next_pow2(n_rows)))
+
+
 def sample_tiling(B: int, D: int):
     """``(BLOCK, R, n_win, grid, num_warps)`` of the per-sample tiling (module docstring)."""
     span = D + counter_pad(D)
     if span <= MAX_TILE:
         BLOCK = max(16, next_pow2(span))
-        R = max(1, min(MAX_TILE // BLOCK, next_pow2(B)))
+        R = max(1, min((MAX_TILE if interpreting() else min(MULTI_ROW_TILE, MAX_TILE)) // BLOCK, next_pow2(B)))
         n_win = 1
     else:
         BLOCK, R = MAX_TILE, 1
         n_win = triton.cdiv(span, BLOCK)
     grid = (triton.cdiv(B, R) * n_win,)
-    num_warps = 8 if R * BLOCK >= 4096 else 4
+    num_warps = 8 if R * BLOCK >= 4096 or (R > 1 and R * BLOCK >= MULTI_ROW_TILE) else 4
     return BLOCK, R, n_win, grid, num_warps
 
 

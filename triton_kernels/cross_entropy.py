@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import cast_out, next_pow2, online_lse_update, softmax_terms
+from ._common import cast_out, next_pow2, online_lse_update, rows_per_tile, softmax_terms
 
 MAX_BLOCK_V = 4096  # V tile (the tests lower it to exercise multi-tile rows on small V)
 MAX_TILE = 4096     # R * BLOCK_V
@@ -28,7 +28,7 @@ MAX_TILE = 4096     # R * BLOCK_V
 
 def row_tiling(N: int, V: int, max_block_v: int):
     BLOCK_V = min(next_pow2(V), max_block_v)
-    R = max(1, min(MAX_TILE // BLOCK_V, next_pow2(N)))
+    R = rows_per_tile(N, BLOCK_V, MAX_TILE)
     num_warps = 8 if R * BLOCK_V >= 4096 else 4
     return BLOCK_V, R, (triton.cdiv(N, R),), num_warps
 

@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 
 from . import _philox
-from ._common import counter_pad, next_pow2, use_libdevice
+from ._common import counter_pad, next_pow2, rows_per_tile, use_libdevice
 
 SOURCE_NONE, SOURCE_UNIFORM, SOURCE_MASK, SOURCE_GENERAL = 0, 1, 2, 3
 MAX_BLOCK_V = 4096        # V tile (tests lower it to get multi-tile rows on small V)
@@ -302,7 +302,7 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     rngp = rng if rng is not None else dummy
     span = V + counter_pad(V)  # rows start at counter boundaries when V is a multiple of 4
     BLOCK_V = min(max(16, next_pow2(span)), MAX_BLOCK_V)
-    R = max(1, min(MAX_TILE // BLOCK_V, next_pow2(N)))
+    R = rows_per_tile(N, BLOCK_V, MAX_TILE)
     n_tiles = triton.cdiv(span, BLOCK_V)
     n_rb = triton.cdiv(N, R)
     target = _target_programs(dev)
@@ -320,9 +320,12 @@ def jump_step(logits, x_t, h, r1, r0, p0, source: int, mask_id: int, temperature
     # as kernel arguments N and the stream's length are int32 up to 2^31 and would wrap
     p0_base = N + (N * V + 3) // 4
     if S == 1:
+        # probabilities (the solver's default model output) at 8 warps took 157-187 registers, one
+        # block per SM; ptxas fits them in 128 without spilling (sm_90), two blocks
+        cap = dict(maxnreg=128) if probs and num_warps == 8 and use_libdevice(logits) and not torch.version.hip else {}
         _jump_step_kernel[(n_rb,)](
             z, z.stride(0), xt, hh, rr1, rr0, p0c, rngp, nt, nr, nr0, out, *scalars, n_tiles, p0_base,
-            **meta, **race_meta, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps)
+            **meta, **race_meta, R=R, BLOCK_V=BLOCK_V, num_warps=num_warps, **cap)
         return out
     pv = torch.empty((N, S), dtype=torch.float32, device=dev)
     pj = torch.empty((N, S), dtype=torch.int64, device=dev)
