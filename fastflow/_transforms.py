@@ -54,15 +54,13 @@ def differentiated(t) -> bool:
     derivative. (A constant made inside the transformed function is wrapped too, untracked.)"""
     if t is None:
         return False
-    if has_tangent(t):
-        return True
-    if not _active():
-        return False
-    while wrapped(t):
-        if t.requires_grad or _functorch.is_batchedtensor(t):
-            return True
-        t = _functorch.get_unwrapped(t)
-    return False
+    if _active():  # (the wrappers first: a batched tensor under jvp refuses unpack_dual)
+        x = t
+        while wrapped(x):
+            if x.requires_grad or _functorch.is_batchedtensor(x):
+                return True
+            x = _functorch.get_unwrapped(x)
+    return has_tangent(t)
 
 
 def wrapped(x: torch.Tensor) -> bool:

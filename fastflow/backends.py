@@ -51,6 +51,22 @@ if _ENV_DEFAULT is not None and _ENV_DEFAULT != "auto" and _ENV_DEFAULT not in N
 CPU_ISAS = ("baseline", "avx2", "avx512")  # the CPU kernels' variants (csrc/cpu/dispatch.cpp reads the variable)
 if os.environ.get("FASTFLOW_CPU_ISA", "") not in ("",) + CPU_ISAS:  # (set but empty: unset)
     raise ValueError(f"FASTFLOW_CPU_ISA: expected one of {CPU_ISAS}, got {os.environ['FASTFLOW_CPU_ISA']!r}")
+
+
+def _warn_missing_isa(asked: str) -> None:
+    """A variant the processor cannot run is not an error (the widest runs), but is said."""
+    try:
+        from . import _C
+    except Exception:  # (csrc_backend says why the compiled backends are missing)
+        return
+    if asked not in _C.cpu_isas():
+        import warnings
+        warnings.warn(f"fastflow: FASTFLOW_CPU_ISA={asked} asks for CPU kernels this processor cannot run; the "
+                      f"CPU backend runs its widest variant, {_C.cpu_isa()}", RuntimeWarning, stacklevel=3)
+
+
+if os.environ.get("FASTFLOW_CPU_ISA"):
+    _warn_missing_isa(os.environ["FASTFLOW_CPU_ISA"])
 _thread_choices = [False]  # whether any thread has chosen a default (else skip the thread-local)
 
 

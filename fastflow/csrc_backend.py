@@ -42,10 +42,6 @@ except Exception as exc:  # not built, or built for another Python
                       f"installed (see {_failed}); 'reference' and 'triton' remain. Reinstall with "
                       "`pip install -v .` to see the build log.", RuntimeWarning, stacklevel=2)
 
-if _C is not None and os.environ.get("FASTFLOW_CPU_ISA") and _C.cpu_isa() != os.environ["FASTFLOW_CPU_ISA"]:
-    warnings.warn(f"fastflow: FASTFLOW_CPU_ISA={os.environ['FASTFLOW_CPU_ISA']} asks for CPU kernels this processor "
-                  f"cannot run; the CPU backend runs its widest variant, {_C.cpu_isa()}", RuntimeWarning, stacklevel=2)
-
 _FLOAT_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 _INDEX_CODES = {torch.int64: 0, torch.int32: 1}
 

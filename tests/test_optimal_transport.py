@@ -136,6 +136,8 @@ def test_ot_fn_is_torchcfm_s_solver_attribute():
     assert all(torch.isclose(u, paired).all(1).any() for u in ut)
     with pytest.raises(TypeError, match="ot_fn"):
         m.ot_sampler.ot_fn = "emd"
+    del m.ot_sampler.ot_fn  # back to fastflow's solver
+    assert m.ot_sampler.ot_fn == m.ot_sampler._solve
     m.ot_sampler.ot_fn = lambda a, b, M: np.full(M.shape, np.nan)
     with pytest.raises(ValueError, match="ot_fn"):
         m.ot_sampler.get_map(x0, x1)

@@ -187,6 +187,23 @@ def test_a_subclass_s_own_formulas_define_the_matcher():
     torch.testing.assert_close(m.loss(v, m.sample(x0, x1, t)), ((v - ut) ** 2).mean())
 
 
+def test_a_block_reused_from_another_matcher_is_the_subclass_s_own():
+    """A subclass that takes a block from another fastflow matcher redefines itself as much as one
+    that writes it: sampled through its blocks (a global set of fastflow's blocks took it for
+    the fused sample's, whose coefficients are its parent's)."""
+    class ConstSigmaTarget(tc.TargetConditionalFlowMatcher):
+        compute_sigma_t = tc.ConditionalFlowMatcher.compute_sigma_t
+
+    class Subclass(tc.TargetConditionalFlowMatcher):
+        pass
+
+    assert ConstSigmaTarget(0.1)._own_blocks() and not Subclass(0.1)._own_blocks()
+    assert not any(m._own_blocks() for m in MATCHERS)
+    x0, x1, t = torch.randn(4, 3), torch.randn(4, 3), torch.full((4,), 0.5)
+    _, xt, _, eps = ConstSigmaTarget(0.1).sample_location_and_conditional_flow(x0, x1, t, return_noise=True)
+    torch.testing.assert_close((xt - 0.5 * x1) / eps, torch.full_like(xt, 0.1))  # torchcfm's sigma_t
+
+
 def test_target_cfm_flow_is_computed_from_xt_as_torchcfm():
     """torchcfm's TargetCFM flow is (x1 - (1 - sigma) xt) / (1 - (1 - sigma) t) whatever mu_t is:
     a subclass that shifts the mean keeps that flow (it went through the shifted mean)."""

@@ -236,6 +236,19 @@ def test_exact_ot_pairing_under_transforms():
         vmap(lambda x: m.sample(d["x_0"], x, t, generator=torch.Generator()).xt)(torch.stack([d["x_1"]] * 2))
 
 
+def test_differentiated_reads_the_wrappers_before_the_tangent():
+    """Inside jvp(vmap(f)) a batched tensor refuses unpack_dual: the wrappers answer first."""
+    from fastflow import _transforms
+    seen = []
+
+    def f(x):
+        seen.append((_transforms.differentiated(x), _transforms.differentiated(torch.tensor([0.0, 1.0]))))
+        return x * 2
+
+    jvp(vmap(f), (torch.randn(2, 3),), (torch.ones(2, 3),))
+    assert seen == [(True, False)]
+
+
 def test_a_differentiated_time_grid_is_refused_not_zeroed():
     """The solvers read the times as numbers: a derivative in the grid would silently be 0."""
     solver = ff.ODESolver(lambda x, t: x + 1)

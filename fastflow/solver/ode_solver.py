@@ -64,26 +64,32 @@ class ODESolver(Solver):
         self.velocity_model, self.path, self.prediction, self.backend = velocity_model, path, prediction, backend
 
     # -- one velocity evaluation as coefficients on (x, pred_cond, pred_uncond)
-    def _conversion(self, t: float) -> tuple:
+    def _conversion(self, t: float, graph: Optional[Tensor] = None) -> tuple:
         """``u = a x + b pred`` at time t (a = 0, b = 1 for velocity predictions): numbers, or 0-d
-        tensors where the scheduler's coefficients carry a gradient (learnable parameters), which
-        the steps then pass on to them as flow_matching's conversions do."""
+        tensors where the coefficients carry a gradient (a learnable scheduler's, or ``graph``'s: an
+        adaptive solver's time that carries one, evaluated as the model saw it), which the steps then
+        pass on as flow_matching's conversions do."""
         if self.prediction == "velocity":
             return 0.0, 1.0
-        s = self.path.scheduler(torch.tensor([t], dtype=torch.float64))
+        s = self.path.scheduler(torch.tensor([t], dtype=torch.float64) if graph is None
+                                else graph.reshape(1).to(torch.float64))
         coef = [getattr(s, k) for k in ("alpha_t", "sigma_t", "d_alpha_t", "d_sigma_t")]
-        al, si, da, ds = (float(c.detach()) if isinstance(c, Tensor) else float(c) for c in coef)
-        if not all(map(math.isfinite, (al, si, da, ds))):
+        # the checks read the values under any torch.func wrapper (vmap's: every element's)
+        al, si, da, ds = vals = [_transforms.unwrapped(c.detach()).double() if isinstance(c, Tensor)
+                                 else torch.tensor(float(c), dtype=torch.float64) for c in coef]
+        if not all(bool(torch.isfinite(v).all()) for v in vals):
             raise ValueError(f"t: the path's scheduler is not finite at t = {t} (alpha_t, sigma_t, d_alpha_t, "
-                             f"d_sigma_t = {al}, {si}, {da}, {ds}); start the grid where it is")
-        if self.prediction == "x1" and si == 0:
+                             f"d_sigma_t = {', '.join(map(str, map(_number, vals)))}); start the grid where it is")
+        if self.prediction == "x1" and bool((si == 0).any()):
             raise ValueError(f"t: an x1-prediction is singular where sigma_t = 0 (t = {t}); "
                              "use a grid that does not evaluate the model there (euler, midpoint)")
-        if self.prediction == "epsilon" and al == 0:
+        if self.prediction == "epsilon" and bool((al == 0).any()):
             raise ValueError(f"t: an epsilon-prediction is singular where alpha_t = 0 (t = {t}); "
                              "start the grid after it")
         if any(isinstance(c, Tensor) and (c.requires_grad or _transforms.differentiated(c)) for c in coef):
             al, si, da, ds = (c.reshape(()) for c in coef)
+        else:
+            al, si, da, ds = map(float, vals)
         if self.prediction == "x1":
             return ds / si, (da * si - ds * al) / si
         return da / al, (ds * al - da * si) / al
@@ -217,8 +223,10 @@ class _Integration:
     def evaluate(self, x: Tensor, t, extras: dict):
         # the model gets t in the state's dtype, as torchdiffeq hands it (a bf16 model, a float64 grid);
         # an adaptive solver's time that carries a graph (enable_grad) is handed on as it is
+        graph = None
         if isinstance(t, Tensor):
             tt, t = t.to(x.dtype), float(t.detach())
+            graph = tt if tt.requires_grad else None  # (the conversion's coefficients follow it too)
         else:
             tt = torch.full((), t, dtype=x.dtype, device=x.device)  # a fill, not a host copy
         cond = _output(self.solver.velocity_model(x=x, t=tt, **extras), x)
@@ -229,7 +237,7 @@ class _Integration:
             return cond, uncond, 0.0, 1.0
         seen = float(torch.tensor(t, dtype=x.dtype))  # convert at the t the model saw (rounded on the host)
         try:
-            a, b = self.solver._conversion(seen)
+            a, b = self.solver._conversion(seen, graph)
         except ValueError as e:
             if seen == t:
                 raise
@@ -240,7 +248,7 @@ class _Integration:
     def advance(self, y: Tensor, x: Tensor, t: float, scale: float, extras: dict, out=None) -> Tensor:
         """``y + scale * u(x, t)``: one fused kernel unless a conversion needs ``x != y``."""
         cond, uncond, a, b = self.evaluate(x, t, extras)
-        if a != 0 and x is not y:
+        if not _is(a, 0.0) and x is not y:
             return self.combine(y, self.velocity(x, cond, uncond, a, b), 1.0, scale, out=out)
         w = self.w
         C = -scale * b * w if uncond is not None else None
@@ -248,11 +256,11 @@ class _Integration:
 
     def velocity(self, x, cond, uncond, a, b):
         w = self.w
-        if a == 0 and uncond is None and b == 1:
+        if _is(a, 0.0) and uncond is None and _is(b, 1.0):
             return cond
         if uncond is None:
             return self.combine(x, cond, a, b)
-        if a == 0:
+        if _is(a, 0.0):
             return self.combine(cond, uncond, b * (1 + w), -b * w)
         guided = self.combine(cond, uncond, 1 + w, -w)
         return self.combine(x, guided, a, b)
@@ -287,6 +295,17 @@ class _Integration:
         (the model then sees torchdiffeq's time whatever the state's dtype, float64 included)."""
         T = _grid_scalar(self.t_dtype)
         return float(T(t0) + T(dt) * T(c))
+
+
+def _is(coef, value: float) -> bool:
+    """A conversion coefficient is that number (a tensor one, which carries a gradient, or under
+    vmap values, never takes a shortcut)."""
+    return isinstance(coef, float) and coef == value
+
+
+def _number(v: Tensor):
+    """A coefficient's value for a message: a float, or the list of a vmapped one's values."""
+    return float(v) if v.numel() == 1 else v.tolist()
 
 
 def _output(u, x: Tensor) -> Tensor:

@@ -136,8 +136,10 @@ class ConditionalFlowMatcher:
         return 2 * self.compute_sigma_t(t) / (self.sigma**2 + 1e-8)
 
     def _own_blocks(self) -> bool:
-        """A subclass redefines the matcher through torchcfm's building blocks."""
-        return any(getattr(type(self), n) not in _OWN_BLOCKS for n in _BLOCKS)
+        """A subclass redefines the matcher through torchcfm's building blocks: one of them is not
+        the nearest fastflow matcher's (whose coefficients the fused sample would use)."""
+        base = next(c for c in type(self).__mro__ if c.__module__ == __name__)
+        return any(getattr(type(self), n) is not getattr(base, n) for n in _BLOCKS)
 
     def _sample_by_blocks(self, x0, x1, t) -> CFMSample:
         eps = self.sample_noise_like(x0)
@@ -310,10 +312,6 @@ class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
         return dict(a=torch.sin(h * t), b=torch.cos(h * t), s=self.sigma * torch.ones_like(t),
                     c=h * torch.cos(h * t), d=-h * torch.sin(h * t), e=torch.zeros_like(t))
 
-
-# fastflow's own definitions of the blocks (a subclass's are sampled through, see _own_blocks)
-_OWN_BLOCKS = {vars(cls)[n] for cls in (ConditionalFlowMatcher, TargetConditionalFlowMatcher,
-                                         SchrodingerBridgeConditionalFlowMatcher) for n in _BLOCKS if n in vars(cls)}
 
 __all__ = ["OTPlanSampler", "ConditionalFlowMatcher", "ExactOptimalTransportConditionalFlowMatcher",
            "TargetConditionalFlowMatcher", "SchrodingerBridgeConditionalFlowMatcher",

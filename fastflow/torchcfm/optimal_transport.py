@@ -372,13 +372,17 @@ class OTPlanSampler:
 
     @property
     def ot_fn(self):
-        return self.__dict__.get("_ot_fn") or self._solve
+        return self.__dict__["_ot_fn"] if "_ot_fn" in self.__dict__ else self._solve
 
     @ot_fn.setter
     def ot_fn(self, fn) -> None:
         if not callable(fn):
             raise TypeError(f"ot_fn: expected a callable (a, b, M) -> plan, got {type(fn).__name__}")
         self._ot_fn = fn
+
+    @ot_fn.deleter
+    def ot_fn(self) -> None:  # back to fastflow's solver
+        self.__dict__.pop("_ot_fn", None)
 
     def _solve(self, a: np.ndarray, b: np.ndarray, M: np.ndarray) -> np.ndarray:
         """The default ``ot_fn``: this sampler's method on costs ``M`` between uniform marginals."""
