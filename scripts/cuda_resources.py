@@ -11,8 +11,8 @@ in its loop:
 - spills: at most ``--max-spill`` bytes stored per thread (32 by default; a few words that ptxas
   parks outside the loop, served by L1).
 
-It prints one line per kernel template (its worst instantiation) and exits 1 naming every
-instantiation over a limit. CI runs it after the CMake build (``.ci/run``); on its own:
+It prints one line per kernel template (the range over its instantiations) and exits 1 naming
+every instantiation over a limit. CI runs it after the CMake build (``.ci/run``); on its own:
 
     python scripts/cuda_resources.py [--arch 90] [--max-registers 128] [--max-spill 32]
 """
@@ -66,7 +66,7 @@ def demangle(names: list[str]) -> dict[str, str]:
 
 
 def kernels(log: str) -> list[dict]:
-    """One record per kernel instantiation: name, arch, registers, spill stores / loads, stack."""
+    """One record per kernel instantiation: name, arch, registers, spill-store bytes, stack bytes."""
     frames = {m.group(1): tuple(map(int, m.group(2, 3, 4))) for m in FRAME.finditer(log)}
     found, current = [], None
     for line in log.splitlines():
@@ -75,9 +75,9 @@ def kernels(log: str) -> list[dict]:
         elif (m := USED.search(line)) and current:
             if current[0] not in frames:  # a changed report format must not read as "no spills"
                 sys.exit(f"cuda_resources: no stack / spill line from ptxas for {current[0]}")
-            stack, stores, loads = frames[current[0]]
+            stack, stores, _loads = frames[current[0]]
             found.append(dict(mangled=current[0], arch=current[1], registers=int(m.group(1)), stack=stack,
-                              spill_stores=stores, spill_loads=loads))
+                              spill_stores=stores))
             current = None
     names = demangle([k["mangled"] for k in found])
     for k in found:
@@ -107,15 +107,15 @@ def main(argv=None) -> int:
     if not found:
         print("cuda_resources: ptxas reported no kernel", file=sys.stderr)
         return 1
-    worst = defaultdict(list)
+    by_template = defaultdict(list)
     for k in found:
-        worst[template(k["name"])].append(k)
-    print(f"{'kernel':24} {'inst':>4} {'registers':>11} {'threads/SM (regs)':>17} {'spill B (max)':>14} {'stack B':>8}")
-    for name, ks in sorted(worst.items()):
+        by_template[template(k["name"])].append(k)
+    print(f"{'kernel':24} {'inst':>4} {'registers':>11} {'threads/SM (regs)':>17} {'spilling (max B)':>16} {'stack B':>8}")
+    for name, ks in sorted(by_template.items()):
         lo, hi = min(k["registers"] for k in ks), max(k["registers"] for k in ks)
-        spilling = [k for k in ks if k["spill_stores"]]
-        spill = f"{len(spilling)} ({max((k['spill_stores'] for k in ks), default=0)})"
-        print(f"{name:24} {len(ks):>4} {f'{lo}-{hi}':>11} {resident_threads(hi):>17} {spill:>14} "
+        spilling = sum(1 for k in ks if k["spill_stores"])
+        spill = f"{spilling} ({max(k['spill_stores'] for k in ks)})"
+        print(f"{name:24} {len(ks):>4} {f'{lo}-{hi}':>11} {resident_threads(hi):>17} {spill:>16} "
               f"{max(k['stack'] for k in ks):>8}")
     over = [k for k in found if k["registers"] > args.max_registers or k["spill_stores"] > args.max_spill]
     for k in over:
