@@ -12,9 +12,15 @@ in its loop:
   parks outside the loop, served by L1).
 
 It prints one line per kernel template (the range over its instantiations) and exits 1 naming
-every instantiation over a limit. CI runs it after the CMake build (``.ci/run``); on its own:
+every instantiation over a limit. On its own:
 
     python scripts/cuda_resources.py [--arch 90] [--max-registers 128] [--max-spill 32]
+
+``--log FILE`` reads the report from the output of a build already made with ``-Xptxas=-v``
+instead (every architecture in it is checked): CI configures its CMake build with
+``CUDAFLAGS=-Xptxas=-v`` and passes that build's log (``.ci/run``), which saves compiling
+csrc/cuda a second time. The log must hold the compilation of every ``.cu`` (a fresh build
+folder): ninja rebuilds only what changed, and a partial report would pass unseen kernels.
 """
 from __future__ import annotations
 
@@ -55,6 +61,16 @@ def compile_verbose(arch: str) -> str:
     if done.returncode:
         sys.exit(f"cuda_resources: the CUDA build failed\n{done.stdout}\n{done.stderr}")
     return done.stdout + done.stderr
+
+
+def check_complete(log: str, source: str) -> None:
+    """Exit unless ``log`` shows ninja compiling every ``csrc/cuda/*.cu`` (see ``--log``)."""
+    built = set(re.findall(r"Building CUDA object \S*csrc/cuda/(\w+)\.cu\.o", log))
+    missing = sorted(p.stem for p in (ROOT / "csrc" / "cuda").glob("*.cu") if p.stem not in built)
+    if missing:
+        sys.exit(f"cuda_resources: {source} does not show {', '.join(m + '.cu' for m in missing)} being compiled "
+                 "(ninja compiles only what changed: use a fresh build folder, configured with "
+                 "CUDAFLAGS=-Xptxas=-v)")
 
 
 def demangle(names: list[str]) -> dict[str, str]:
@@ -102,10 +118,14 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="90", help="CUDA architecture, as CMAKE_CUDA_ARCHITECTURES (default 90)")
     p.add_argument("--max-registers", type=int, default=128)
     p.add_argument("--max-spill", type=int, default=32, help="spill-store bytes a thread may have")
+    p.add_argument("--log", type=Path, help="the output of a fresh CMake build made with -Xptxas=-v, "
+                   "read instead of compiling (--arch is then ignored: every architecture in it is checked)")
     args = p.parse_args(argv)
-    found = kernels(compile_verbose(args.arch))
+    log = args.log.read_text(errors="replace") if args.log else compile_verbose(args.arch)
+    check_complete(log, str(args.log) if args.log else "the build")
+    found = kernels(log)
     if not found:
-        print("cuda_resources: ptxas reported no kernel", file=sys.stderr)
+        print("cuda_resources: ptxas reported no kernel (was -Xptxas=-v passed to nvcc?)", file=sys.stderr)
         return 1
     by_template = defaultdict(list)
     for k in found:
@@ -121,7 +141,8 @@ def main(argv=None) -> int:
     for k in over:
         print(f"over a limit: {k['name']} ({k['arch']}): {k['registers']} registers, "
               f"{k['spill_stores']} bytes of spill stores", file=sys.stderr)
-    print(f"{len(found)} kernel instantiations for sm_{args.arch}; {len(over)} over "
+    archs = ", ".join(sorted({k["arch"] for k in found}))
+    print(f"{len(found)} kernel instantiations for {archs}; {len(over)} over "
           f"{args.max_registers} registers or {args.max_spill} spill bytes")
     return 1 if over else 0
 

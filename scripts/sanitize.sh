@@ -4,17 +4,22 @@
 # by the tests' CUDA emulator), both built with -fsanitize=address, stand in for the installed
 # modules while tests/test_cpu_backend.py and tests/test_cuda_backend.py run. A kernel's read or
 # write outside the tensors it was given, at the tests' shapes, stops the run with ASan's report
-# (on a GPU, scripts/gpu_check.sh runs compute-sanitizer's memcheck instead). About 4 minutes
-# on 2 cores; CI runs it. Extra arguments go to pytest.
+# (on a GPU, scripts/gpu_check.sh runs compute-sanitizer's memcheck instead). About 5 minutes
+# on 2 cores; CI runs it. Extra arguments go to pytest; `--build-only` (first) only builds the
+# two modules (CI builds them while the tests run: the tests leave most of a core idle), with
+# CMAKE_BUILD_PARALLEL_LEVEL jobs if set, else one a core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_only=0
+if [ "${1:-}" = --build-only ]; then build_only=1; shift; fi
 bash scripts/setup.sh >/dev/null
 . .venv/bin/activate
 B=build/asan
 cmake -S . -B "$B" -G Ninja -DFASTFLOW_CUDA=OFF -DFASTFLOW_CUDA_EMULATOR=ON \
   -DFASTFLOW_OUTPUT_DIR="$PWD/$B/out" -DPython_EXECUTABLE="$(command -v python)" \
   -DCMAKE_CXX_FLAGS="-fsanitize=address -fno-omit-frame-pointer" -DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=address >/dev/null
-cmake --build "$B" -j "$(nproc)"
+cmake --build "$B" --parallel "${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+[ "$build_only" = 1 ] && exit 0
 asan=$("${CXX:-c++}" -print-file-name=libasan.so)
 stdcxx=$("${CXX:-c++}" -print-file-name=libstdc++.so)  # preloaded too: ASan's throw hook needs it
 [ -f "$asan" ] || { echo "sanitize.sh: libasan.so not found ($asan)" >&2; exit 1; }

@@ -10,6 +10,9 @@
 #     the tests' CUDA emulator module).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# .ci/run prepares the environment once and sets FASTFLOW_SETUP_DONE=1 for the scripts it calls
+# (each would otherwise spend ~12 s re-checking it, and two at once would race in pip)
+if [ "${FASTFLOW_SETUP_DONE:-}" = 1 ] && [ -x .venv/bin/python ]; then exit 0; fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv --system-site-packages .venv
