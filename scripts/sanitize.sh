@@ -6,7 +6,7 @@
 # write outside the tensors it was given, at the tests' shapes, stops the run with ASan's report
 # (on a GPU, scripts/gpu_check.sh runs compute-sanitizer's memcheck instead). About 5 minutes
 # on 2 cores; CI runs it. Extra arguments go to pytest; `--build-only` (first) only builds the
-# two modules (CI builds them while the tests run: the tests leave most of a core idle), with
+# two modules (CI builds them while the tests run, which keep about one of its two cores busy), with
 # CMAKE_BUILD_PARALLEL_LEVEL jobs if set, else one a core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
